@@ -1,0 +1,276 @@
+using System.Buffers;
+using System.Numerics;
+using System.Runtime.CompilerServices;
+using System.Runtime.Intrinsics;
+
+namespace NormKit.Kernels;
+
+/// <summary>
+/// LayerNorm over the last dimension of a rows x cols matrix (the trailing dims flattened).
+/// Callers have validated every length; this class trusts them.
+/// </summary>
+internal static unsafe class LayerNormKernel
+{
+    // A chunk of rows is one unit of parallel work; ~16K elements amortises the hand-off.
+    private const int ChunkElements = 16 * 1024;
+    // Backward merges per-block partial dWeight/dBias in block order; at most this many blocks.
+    private const int MaxGradBlocks = 64;
+
+    /// <summary>
+    /// y = (x - mean) * rstd * weight + bias per row, with mean = sum(x) / cols,
+    /// var = sum((x - mean)^2) / cols (biased), rstd = 1 / sqrt(var + eps).
+    /// </summary>
+    /// <remarks>
+    /// Segment: one row of <paramref name="cols"/> elements. Statistics are accumulated in
+    /// double with two passes over the row (it sits in L1/L2 between them), so memory traffic
+    /// is: reads x once from memory (twice from cache), writes y once.
+    /// eps is added to the variance inside the square root. mean and rstd are stored as T
+    /// and are exactly the values used to normalize, so backward recomputes the same x_hat.
+    /// weight and bias may each be empty (absent). A one-element row gives exactly bias.
+    /// </remarks>
+    public static void Forward<T>(ReadOnlySpan<T> x, ReadOnlySpan<T> weight, ReadOnlySpan<T> bias, int rows, int cols, double eps,
+        Span<T> y, Span<T> mean, Span<T> rstd) where T : unmanaged, IFloatingPointIeee754<T>
+    {
+        if (rows == 0 || cols == 0) return;
+        var path = Simd.Dispatch();
+        fixed (T* px = x, pw = weight, pb = bias, py = y, pm = mean, pr = rstd)
+        {
+            var job = new Job<T>
+            {
+                X = px, W = weight.IsEmpty ? null : pw, B = bias.IsEmpty ? null : pb, Y = py, Mean = pm, Rstd = pr,
+                Rows = rows, Cols = cols, Eps = eps, Path = path,
+                RowsPerChunk = Math.Max(1, ChunkElements / cols),
+            };
+            int chunks = (rows + job.RowsPerChunk - 1) / job.RowsPerChunk;
+            WorkerPool.For(chunks, &job, &ForwardChunk<T>);
+        }
+    }
+
+    private struct Job<T> where T : unmanaged
+    {
+        public T* X, W, B, Y, Mean, Rstd, Dy, Dx;
+        public double* Partials; // per block: dWeight[cols] then dBias[cols]
+        public int Rows, Cols, RowsPerChunk;
+        public double Eps;
+        public SimdPath Path;
+        public bool WantGrads;
+    }
+
+    private static void ForwardChunk<T>(void* state, int chunk) where T : unmanaged, IFloatingPointIeee754<T>
+    {
+        ref Job<T> j = ref Unsafe.AsRef<Job<T>>(state);
+        int r0 = chunk * j.RowsPerChunk, r1 = Math.Min(j.Rows, r0 + j.RowsPerChunk);
+        int n = j.Cols;
+        for (int r = r0; r < r1; r++)
+        {
+            ref T xr = ref j.X[(nint)r * n];
+            double mu = Reductions.Sum(ref xr, n, j.Path) / n;
+            double var = Reductions.SumSquaredDeviations(ref xr, n, mu, j.Path) / n;
+            T m = Num.From<T>(mu), rs = Num.From<T>(1.0 / Math.Sqrt(var + j.Eps));
+            j.Mean[r] = m;
+            j.Rstd[r] = rs;
+            NormalizeRow(ref xr, ref j.Y[(nint)r * n], j.W, j.B, n, m, rs, j.Path);
+        }
+    }
+
+    private static void NormalizeRow<T>(ref T x, ref T y, T* w, T* b, int n, T m, T rs, SimdPath path) where T : unmanaged, IFloatingPointIeee754<T>
+    {
+        int i = path switch
+        {
+            SimdPath.Vector512 => NormalizeRow<T, W512<T>, Vector512<T>, Vector512<double>>(ref x, ref y, w, b, n, m, rs),
+            SimdPath.Vector256 => NormalizeRow<T, W256<T>, Vector256<T>, Vector256<double>>(ref x, ref y, w, b, n, m, rs),
+            SimdPath.Vector128 => NormalizeRow<T, W128<T>, Vector128<T>, Vector128<double>>(ref x, ref y, w, b, n, m, rs),
+            _ => 0,
+        };
+        // Scalar specification (and the SIMD tail): x_hat = (x - m) * rs; y = x_hat * w + b.
+        for (; i < n; i++)
+        {
+            T v = (Unsafe.Add(ref x, i) - m) * rs;
+            if (w != null) v *= w[i];
+            if (b != null) v += b[i];
+            Unsafe.Add(ref y, i) = v;
+        }
+    }
+
+    private static int NormalizeRow<T, W, TV, TD>(ref T x, ref T y, T* w, T* b, int n, T m, T rs)
+        where T : unmanaged where W : IWidth<T, TV, TD>
+    {
+        TV mv = W.Splat(m), rv = W.Splat(rs);
+        int i = 0, step = W.Count;
+        for (; i <= n - step; i += step)
+        {
+            TV v = W.Mul(W.Sub(W.Load(ref x, (nuint)i), mv), rv);
+            if (w != null) v = W.Mul(v, W.Load(ref *w, (nuint)i));
+            if (b != null) v = W.Add(v, W.Load(ref *b, (nuint)i));
+            W.Store(v, ref y, (nuint)i);
+        }
+        return i;
+    }
+
+    /// <summary>
+    /// Backward of <see cref="Forward{T}"/>. Per row, with g = dy * weight and
+    /// x_hat = (x - mean) * rstd recomputed from the saved mean and rstd:
+    /// dx = rstd * (g - mean(g) - x_hat * mean(g * x_hat)); dWeight += sum over rows of dy * x_hat;
+    /// dBias += sum over rows of dy.
+    /// </summary>
+    /// <remarks>
+    /// Reads x and dy twice per row (the second time from cache), writes dx once. dx is
+    /// overwritten; dWeight and dBias accumulate (+=), each optional (empty = not wanted).
+    /// Rows are split into at most 64 blocks fixed by the row count; each block sums its
+    /// dWeight/dBias partials in double and the partials are added in block order, so the
+    /// result does not depend on the thread count.
+    /// </remarks>
+    public static void Backward<T>(ReadOnlySpan<T> dy, ReadOnlySpan<T> x, ReadOnlySpan<T> mean, ReadOnlySpan<T> rstd, ReadOnlySpan<T> weight,
+        int rows, int cols, Span<T> dx, Span<T> dWeight, Span<T> dBias) where T : unmanaged, IFloatingPointIeee754<T>
+    {
+        if (rows == 0 || cols == 0) return;
+        var path = Simd.Dispatch();
+        bool wantGrads = !dWeight.IsEmpty || !dBias.IsEmpty;
+        int blocks = Math.Min(rows, MaxGradBlocks);
+        int rowsPerBlock = (rows + blocks - 1) / blocks;
+        blocks = (rows + rowsPerBlock - 1) / rowsPerBlock;
+        double[]? partials = null;
+        if (wantGrads)
+        {
+            partials = ArrayPool<double>.Shared.Rent(blocks * cols * 2);
+            Array.Clear(partials, 0, blocks * cols * 2);
+        }
+        try
+        {
+            fixed (T* pdy = dy, px = x, pm = mean, pr = rstd, pw = weight, pdx = dx)
+            fixed (double* pp = partials)
+            {
+                var job = new Job<T>
+                {
+                    Dy = pdy, X = px, Mean = pm, Rstd = pr, W = weight.IsEmpty ? null : pw, Dx = pdx, Partials = pp,
+                    Rows = rows, Cols = cols, RowsPerChunk = rowsPerBlock, Path = path, WantGrads = wantGrads,
+                };
+                WorkerPool.For(blocks, &job, &BackwardBlock<T>);
+            }
+            if (wantGrads)
+            {
+                // Block order, fixed by the shape: the same bits for any thread count.
+                for (int c = 0; c < cols; c++)
+                {
+                    double sw = 0, sb = 0;
+                    for (int blk = 0; blk < blocks; blk++)
+                    {
+                        sw += partials![(blk * 2) * cols + c];
+                        sb += partials[(blk * 2 + 1) * cols + c];
+                    }
+                    if (!dWeight.IsEmpty) dWeight[c] = Num.From<T>(Num.D(dWeight[c]) + sw);
+                    if (!dBias.IsEmpty) dBias[c] = Num.From<T>(Num.D(dBias[c]) + sb);
+                }
+            }
+        }
+        finally
+        {
+            if (partials != null) ArrayPool<double>.Shared.Return(partials);
+        }
+    }
+
+    private static void BackwardBlock<T>(void* state, int block) where T : unmanaged, IFloatingPointIeee754<T>
+    {
+        ref Job<T> j = ref Unsafe.AsRef<Job<T>>(state);
+        int n = j.Cols;
+        int r0 = block * j.RowsPerChunk, r1 = Math.Min(j.Rows, r0 + j.RowsPerChunk);
+        double* pw = j.WantGrads ? j.Partials + (nint)block * 2 * n : null;
+        double* pb = j.WantGrads ? pw + n : null;
+        for (int r = r0; r < r1; r++)
+        {
+            nint o = (nint)r * n;
+            T m = j.Mean[r], rs = j.Rstd[r];
+            var (s1, s2) = j.Path switch
+            {
+                SimdPath.Vector512 => RowSums<T, W512<T>, Vector512<T>, Vector512<double>>(ref j.Dy[o], ref j.X[o], j.W, n, m, rs),
+                SimdPath.Vector256 => RowSums<T, W256<T>, Vector256<T>, Vector256<double>>(ref j.Dy[o], ref j.X[o], j.W, n, m, rs),
+                SimdPath.Vector128 => RowSums<T, W128<T>, Vector128<T>, Vector128<double>>(ref j.Dy[o], ref j.X[o], j.W, n, m, rs),
+                _ => RowSumsTail(ref j.Dy[o], ref j.X[o], j.W, 0, n, m, rs, 0, 0),
+            };
+            T c1 = Num.From<T>(s1 / n), c2 = Num.From<T>(s2 / n);
+            int i = j.Path switch
+            {
+                SimdPath.Vector512 => RowGrad<T, W512<T>, Vector512<T>, Vector512<double>>(ref j.Dy[o], ref j.X[o], j.W, ref j.Dx[o], pw, pb, n, m, rs, c1, c2),
+                SimdPath.Vector256 => RowGrad<T, W256<T>, Vector256<T>, Vector256<double>>(ref j.Dy[o], ref j.X[o], j.W, ref j.Dx[o], pw, pb, n, m, rs, c1, c2),
+                SimdPath.Vector128 => RowGrad<T, W128<T>, Vector128<T>, Vector128<double>>(ref j.Dy[o], ref j.X[o], j.W, ref j.Dx[o], pw, pb, n, m, rs, c1, c2),
+                _ => 0,
+            };
+            // Scalar specification (and the SIMD tail).
+            for (; i < n; i++)
+            {
+                T d = j.Dy[o + i];
+                T xh = (j.X[o + i] - m) * rs;
+                T g = j.W != null ? d * j.W[i] : d;
+                j.Dx[o + i] = (g - c1 - xh * c2) * rs;
+                if (pw != null)
+                {
+                    pw[i] += Num.D(d) * Num.D(xh);
+                    pb[i] += Num.D(d);
+                }
+            }
+        }
+    }
+
+    // sum(g) and sum(g * x_hat) over one row, in double.
+    private static (double, double) RowSumsTail<T>(ref T dy, ref T x, T* w, int from, int n, T m, T rs, double s1, double s2)
+        where T : unmanaged, IFloatingPointIeee754<T>
+    {
+        for (int i = from; i < n; i++)
+        {
+            T g = w != null ? Unsafe.Add(ref dy, i) * w[i] : Unsafe.Add(ref dy, i);
+            T xh = (Unsafe.Add(ref x, i) - m) * rs;
+            s1 += Num.D(g);
+            s2 += Num.D(g) * Num.D(xh);
+        }
+        return (s1, s2);
+    }
+
+    private static (double, double) RowSums<T, W, TV, TD>(ref T dy, ref T x, T* w, int n, T m, T rs)
+        where T : unmanaged, IFloatingPointIeee754<T> where W : IWidth<T, TV, TD>
+    {
+        TV mv = W.Splat(m), rv = W.Splat(rs);
+        TD s1 = W.ZeroD, s2 = W.ZeroD;
+        int i = 0, step = W.Count;
+        for (; i <= n - step; i += step)
+        {
+            TV g = W.Load(ref dy, (nuint)i);
+            if (w != null) g = W.Mul(g, W.Load(ref *w, (nuint)i));
+            TV xh = W.Mul(W.Sub(W.Load(ref x, (nuint)i), mv), rv);
+            W.Widen(g, out TD g0, out TD g1);
+            W.Widen(xh, out TD h0, out TD h1);
+            s1 = W.AddD(s1, W.AddD(g0, g1));
+            s2 = W.AddD(s2, W.AddD(W.MulD(g0, h0), W.MulD(g1, h1)));
+        }
+        return RowSumsTail(ref dy, ref x, w, i, n, m, rs, W.SumD(s1), W.SumD(s2));
+    }
+
+    private static int RowGrad<T, W, TV, TD>(ref T dy, ref T x, T* w, ref T dx, double* pw, double* pb, int n, T m, T rs, T c1, T c2)
+        where T : unmanaged where W : IWidth<T, TV, TD>
+    {
+        TV mv = W.Splat(m), rv = W.Splat(rs), c1v = W.Splat(c1), c2v = W.Splat(c2);
+        int i = 0, step = W.Count, half = W.WideCount / 2;
+        bool twoHalves = step > half; // float: one vector of T widens to two of double
+        for (; i <= n - step; i += step)
+        {
+            TV d = W.Load(ref dy, (nuint)i);
+            TV g = w != null ? W.Mul(d, W.Load(ref *w, (nuint)i)) : d;
+            TV xh = W.Mul(W.Sub(W.Load(ref x, (nuint)i), mv), rv);
+            W.Store(W.Mul(W.Sub(W.Sub(g, c1v), W.Mul(xh, c2v)), rv), ref dx, (nuint)i);
+            if (pw != null)
+            {
+                W.Widen(d, out TD d0, out TD d1);
+                W.Widen(xh, out TD h0, out TD h1);
+                ref double aw = ref pw[i];
+                ref double ab = ref pb[i];
+                W.StoreD(W.AddD(W.LoadD(ref aw, 0), W.MulD(d0, h0)), ref aw, 0);
+                W.StoreD(W.AddD(W.LoadD(ref ab, 0), d0), ref ab, 0);
+                if (twoHalves)
+                {
+                    W.StoreD(W.AddD(W.LoadD(ref aw, (nuint)half), W.MulD(d1, h1)), ref aw, (nuint)half);
+                    W.StoreD(W.AddD(W.LoadD(ref ab, (nuint)half), d1), ref ab, (nuint)half);
+                }
+            }
+        }
+        return i;
+    }
+}

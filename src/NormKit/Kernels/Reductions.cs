@@ -1,0 +1,268 @@
+using System.Runtime.CompilerServices;
+using System.Runtime.Intrinsics;
+
+namespace NormKit.Kernels;
+
+/// <summary>
+/// The reductions every norm is built from, accumulated in double whatever the element type:
+/// over one contiguous segment (a LayerNorm row, one (sample, channel) plane of BatchNorm)
+/// or down the columns of a block of rows (BatchNorm in channels-last layout, where a channel
+/// is a column). Each has a scalar specification and one generic SIMD body. Summation order
+/// depends only on the length and the path, never on alignment or threads.
+/// </summary>
+internal static class Reductions
+{
+    // ---------------- contiguous segment: sum(x) ----------------
+
+    public static double Sum<T>(ref T x, int n, SimdPath path) where T : unmanaged => path switch
+    {
+        SimdPath.Vector512 => Sum<T, W512<T>, Vector512<T>, Vector512<double>>(ref x, n),
+        SimdPath.Vector256 => Sum<T, W256<T>, Vector256<T>, Vector256<double>>(ref x, n),
+        SimdPath.Vector128 => Sum<T, W128<T>, Vector128<T>, Vector128<double>>(ref x, n),
+        _ => SumScalar(ref x, 0, n, 0.0),
+    };
+
+    private static double SumScalar<T>(ref T x, int from, int n, double acc) where T : unmanaged
+    {
+        for (int i = from; i < n; i++) acc += Num.D(Unsafe.Add(ref x, i));
+        return acc;
+    }
+
+    private static double Sum<T, W, TV, TD>(ref T x, int n) where T : unmanaged where W : IWidth<T, TV, TD>
+    {
+        TD a = W.ZeroD, b = W.ZeroD;
+        int i = 0, step = W.WideCount;
+        for (; i <= n - step; i += step)
+        {
+            W.LoadWide(ref x, (nuint)i, out TD lo, out TD hi);
+            a = W.AddD(a, lo); b = W.AddD(b, hi);
+        }
+        return SumScalar(ref x, i, n, W.SumD(W.AddD(a, b)));
+    }
+
+    // ---------------- contiguous segment: sum((x - mean)^2) ----------------
+
+    public static double SumSquaredDeviations<T>(ref T x, int n, double mean, SimdPath path) where T : unmanaged => path switch
+    {
+        SimdPath.Vector512 => SumSq<T, W512<T>, Vector512<T>, Vector512<double>>(ref x, n, mean),
+        SimdPath.Vector256 => SumSq<T, W256<T>, Vector256<T>, Vector256<double>>(ref x, n, mean),
+        SimdPath.Vector128 => SumSq<T, W128<T>, Vector128<T>, Vector128<double>>(ref x, n, mean),
+        _ => SumSqScalar(ref x, 0, n, mean, 0.0),
+    };
+
+    private static double SumSqScalar<T>(ref T x, int from, int n, double mean, double acc) where T : unmanaged
+    {
+        for (int i = from; i < n; i++)
+        {
+            double d = Num.D(Unsafe.Add(ref x, i)) - mean;
+            acc += d * d;
+        }
+        return acc;
+    }
+
+    private static double SumSq<T, W, TV, TD>(ref T x, int n, double mean) where T : unmanaged where W : IWidth<T, TV, TD>
+    {
+        TD a = W.ZeroD, b = W.ZeroD, m = W.SplatD(mean);
+        int i = 0, step = W.WideCount;
+        for (; i <= n - step; i += step)
+        {
+            W.LoadWide(ref x, (nuint)i, out TD lo, out TD hi);
+            lo = W.SubD(lo, m); hi = W.SubD(hi, m);
+            a = W.AddD(a, W.MulD(lo, lo)); b = W.AddD(b, W.MulD(hi, hi));
+        }
+        return SumSqScalar(ref x, i, n, mean, W.SumD(W.AddD(a, b)));
+    }
+
+    // ---------------- contiguous segment: sum(dy) and sum((x - m) * dy) ----------------
+
+    public static void SumAndDot<T>(ref T dy, ref T x, int n, double m, SimdPath path, out double sum, out double dot) where T : unmanaged
+    {
+        switch (path)
+        {
+            case SimdPath.Vector512: SumDot<T, W512<T>, Vector512<T>, Vector512<double>>(ref dy, ref x, n, m, out sum, out dot); break;
+            case SimdPath.Vector256: SumDot<T, W256<T>, Vector256<T>, Vector256<double>>(ref dy, ref x, n, m, out sum, out dot); break;
+            case SimdPath.Vector128: SumDot<T, W128<T>, Vector128<T>, Vector128<double>>(ref dy, ref x, n, m, out sum, out dot); break;
+            default: sum = 0; dot = 0; SumDotScalar(ref dy, ref x, 0, n, m, ref sum, ref dot); break;
+        }
+    }
+
+    private static void SumDotScalar<T>(ref T dy, ref T x, int from, int n, double m, ref double sum, ref double dot) where T : unmanaged
+    {
+        for (int i = from; i < n; i++)
+        {
+            double g = Num.D(Unsafe.Add(ref dy, i));
+            sum += g;
+            dot += (Num.D(Unsafe.Add(ref x, i)) - m) * g;
+        }
+    }
+
+    private static void SumDot<T, W, TV, TD>(ref T dy, ref T x, int n, double m, out double sum, out double dot)
+        where T : unmanaged where W : IWidth<T, TV, TD>
+    {
+        TD s0 = W.ZeroD, s1 = W.ZeroD, d0 = W.ZeroD, d1 = W.ZeroD, mv = W.SplatD(m);
+        int i = 0, step = W.WideCount;
+        for (; i <= n - step; i += step)
+        {
+            W.LoadWide(ref dy, (nuint)i, out TD g0, out TD g1);
+            W.LoadWide(ref x, (nuint)i, out TD x0, out TD x1);
+            s0 = W.AddD(s0, g0); s1 = W.AddD(s1, g1);
+            d0 = W.AddD(d0, W.MulD(W.SubD(x0, mv), g0));
+            d1 = W.AddD(d1, W.MulD(W.SubD(x1, mv), g1));
+        }
+        sum = W.SumD(W.AddD(s0, s1));
+        dot = W.SumD(W.AddD(d0, d1));
+        SumDotScalar(ref dy, ref x, i, n, m, ref sum, ref dot);
+    }
+
+    // ---------------- columns of a row block (channels-last) ----------------
+    // x is rows x cols, row-major; acc[c] (double, length cols) is accumulated into.
+
+    /// <summary>acc[c] += sum over rows of x[r, c].</summary>
+    public static void ColumnSums<T>(ref T x, int rows, int cols, Span<double> acc, SimdPath path) where T : unmanaged
+    {
+        switch (path)
+        {
+            case SimdPath.Vector512: ColSum<T, W512<T>, Vector512<T>, Vector512<double>>(ref x, rows, cols, acc); break;
+            case SimdPath.Vector256: ColSum<T, W256<T>, Vector256<T>, Vector256<double>>(ref x, rows, cols, acc); break;
+            case SimdPath.Vector128: ColSum<T, W128<T>, Vector128<T>, Vector128<double>>(ref x, rows, cols, acc); break;
+            default: for (int r = 0; r < rows; r++) ColSumTail(ref Unsafe.Add(ref x, (nint)r * cols), 0, cols, acc); break;
+        }
+    }
+
+    private static void ColSumTail<T>(ref T row, int from, int cols, Span<double> acc) where T : unmanaged
+    {
+        for (int c = from; c < cols; c++) acc[c] += Num.D(Unsafe.Add(ref row, c));
+    }
+
+    private static void ColSum<T, W, TV, TD>(ref T x, int rows, int cols, Span<double> acc) where T : unmanaged where W : IWidth<T, TV, TD>
+    {
+        ref double a = ref acc[0];
+        int step = W.WideCount, half = step / 2;
+        int vecEnd = cols - cols % step;
+        for (int r = 0; r < rows; r++)
+        {
+            ref T row = ref Unsafe.Add(ref x, (nint)r * cols);
+            for (int c = 0; c < vecEnd; c += step)
+            {
+                W.LoadWide(ref row, (nuint)c, out TD lo, out TD hi);
+                W.StoreD(W.AddD(W.LoadD(ref a, (nuint)c), lo), ref a, (nuint)c);
+                W.StoreD(W.AddD(W.LoadD(ref a, (nuint)(c + half)), hi), ref a, (nuint)(c + half));
+            }
+            ColSumTail(ref row, vecEnd, cols, acc);
+        }
+    }
+
+    /// <summary>acc[c] += sum over rows of (x[r, c] - mean[c])^2.</summary>
+    public static void ColumnSquaredDeviations<T>(ref T x, int rows, int cols, ReadOnlySpan<double> mean, Span<double> acc, SimdPath path) where T : unmanaged
+    {
+        switch (path)
+        {
+            case SimdPath.Vector512: ColSq<T, W512<T>, Vector512<T>, Vector512<double>>(ref x, rows, cols, mean, acc); break;
+            case SimdPath.Vector256: ColSq<T, W256<T>, Vector256<T>, Vector256<double>>(ref x, rows, cols, mean, acc); break;
+            case SimdPath.Vector128: ColSq<T, W128<T>, Vector128<T>, Vector128<double>>(ref x, rows, cols, mean, acc); break;
+            default: for (int r = 0; r < rows; r++) ColSqTail(ref Unsafe.Add(ref x, (nint)r * cols), 0, cols, mean, acc); break;
+        }
+    }
+
+    private static void ColSqTail<T>(ref T row, int from, int cols, ReadOnlySpan<double> mean, Span<double> acc) where T : unmanaged
+    {
+        for (int c = from; c < cols; c++)
+        {
+            double d = Num.D(Unsafe.Add(ref row, c)) - mean[c];
+            acc[c] += d * d;
+        }
+    }
+
+    private static void ColSq<T, W, TV, TD>(ref T x, int rows, int cols, ReadOnlySpan<double> mean, Span<double> acc)
+        where T : unmanaged where W : IWidth<T, TV, TD>
+    {
+        ref double a = ref acc[0];
+        ref double mu = ref Unsafe.AsRef(in mean[0]);
+        int step = W.WideCount, half = step / 2;
+        int vecEnd = cols - cols % step;
+        for (int r = 0; r < rows; r++)
+        {
+            ref T row = ref Unsafe.Add(ref x, (nint)r * cols);
+            for (int c = 0; c < vecEnd; c += step)
+            {
+                W.LoadWide(ref row, (nuint)c, out TD lo, out TD hi);
+                lo = W.SubD(lo, W.LoadD(ref mu, (nuint)c));
+                hi = W.SubD(hi, W.LoadD(ref mu, (nuint)(c + half)));
+                W.StoreD(W.AddD(W.LoadD(ref a, (nuint)c), W.MulD(lo, lo)), ref a, (nuint)c);
+                W.StoreD(W.AddD(W.LoadD(ref a, (nuint)(c + half)), W.MulD(hi, hi)), ref a, (nuint)(c + half));
+            }
+            ColSqTail(ref row, vecEnd, cols, mean, acc);
+        }
+    }
+
+    /// <summary>sum[c] += sum over rows of dy[r, c]; dot[c] += sum over rows of (x[r, c] - m[c]) * dy[r, c].</summary>
+    public static void ColumnSumAndDot<T>(ref T dy, ref T x, int rows, int cols, ReadOnlySpan<double> m, Span<double> sum, Span<double> dot, SimdPath path)
+        where T : unmanaged
+    {
+        switch (path)
+        {
+            case SimdPath.Vector512: ColSumDot<T, W512<T>, Vector512<T>, Vector512<double>>(ref dy, ref x, rows, cols, m, sum, dot); break;
+            case SimdPath.Vector256: ColSumDot<T, W256<T>, Vector256<T>, Vector256<double>>(ref dy, ref x, rows, cols, m, sum, dot); break;
+            case SimdPath.Vector128: ColSumDot<T, W128<T>, Vector128<T>, Vector128<double>>(ref dy, ref x, rows, cols, m, sum, dot); break;
+            default:
+                for (int r = 0; r < rows; r++)
+                    ColSumDotTail(ref Unsafe.Add(ref dy, (nint)r * cols), ref Unsafe.Add(ref x, (nint)r * cols), 0, cols, m, sum, dot);
+                break;
+        }
+    }
+
+    private static void ColSumDotTail<T>(ref T dyRow, ref T xRow, int from, int cols, ReadOnlySpan<double> m, Span<double> sum, Span<double> dot)
+        where T : unmanaged
+    {
+        for (int c = from; c < cols; c++)
+        {
+            double g = Num.D(Unsafe.Add(ref dyRow, c));
+            sum[c] += g;
+            dot[c] += (Num.D(Unsafe.Add(ref xRow, c)) - m[c]) * g;
+        }
+    }
+
+    private static void ColSumDot<T, W, TV, TD>(ref T dy, ref T x, int rows, int cols, ReadOnlySpan<double> m, Span<double> sum, Span<double> dot)
+        where T : unmanaged where W : IWidth<T, TV, TD>
+    {
+        ref double s = ref sum[0];
+        ref double d = ref dot[0];
+        ref double mu = ref Unsafe.AsRef(in m[0]);
+        int step = W.WideCount, half = step / 2;
+        int vecEnd = cols - cols % step;
+        for (int r = 0; r < rows; r++)
+        {
+            ref T dyRow = ref Unsafe.Add(ref dy, (nint)r * cols);
+            ref T xRow = ref Unsafe.Add(ref x, (nint)r * cols);
+            for (int c = 0; c < vecEnd; c += step)
+            {
+                nuint c0 = (nuint)c, c1 = (nuint)(c + half);
+                W.LoadWide(ref dyRow, c0, out TD g0, out TD g1);
+                W.LoadWide(ref xRow, c0, out TD x0, out TD x1);
+                W.StoreD(W.AddD(W.LoadD(ref s, c0), g0), ref s, c0);
+                W.StoreD(W.AddD(W.LoadD(ref s, c1), g1), ref s, c1);
+                W.StoreD(W.AddD(W.LoadD(ref d, c0), W.MulD(W.SubD(x0, W.LoadD(ref mu, c0)), g0)), ref d, c0);
+                W.StoreD(W.AddD(W.LoadD(ref d, c1), W.MulD(W.SubD(x1, W.LoadD(ref mu, c1)), g1)), ref d, c1);
+            }
+            ColSumDotTail(ref dyRow, ref xRow, vecEnd, cols, m, sum, dot);
+        }
+    }
+
+    // ---------------- merging partial statistics ----------------
+
+    /// <summary>
+    /// Chan et al.'s pairwise update: folds (countB, meanB, m2B) into (count, mean, m2).
+    /// Exact in the sense that matters: no cancellation between large sums.
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static void ChanMerge(ref double count, ref double mean, ref double m2, double countB, double meanB, double m2B)
+    {
+        if (countB == 0) return;
+        if (count == 0) { count = countB; mean = meanB; m2 = m2B; return; }
+        double n = count + countB;
+        double delta = meanB - mean;
+        mean += delta * (countB / n);
+        m2 += m2B + delta * delta * (count * countB / n);
+        count = n;
+    }
+}
