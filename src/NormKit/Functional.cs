@@ -29,10 +29,11 @@ public static class Functional
     /// LayerNorm over the trailing dims <paramref name="normalizedShape"/> of an input of shape
     /// <paramref name="inputShape"/> (row-major): y = (x - mean) / sqrt(var + eps) * weight + bias,
     /// biased variance. weight and bias have normalizedShape's element count, or are empty
-    /// (absent). mean and rstd, when given, receive one value per normalized row.
+    /// (absent). mean and rstd, when given, receive one value per normalized row (in double:
+    /// the exact statistics the normalization used).
     /// </summary>
     public static void LayerNorm<T>(ReadOnlySpan<T> input, ReadOnlySpan<int> inputShape, ReadOnlySpan<int> normalizedShape, Span<T> output,
-        ReadOnlySpan<T> weight = default, ReadOnlySpan<T> bias = default, double eps = 1e-5, Span<T> mean = default, Span<T> rstd = default)
+        ReadOnlySpan<T> weight = default, ReadOnlySpan<T> bias = default, double eps = 1e-5, Span<double> mean = default, Span<double> rstd = default)
         where T : unmanaged, IFloatingPointIeee754<T>
     {
         Num.EnsureSupported<T>();
@@ -41,36 +42,32 @@ public static class Functional
         Guard.Length<T>(output, (long)rows * cols, nameof(output), nameof(inputShape), inputShape);
         Guard.OptionalLength(weight, cols, nameof(weight), nameof(normalizedShape), normalizedShape);
         Guard.OptionalLength(bias, cols, nameof(bias), nameof(normalizedShape), normalizedShape);
-        Guard.OptionalLength<T>(mean, rows, nameof(mean), "one value per normalized row");
-        Guard.OptionalLength<T>(rstd, rows, nameof(rstd), "one value per normalized row");
+        Guard.OptionalLength<double>(mean, rows, nameof(mean), "one value per normalized row");
+        Guard.OptionalLength<double>(rstd, rows, nameof(rstd), "one value per normalized row");
         Guard.Eps(eps);
         Guard.NoOverlap(input, nameof(input), output, nameof(output));
         Guard.NoOverlap(weight, nameof(weight), output, nameof(output));
         Guard.NoOverlap(bias, nameof(bias), output, nameof(output));
-        Guard.NoOverlap<T>(mean, nameof(mean), rstd, nameof(rstd));
-        Guard.NoOverlap<T>(input, nameof(input), mean, nameof(mean));
-        Guard.NoOverlap<T>(input, nameof(input), rstd, nameof(rstd));
-        Guard.NoOverlap<T>(output, nameof(output), mean, nameof(mean));
-        Guard.NoOverlap<T>(output, nameof(output), rstd, nameof(rstd));
+        Guard.NoOverlap<double>(mean, nameof(mean), rstd, nameof(rstd));
 
-        T[]? scratch = null;
+        double[]? scratch = null;
         if (mean.IsEmpty || rstd.IsEmpty)
         {
-            scratch = ArrayPool<T>.Shared.Rent(2 * rows);
+            scratch = ArrayPool<double>.Shared.Rent(2 * rows);
             if (mean.IsEmpty) mean = scratch.AsSpan(0, rows);
             if (rstd.IsEmpty) rstd = scratch.AsSpan(rows, rows);
         }
         try { LayerNormKernel.Forward(input, weight, bias, rows, cols, eps, output, mean, rstd); }
-        finally { if (scratch != null) ArrayPool<T>.Shared.Return(scratch); }
+        finally { if (scratch != null) ArrayPool<double>.Shared.Return(scratch); }
     }
 
     /// <summary>
-    /// Backward of <see cref="LayerNorm{T}(ReadOnlySpan{T}, ReadOnlySpan{int}, ReadOnlySpan{int}, Span{T}, ReadOnlySpan{T}, ReadOnlySpan{T}, double, Span{T}, Span{T})"/>
+    /// Backward of <see cref="LayerNorm{T}(ReadOnlySpan{T}, ReadOnlySpan{int}, ReadOnlySpan{int}, Span{T}, ReadOnlySpan{T}, ReadOnlySpan{T}, double, Span{double}, Span{double})"/>
     /// from the mean and rstd it saved. gradInput is overwritten; gradWeight and gradBias
     /// accumulate (+=) and may be empty when not wanted.
     /// </summary>
     public static void LayerNormBackward<T>(ReadOnlySpan<T> gradOutput, ReadOnlySpan<T> input, ReadOnlySpan<int> inputShape, ReadOnlySpan<int> normalizedShape,
-        ReadOnlySpan<T> mean, ReadOnlySpan<T> rstd, ReadOnlySpan<T> weight, Span<T> gradInput, Span<T> gradWeight = default, Span<T> gradBias = default)
+        ReadOnlySpan<double> mean, ReadOnlySpan<double> rstd, ReadOnlySpan<T> weight, Span<T> gradInput, Span<T> gradWeight = default, Span<T> gradBias = default)
         where T : unmanaged, IFloatingPointIeee754<T>
     {
         Num.EnsureSupported<T>();
@@ -139,6 +136,8 @@ public static class Functional
     /// <param name="momentum">Weight of the batch in the running update, in [0, 1] (PyTorch's convention).</param>
     /// <param name="eps">Added to the variance inside the square root; finite and > 0.</param>
     /// <param name="channelsLast">Channels are the last dim instead of the second.</param>
+    /// <param name="unbiasedRunningVar">running_var takes the unbiased batch variance (PyTorch, default)
+    /// or, with false, the biased one (ONNX BatchNormalization, Keras).</param>
     /// <param name="guardNonFinite">When the batch mean or variance of any channel is NaN or
     /// infinite, leave the running statistics untouched and return
     /// <see cref="RunningStatsUpdate.SkippedNonFinite"/>. The output follows IEEE either way.</param>
@@ -147,7 +146,7 @@ public static class Functional
     public static RunningStatsUpdate BatchNorm<T>(ReadOnlySpan<T> input, ReadOnlySpan<int> inputShape, Span<T> output,
         Span<T> runningMean, Span<T> runningVar, ReadOnlySpan<T> weight, ReadOnlySpan<T> bias,
         bool training, double momentum = 0.1, double eps = 1e-5, bool channelsLast = false, bool guardNonFinite = true,
-        Span<T> saveMean = default, Span<T> saveRstd = default)
+        Span<double> saveMean = default, Span<double> saveRstd = default, bool unbiasedRunningVar = true)
         where T : unmanaged, IFloatingPointIeee754<T>
     {
         Num.EnsureSupported<T>();
@@ -162,8 +161,8 @@ public static class Functional
         Guard.OptionalLength<T>(runningVar, l.C, nameof(runningVar), PerChannel);
         Guard.OptionalLength(weight, l.C, nameof(weight), PerChannel);
         Guard.OptionalLength(bias, l.C, nameof(bias), PerChannel);
-        Guard.OptionalLength<T>(saveMean, l.C, nameof(saveMean), PerChannel);
-        Guard.OptionalLength<T>(saveRstd, l.C, nameof(saveRstd), PerChannel);
+        Guard.OptionalLength<double>(saveMean, l.C, nameof(saveMean), PerChannel);
+        Guard.OptionalLength<double>(saveRstd, l.C, nameof(saveRstd), PerChannel);
         Guard.Eps(eps);
         Guard.Momentum(momentum);
         Guard.NoOverlap(input, nameof(input), output, nameof(output));
@@ -181,26 +180,26 @@ public static class Functional
                     throw new ArgumentException($"runningVar[{c}] is {runningVar[c]}; running variances must be >= 0.", nameof(runningVar));
         if (l.Count == 0) return RunningStatsUpdate.None;
 
-        // Per-channel scratch: batch mean and M2 in double; m, a, b of the element-wise pass in T.
+        // Per-channel scratch: batch mean and M2 in double; hi, lo, a, b of the element-wise pass in T.
         double[] dbl = ArrayPool<double>.Shared.Rent(2 * l.C);
-        T[] par = ArrayPool<T>.Shared.Rent(3 * l.C);
+        T[] par = ArrayPool<T>.Shared.Rent(4 * l.C);
         try
         {
             Span<double> mean = dbl.AsSpan(0, l.C), m2 = dbl.AsSpan(l.C, l.C);
-            Span<T> m = par.AsSpan(0, l.C), a = par.AsSpan(l.C, l.C), b = par.AsSpan(2 * l.C, l.C);
+            Span<T> hi = par.AsSpan(0, l.C), lo = par.AsSpan(l.C, l.C), a = par.AsSpan(2 * l.C, l.C), b = par.AsSpan(3 * l.C, l.C);
             if (useBatch) BatchNormKernel.Statistics(input, l, mean, m2);
             for (int c = 0; c < l.C; c++)
             {
                 double mu = useBatch ? mean[c] : Num.D(runningMean[c]);
                 double var = useBatch ? m2[c] / l.Count : Num.D(runningVar[c]);
-                T rs = Num.From<T>(1.0 / Math.Sqrt(var + eps));
-                m[c] = Num.From<T>(mu);
-                a[c] = weight.IsEmpty ? rs : Num.From<T>(Num.D(rs) * Num.D(weight[c]));
+                double rs = 1.0 / Math.Sqrt(var + eps);
+                LayerNormKernel.Split(mu, out hi[c], out lo[c]);
+                a[c] = Num.From<T>(weight.IsEmpty ? rs : rs * Num.D(weight[c]));
                 b[c] = bias.IsEmpty ? T.Zero : bias[c];
-                if (!saveMean.IsEmpty) saveMean[c] = m[c];
+                if (!saveMean.IsEmpty) saveMean[c] = mu;
                 if (!saveRstd.IsEmpty) saveRstd[c] = rs;
             }
-            BatchNormKernel.Normalize<T>(input, l, m, a, b, output);
+            BatchNormKernel.Normalize<T>(input, l, hi, lo, a, b, output);
 
             if (!training || runningMean.IsEmpty) return RunningStatsUpdate.None;
             if (guardNonFinite)
@@ -209,9 +208,9 @@ public static class Functional
                         return RunningStatsUpdate.SkippedNonFinite;
             for (int c = 0; c < l.C; c++)
             {
-                double unbiased = m2[c] / (l.Count - 1);
+                double batchVar = m2[c] / (unbiasedRunningVar ? l.Count - 1 : l.Count);
                 runningMean[c] = Num.From<T>((1 - momentum) * Num.D(runningMean[c]) + momentum * mean[c]);
-                runningVar[c] = Num.From<T>((1 - momentum) * Num.D(runningVar[c]) + momentum * unbiased);
+                runningVar[c] = Num.From<T>((1 - momentum) * Num.D(runningVar[c]) + momentum * batchVar);
             }
             return RunningStatsUpdate.Updated;
         }
@@ -230,7 +229,7 @@ public static class Functional
     /// gradWeight (+= sum((x - mean) * dy) * rstd) and gradBias (+= sum(dy)) accumulate and may be empty.
     /// </summary>
     public static void BatchNormBackward<T>(ReadOnlySpan<T> gradOutput, ReadOnlySpan<T> input, ReadOnlySpan<int> inputShape,
-        ReadOnlySpan<T> weight, ReadOnlySpan<T> saveMean, ReadOnlySpan<T> saveRstd, bool batchStatistics,
+        ReadOnlySpan<T> weight, ReadOnlySpan<double> saveMean, ReadOnlySpan<double> saveRstd, bool batchStatistics,
         Span<T> gradInput, Span<T> gradWeight = default, Span<T> gradBias = default, bool channelsLast = false)
         where T : unmanaged, IFloatingPointIeee754<T>
     {
@@ -251,30 +250,32 @@ public static class Functional
         if (l.Count == 0) return;
 
         bool needSums = batchStatistics || !gradWeight.IsEmpty || !gradBias.IsEmpty;
-        double[] dbl = ArrayPool<double>.Shared.Rent(3 * l.C);
-        T[] par = ArrayPool<T>.Shared.Rent(3 * l.C);
+        double[] dbl = ArrayPool<double>.Shared.Rent(2 * l.C);
+        T[] par = ArrayPool<T>.Shared.Rent(5 * l.C);
         try
         {
-            Span<double> mu = dbl.AsSpan(0, l.C), sum = dbl.AsSpan(l.C, l.C), dot = dbl.AsSpan(2 * l.C, l.C);
-            Span<T> k1 = par.AsSpan(0, l.C), k2 = par.AsSpan(l.C, l.C), k3 = par.AsSpan(2 * l.C, l.C);
-            for (int c = 0; c < l.C; c++) mu[c] = Num.D(saveMean[c]);
-            if (needSums) BatchNormKernel.GradSums(gradOutput, input, l, mu, sum, dot);
+            Span<double> sum = dbl.AsSpan(0, l.C), dot = dbl.AsSpan(l.C, l.C);
+            Span<T> hi = par.AsSpan(0, l.C), lo = par.AsSpan(l.C, l.C);
+            Span<T> k1 = par.AsSpan(2 * l.C, l.C), k2 = par.AsSpan(3 * l.C, l.C), k3 = par.AsSpan(4 * l.C, l.C);
+            if (needSums) BatchNormKernel.GradSums(gradOutput, input, l, saveMean, sum, dot);
+            else { sum.Clear(); dot.Clear(); }
             double n = l.Count;
             for (int c = 0; c < l.C; c++)
             {
-                double rs = Num.D(saveRstd[c]);
-                k3[c] = weight.IsEmpty ? saveRstd[c] : Num.From<T>(rs * Num.D(weight[c]));
+                double rs = saveRstd[c];
+                LayerNormKernel.Split(saveMean[c], out hi[c], out lo[c]);
+                k3[c] = Num.From<T>(weight.IsEmpty ? rs : rs * Num.D(weight[c]));
                 if (batchStatistics)
                 {
                     k1[c] = Num.From<T>(sum[c] / n);
                     k2[c] = Num.From<T>(dot[c] * rs * rs / n);
                 }
             }
-            if (batchStatistics) BatchNormKernel.InputGradTrain<T>(gradOutput, input, l, saveMean, k1, k2, k3, gradInput);
+            if (batchStatistics) BatchNormKernel.InputGradTrain<T>(gradOutput, input, l, hi, lo, k1, k2, k3, gradInput);
             else BatchNormKernel.InputGradEval<T>(gradOutput, l, k3, gradInput);
             for (int c = 0; c < l.C; c++)
             {
-                if (!gradWeight.IsEmpty) gradWeight[c] = Num.From<T>(Num.D(gradWeight[c]) + dot[c] * Num.D(saveRstd[c]));
+                if (!gradWeight.IsEmpty) gradWeight[c] = Num.From<T>(Num.D(gradWeight[c]) + dot[c] * saveRstd[c]);
                 if (!gradBias.IsEmpty) gradBias[c] = Num.From<T>(Num.D(gradBias[c]) + sum[c]);
             }
         }

@@ -35,7 +35,7 @@ internal static unsafe class BatchNormKernel
 
     private struct Job<T> where T : unmanaged
     {
-        public T* X, Dy, Y, P0, P1, P2, P3;      // P*: per-channel parameters of the element-wise pass
+        public T* X, Dy, Y, P0, P1, P2, P3, P4;  // P*: per-channel parameters of the element-wise pass
         public double* Part;                      // per block: two arrays of C doubles
         public double* Mean;                      // per-channel means (double) for the backward sums
         public BatchLayout L;
@@ -128,37 +128,38 @@ internal static unsafe class BatchNormKernel
     }
 
     /// <summary>
-    /// y = (x - m[c]) * a[c] + b[c]: the element-wise pass of training (m = batch mean,
-    /// a = rstd * weight) and of eval (m = running mean, a = weight / sqrt(running_var + eps)).
-    /// Subtracting m before scaling makes a constant channel give exactly b.
-    /// Reads x once, writes y once.
+    /// y = ((x - hi[c]) - lo[c]) * a[c] + b[c]: the element-wise pass of training (hi + lo =
+    /// batch mean, a = rstd * weight) and of eval (running mean, a = weight / sqrt(running_var + eps)).
+    /// The mean is split into hi + lo in T so that x - mean stays accurate when |mean| is
+    /// far larger than the spread; subtracting it before scaling makes a constant channel
+    /// give exactly b. Reads x once, writes y once.
     /// </summary>
-    public static void Normalize<T>(ReadOnlySpan<T> x, BatchLayout l, ReadOnlySpan<T> m, ReadOnlySpan<T> a, ReadOnlySpan<T> b, Span<T> y)
+    public static void Normalize<T>(ReadOnlySpan<T> x, BatchLayout l, ReadOnlySpan<T> hi, ReadOnlySpan<T> lo, ReadOnlySpan<T> a, ReadOnlySpan<T> b, Span<T> y)
         where T : unmanaged, IFloatingPointIeee754<T>
     {
         if (l.Count == 0) return;
         var path = Simd.Dispatch();
-        fixed (T* px = x, py = y, pm = m, pa = a, pb = b)
+        fixed (T* px = x, py = y, ph = hi, pl = lo, pa = a, pb = b)
         {
-            var job = new Job<T> { X = px, Y = py, P0 = pm, P1 = pa, P2 = pb, L = l, Path = path };
+            var job = new Job<T> { X = px, Y = py, P0 = ph, P1 = pl, P2 = pa, P3 = pb, L = l, Path = path };
             RunElementwise(ref job, &NormalizeChunk<T>);
         }
     }
 
     /// <summary>
-    /// dx for training (batch statistics): dx = (dy - k1[c] - (x - m[c]) * k2[c]) * k3[c] with
-    /// k1 = sum(dy)/n, k2 = sum((x - mean) * dy) * rstd^2 / n, k3 = rstd * weight.
+    /// dx for training (batch statistics): dx = (dy - k1[c] - ((x - hi[c]) - lo[c]) * k2[c]) * k3[c]
+    /// with k1 = sum(dy)/n, k2 = sum((x - mean) * dy) * rstd^2 / n, k3 = rstd * weight.
     /// Reads x and dy once, writes dx once (overwritten).
     /// </summary>
     public static void InputGradTrain<T>(ReadOnlySpan<T> dy, ReadOnlySpan<T> x, BatchLayout l,
-        ReadOnlySpan<T> m, ReadOnlySpan<T> k1, ReadOnlySpan<T> k2, ReadOnlySpan<T> k3, Span<T> dx)
+        ReadOnlySpan<T> hi, ReadOnlySpan<T> lo, ReadOnlySpan<T> k1, ReadOnlySpan<T> k2, ReadOnlySpan<T> k3, Span<T> dx)
         where T : unmanaged, IFloatingPointIeee754<T>
     {
         if (l.Count == 0) return;
         var path = Simd.Dispatch();
-        fixed (T* pdy = dy, px = x, pdx = dx, pm = m, p1 = k1, p2 = k2, p3 = k3)
+        fixed (T* pdy = dy, px = x, pdx = dx, ph = hi, pl = lo, p1 = k1, p2 = k2, p3 = k3)
         {
-            var job = new Job<T> { Dy = pdy, X = px, Y = pdx, P0 = pm, P1 = p1, P2 = p2, P3 = p3, L = l, Path = path };
+            var job = new Job<T> { Dy = pdy, X = px, Y = pdx, P0 = ph, P1 = pl, P2 = p1, P3 = p2, P4 = p3, L = l, Path = path };
             RunElementwise(ref job, &GradTrainChunk<T>);
         }
     }
@@ -171,7 +172,7 @@ internal static unsafe class BatchNormKernel
         var path = Simd.Dispatch();
         fixed (T* pdy = dy, pdx = dx, p3 = k3)
         {
-            var job = new Job<T> { Dy = pdy, Y = pdx, P3 = p3, L = l, Path = path };
+            var job = new Job<T> { Dy = pdy, Y = pdx, P4 = p3, L = l, Path = path };
             RunElementwise(ref job, &GradEvalChunk<T>);
         }
     }
@@ -299,10 +300,11 @@ internal static unsafe class BatchNormKernel
         var l = j.L;
         if (l.AsColumns)
         {
-            var m = new PerColumn<T, W, TV, TD>(j.P0); var a = new PerColumn<T, W, TV, TD>(j.P1); var b = new PerColumn<T, W, TV, TD>(j.P2);
+            var hi = new PerColumn<T, W, TV, TD>(j.P0); var lo = new PerColumn<T, W, TV, TD>(j.P1);
+            var a = new PerColumn<T, W, TV, TD>(j.P2); var b = new PerColumn<T, W, TV, TD>(j.P3);
             int r0 = chunk * j.PerChunk, r1 = Math.Min(l.Rows, r0 + j.PerChunk);
             for (int r = r0; r < r1; r++)
-                NormalizeSpan<T, W, TV, TD, PerColumn<T, W, TV, TD>>(ref j.X[(nint)r * l.C], ref j.Y[(nint)r * l.C], l.C, m, a, b, simd);
+                NormalizeSpan<T, W, TV, TD, PerColumn<T, W, TV, TD>>(ref j.X[(nint)r * l.C], ref j.Y[(nint)r * l.C], l.C, hi, lo, a, b, simd);
         }
         else
         {
@@ -310,15 +312,15 @@ internal static unsafe class BatchNormKernel
             for (int p = p0; p < p1; p++)
             {
                 int c = p % l.C;
-                T mc = j.P0[c], ac = j.P1[c], bc = j.P2[c];
+                T hc = j.P0[c], lc = j.P1[c], ac = j.P2[c], bc = j.P3[c];
                 NormalizeSpan<T, W, TV, TD, Broadcast<T, TV>>(ref j.X[(nint)p * l.S], ref j.Y[(nint)p * l.S], l.S,
-                    new(W.Splat(mc), mc), new(W.Splat(ac), ac), new(W.Splat(bc), bc), simd);
+                    new(W.Splat(hc), hc), new(W.Splat(lc), lc), new(W.Splat(ac), ac), new(W.Splat(bc), bc), simd);
             }
         }
     }
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static void NormalizeSpan<T, W, TV, TD, P>(ref T x, ref T y, int n, P m, P a, P b, bool simd)
+    private static void NormalizeSpan<T, W, TV, TD, P>(ref T x, ref T y, int n, P hi, P lo, P a, P b, bool simd)
         where T : unmanaged, IFloatingPointIeee754<T> where W : IWidth<T, TV, TD> where P : IParam<T, TV>
     {
         int i = 0;
@@ -326,10 +328,10 @@ internal static unsafe class BatchNormKernel
             for (int step = W.Count; i <= n - step; i += step)
             {
                 nuint u = (nuint)i;
-                W.Store(W.Add(W.Mul(W.Sub(W.Load(ref x, u), m.V(u)), a.V(u)), b.V(u)), ref y, u);
+                W.Store(W.Add(W.Mul(W.Sub(W.Sub(W.Load(ref x, u), hi.V(u)), lo.V(u)), a.V(u)), b.V(u)), ref y, u);
             }
         for (; i < n; i++)
-            Unsafe.Add(ref y, i) = (Unsafe.Add(ref x, i) - m.S(i)) * a.S(i) + b.S(i);
+            Unsafe.Add(ref y, i) = (Unsafe.Add(ref x, i) - hi.S(i) - lo.S(i)) * a.S(i) + b.S(i);
     }
 
     private static void GradTrainChunk<T>(void* state, int chunk) where T : unmanaged, IFloatingPointIeee754<T>
@@ -350,13 +352,13 @@ internal static unsafe class BatchNormKernel
         var l = j.L;
         if (l.AsColumns)
         {
-            var m = new PerColumn<T, W, TV, TD>(j.P0); var k1 = new PerColumn<T, W, TV, TD>(j.P1);
-            var k2 = new PerColumn<T, W, TV, TD>(j.P2); var k3 = new PerColumn<T, W, TV, TD>(j.P3);
+            var hi = new PerColumn<T, W, TV, TD>(j.P0); var lo = new PerColumn<T, W, TV, TD>(j.P1);
+            var k1 = new PerColumn<T, W, TV, TD>(j.P2); var k2 = new PerColumn<T, W, TV, TD>(j.P3); var k3 = new PerColumn<T, W, TV, TD>(j.P4);
             int r0 = chunk * j.PerChunk, r1 = Math.Min(l.Rows, r0 + j.PerChunk);
             for (int r = r0; r < r1; r++)
             {
                 nint o = (nint)r * l.C;
-                GradTrainSpan<T, W, TV, TD, PerColumn<T, W, TV, TD>>(ref j.Dy[o], ref j.X[o], ref j.Y[o], l.C, m, k1, k2, k3, simd);
+                GradTrainSpan<T, W, TV, TD, PerColumn<T, W, TV, TD>>(ref j.Dy[o], ref j.X[o], ref j.Y[o], l.C, hi, lo, k1, k2, k3, simd);
             }
         }
         else
@@ -365,16 +367,16 @@ internal static unsafe class BatchNormKernel
             for (int p = p0; p < p1; p++)
             {
                 int c = p % l.C;
-                T mc = j.P0[c], c1 = j.P1[c], c2 = j.P2[c], c3 = j.P3[c];
+                T hc = j.P0[c], lc = j.P1[c], c1 = j.P2[c], c2 = j.P3[c], c3 = j.P4[c];
                 nint o = (nint)p * l.S;
                 GradTrainSpan<T, W, TV, TD, Broadcast<T, TV>>(ref j.Dy[o], ref j.X[o], ref j.Y[o], l.S,
-                    new(W.Splat(mc), mc), new(W.Splat(c1), c1), new(W.Splat(c2), c2), new(W.Splat(c3), c3), simd);
+                    new(W.Splat(hc), hc), new(W.Splat(lc), lc), new(W.Splat(c1), c1), new(W.Splat(c2), c2), new(W.Splat(c3), c3), simd);
             }
         }
     }
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static void GradTrainSpan<T, W, TV, TD, P>(ref T dy, ref T x, ref T dx, int n, P m, P k1, P k2, P k3, bool simd)
+    private static void GradTrainSpan<T, W, TV, TD, P>(ref T dy, ref T x, ref T dx, int n, P hi, P lo, P k1, P k2, P k3, bool simd)
         where T : unmanaged, IFloatingPointIeee754<T> where W : IWidth<T, TV, TD> where P : IParam<T, TV>
     {
         int i = 0;
@@ -382,11 +384,11 @@ internal static unsafe class BatchNormKernel
             for (int step = W.Count; i <= n - step; i += step)
             {
                 nuint u = (nuint)i;
-                TV t = W.Sub(W.Sub(W.Load(ref dy, u), k1.V(u)), W.Mul(W.Sub(W.Load(ref x, u), m.V(u)), k2.V(u)));
+                TV t = W.Sub(W.Sub(W.Load(ref dy, u), k1.V(u)), W.Mul(W.Sub(W.Sub(W.Load(ref x, u), hi.V(u)), lo.V(u)), k2.V(u)));
                 W.Store(W.Mul(t, k3.V(u)), ref dx, u);
             }
         for (; i < n; i++)
-            Unsafe.Add(ref dx, i) = (Unsafe.Add(ref dy, i) - k1.S(i) - (Unsafe.Add(ref x, i) - m.S(i)) * k2.S(i)) * k3.S(i);
+            Unsafe.Add(ref dx, i) = (Unsafe.Add(ref dy, i) - k1.S(i) - (Unsafe.Add(ref x, i) - hi.S(i) - lo.S(i)) * k2.S(i)) * k3.S(i);
     }
 
     private static void GradEvalChunk<T>(void* state, int chunk) where T : unmanaged, IFloatingPointIeee754<T>
@@ -407,7 +409,7 @@ internal static unsafe class BatchNormKernel
         var l = j.L;
         if (l.AsColumns)
         {
-            var k3 = new PerColumn<T, W, TV, TD>(j.P3);
+            var k3 = new PerColumn<T, W, TV, TD>(j.P4);
             int r0 = chunk * j.PerChunk, r1 = Math.Min(l.Rows, r0 + j.PerChunk);
             for (int r = r0; r < r1; r++)
                 ScaleSpan<T, W, TV, TD, PerColumn<T, W, TV, TD>>(ref j.Dy[(nint)r * l.C], ref j.Y[(nint)r * l.C], l.C, k3, simd);
@@ -417,7 +419,7 @@ internal static unsafe class BatchNormKernel
             int p0 = chunk * j.PerChunk, p1 = Math.Min(l.N * l.C, p0 + j.PerChunk);
             for (int p = p0; p < p1; p++)
             {
-                T c3 = j.P3[p % l.C];
+                T c3 = j.P4[p % l.C];
                 ScaleSpan<T, W, TV, TD, Broadcast<T, TV>>(ref j.Dy[(nint)p * l.S], ref j.Y[(nint)p * l.S], l.S, new(W.Splat(c3), c3), simd);
             }
         }

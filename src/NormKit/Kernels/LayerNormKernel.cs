@@ -24,16 +24,19 @@ internal static unsafe class LayerNormKernel
     /// Segment: one row of <paramref name="cols"/> elements. Statistics are accumulated in
     /// double with two passes over the row (it sits in L1/L2 between them), so memory traffic
     /// is: reads x once from memory (twice from cache), writes y once.
-    /// eps is added to the variance inside the square root. mean and rstd are stored as T
-    /// and are exactly the values used to normalize, so backward recomputes the same x_hat.
+    /// eps is added to the variance inside the square root. mean and rstd are saved in double;
+    /// the element-wise pass subtracts the mean as two T values (hi + lo), so x - mean is
+    /// accurate even when |mean| is far larger than the spread, and backward derives the same
+    /// hi/lo from the saved mean and so recomputes exactly the same x_hat.
     /// weight and bias may each be empty (absent). A one-element row gives exactly bias.
     /// </remarks>
     public static void Forward<T>(ReadOnlySpan<T> x, ReadOnlySpan<T> weight, ReadOnlySpan<T> bias, int rows, int cols, double eps,
-        Span<T> y, Span<T> mean, Span<T> rstd) where T : unmanaged, IFloatingPointIeee754<T>
+        Span<T> y, Span<double> mean, Span<double> rstd) where T : unmanaged, IFloatingPointIeee754<T>
     {
         if (rows == 0 || cols == 0) return;
         var path = Simd.Dispatch();
-        fixed (T* px = x, pw = weight, pb = bias, py = y, pm = mean, pr = rstd)
+        fixed (T* px = x, pw = weight, pb = bias, py = y)
+        fixed (double* pm = mean, pr = rstd)
         {
             var job = new Job<T>
             {
@@ -48,7 +51,8 @@ internal static unsafe class LayerNormKernel
 
     private struct Job<T> where T : unmanaged
     {
-        public T* X, W, B, Y, Mean, Rstd, Dy, Dx;
+        public T* X, W, B, Y, Dy, Dx;
+        public double* Mean, Rstd;
         public double* Partials; // per block: dWeight[cols] then dBias[cols]
         public int Rows, Cols, RowsPerChunk;
         public double Eps;
@@ -66,40 +70,48 @@ internal static unsafe class LayerNormKernel
             ref T xr = ref j.X[(nint)r * n];
             double mu = Reductions.Sum(ref xr, n, j.Path) / n;
             double var = Reductions.SumSquaredDeviations(ref xr, n, mu, j.Path) / n;
-            T m = Num.From<T>(mu), rs = Num.From<T>(1.0 / Math.Sqrt(var + j.Eps));
-            j.Mean[r] = m;
-            j.Rstd[r] = rs;
-            NormalizeRow(ref xr, ref j.Y[(nint)r * n], j.W, j.B, n, m, rs, j.Path);
+            double rstd = 1.0 / Math.Sqrt(var + j.Eps);
+            j.Mean[r] = mu;
+            j.Rstd[r] = rstd;
+            Split(mu, out T hi, out T lo);
+            NormalizeRow(ref xr, ref j.Y[(nint)r * n], j.W, j.B, n, hi, lo, Num.From<T>(rstd), j.Path);
         }
     }
 
-    private static void NormalizeRow<T>(ref T x, ref T y, T* w, T* b, int n, T m, T rs, SimdPath path) where T : unmanaged, IFloatingPointIeee754<T>
+    /// <summary>The mean as hi + lo in T: hi is the nearest T, lo what it misses.</summary>
+    internal static void Split<T>(double mean, out T hi, out T lo) where T : unmanaged
+    {
+        hi = Num.From<T>(mean);
+        lo = Num.From<T>(mean - Num.D(hi));
+    }
+
+    internal static void NormalizeRow<T>(ref T x, ref T y, T* w, T* b, int n, T hi, T lo, T rs, SimdPath path) where T : unmanaged, IFloatingPointIeee754<T>
     {
         int i = path switch
         {
-            SimdPath.Vector512 => NormalizeRow<T, W512<T>, Vector512<T>, Vector512<double>>(ref x, ref y, w, b, n, m, rs),
-            SimdPath.Vector256 => NormalizeRow<T, W256<T>, Vector256<T>, Vector256<double>>(ref x, ref y, w, b, n, m, rs),
-            SimdPath.Vector128 => NormalizeRow<T, W128<T>, Vector128<T>, Vector128<double>>(ref x, ref y, w, b, n, m, rs),
+            SimdPath.Vector512 => NormalizeRow<T, W512<T>, Vector512<T>, Vector512<double>>(ref x, ref y, w, b, n, hi, lo, rs),
+            SimdPath.Vector256 => NormalizeRow<T, W256<T>, Vector256<T>, Vector256<double>>(ref x, ref y, w, b, n, hi, lo, rs),
+            SimdPath.Vector128 => NormalizeRow<T, W128<T>, Vector128<T>, Vector128<double>>(ref x, ref y, w, b, n, hi, lo, rs),
             _ => 0,
         };
-        // Scalar specification (and the SIMD tail): x_hat = (x - m) * rs; y = x_hat * w + b.
+        // Scalar specification (and the SIMD tail): x_hat = ((x - hi) - lo) * rs; y = x_hat * w + b.
         for (; i < n; i++)
         {
-            T v = (Unsafe.Add(ref x, i) - m) * rs;
+            T v = (Unsafe.Add(ref x, i) - hi - lo) * rs;
             if (w != null) v *= w[i];
             if (b != null) v += b[i];
             Unsafe.Add(ref y, i) = v;
         }
     }
 
-    private static int NormalizeRow<T, W, TV, TD>(ref T x, ref T y, T* w, T* b, int n, T m, T rs)
+    private static int NormalizeRow<T, W, TV, TD>(ref T x, ref T y, T* w, T* b, int n, T hi, T lo, T rs)
         where T : unmanaged where W : IWidth<T, TV, TD>
     {
-        TV mv = W.Splat(m), rv = W.Splat(rs);
+        TV hv = W.Splat(hi), lv = W.Splat(lo), rv = W.Splat(rs);
         int i = 0, step = W.Count;
         for (; i <= n - step; i += step)
         {
-            TV v = W.Mul(W.Sub(W.Load(ref x, (nuint)i), mv), rv);
+            TV v = W.Mul(W.Sub(W.Sub(W.Load(ref x, (nuint)i), hv), lv), rv);
             if (w != null) v = W.Mul(v, W.Load(ref *w, (nuint)i));
             if (b != null) v = W.Add(v, W.Load(ref *b, (nuint)i));
             W.Store(v, ref y, (nuint)i);
@@ -109,7 +121,7 @@ internal static unsafe class LayerNormKernel
 
     /// <summary>
     /// Backward of <see cref="Forward{T}"/>. Per row, with g = dy * weight and
-    /// x_hat = (x - mean) * rstd recomputed from the saved mean and rstd:
+    /// x_hat = ((x - hi) - lo) * rstd recomputed from the saved mean and rstd as in forward:
     /// dx = rstd * (g - mean(g) - x_hat * mean(g * x_hat)); dWeight += sum over rows of dy * x_hat;
     /// dBias += sum over rows of dy.
     /// </summary>
@@ -120,7 +132,7 @@ internal static unsafe class LayerNormKernel
     /// dWeight/dBias partials in double and the partials are added in block order, so the
     /// result does not depend on the thread count.
     /// </remarks>
-    public static void Backward<T>(ReadOnlySpan<T> dy, ReadOnlySpan<T> x, ReadOnlySpan<T> mean, ReadOnlySpan<T> rstd, ReadOnlySpan<T> weight,
+    public static void Backward<T>(ReadOnlySpan<T> dy, ReadOnlySpan<T> x, ReadOnlySpan<double> mean, ReadOnlySpan<double> rstd, ReadOnlySpan<T> weight,
         int rows, int cols, Span<T> dx, Span<T> dWeight, Span<T> dBias) where T : unmanaged, IFloatingPointIeee754<T>
     {
         if (rows == 0 || cols == 0) return;
@@ -137,8 +149,8 @@ internal static unsafe class LayerNormKernel
         }
         try
         {
-            fixed (T* pdy = dy, px = x, pm = mean, pr = rstd, pw = weight, pdx = dx)
-            fixed (double* pp = partials)
+            fixed (T* pdy = dy, px = x, pw = weight, pdx = dx)
+            fixed (double* pp = partials, pm = mean, pr = rstd)
             {
                 var job = new Job<T>
                 {
@@ -179,27 +191,28 @@ internal static unsafe class LayerNormKernel
         for (int r = r0; r < r1; r++)
         {
             nint o = (nint)r * n;
-            T m = j.Mean[r], rs = j.Rstd[r];
+            Split(j.Mean[r], out T hi, out T lo);
+            T rs = Num.From<T>(j.Rstd[r]);
             var (s1, s2) = j.Path switch
             {
-                SimdPath.Vector512 => RowSums<T, W512<T>, Vector512<T>, Vector512<double>>(ref j.Dy[o], ref j.X[o], j.W, n, m, rs),
-                SimdPath.Vector256 => RowSums<T, W256<T>, Vector256<T>, Vector256<double>>(ref j.Dy[o], ref j.X[o], j.W, n, m, rs),
-                SimdPath.Vector128 => RowSums<T, W128<T>, Vector128<T>, Vector128<double>>(ref j.Dy[o], ref j.X[o], j.W, n, m, rs),
-                _ => RowSumsTail(ref j.Dy[o], ref j.X[o], j.W, 0, n, m, rs, 0, 0),
+                SimdPath.Vector512 => RowSums<T, W512<T>, Vector512<T>, Vector512<double>>(ref j.Dy[o], ref j.X[o], j.W, n, hi, lo, rs),
+                SimdPath.Vector256 => RowSums<T, W256<T>, Vector256<T>, Vector256<double>>(ref j.Dy[o], ref j.X[o], j.W, n, hi, lo, rs),
+                SimdPath.Vector128 => RowSums<T, W128<T>, Vector128<T>, Vector128<double>>(ref j.Dy[o], ref j.X[o], j.W, n, hi, lo, rs),
+                _ => RowSumsTail(ref j.Dy[o], ref j.X[o], j.W, 0, n, hi, lo, rs, 0, 0),
             };
             T c1 = Num.From<T>(s1 / n), c2 = Num.From<T>(s2 / n);
             int i = j.Path switch
             {
-                SimdPath.Vector512 => RowGrad<T, W512<T>, Vector512<T>, Vector512<double>>(ref j.Dy[o], ref j.X[o], j.W, ref j.Dx[o], pw, pb, n, m, rs, c1, c2),
-                SimdPath.Vector256 => RowGrad<T, W256<T>, Vector256<T>, Vector256<double>>(ref j.Dy[o], ref j.X[o], j.W, ref j.Dx[o], pw, pb, n, m, rs, c1, c2),
-                SimdPath.Vector128 => RowGrad<T, W128<T>, Vector128<T>, Vector128<double>>(ref j.Dy[o], ref j.X[o], j.W, ref j.Dx[o], pw, pb, n, m, rs, c1, c2),
+                SimdPath.Vector512 => RowGrad<T, W512<T>, Vector512<T>, Vector512<double>>(ref j.Dy[o], ref j.X[o], j.W, ref j.Dx[o], pw, pb, n, hi, lo, rs, c1, c2),
+                SimdPath.Vector256 => RowGrad<T, W256<T>, Vector256<T>, Vector256<double>>(ref j.Dy[o], ref j.X[o], j.W, ref j.Dx[o], pw, pb, n, hi, lo, rs, c1, c2),
+                SimdPath.Vector128 => RowGrad<T, W128<T>, Vector128<T>, Vector128<double>>(ref j.Dy[o], ref j.X[o], j.W, ref j.Dx[o], pw, pb, n, hi, lo, rs, c1, c2),
                 _ => 0,
             };
             // Scalar specification (and the SIMD tail).
             for (; i < n; i++)
             {
                 T d = j.Dy[o + i];
-                T xh = (j.X[o + i] - m) * rs;
+                T xh = (j.X[o + i] - hi - lo) * rs;
                 T g = j.W != null ? d * j.W[i] : d;
                 j.Dx[o + i] = (g - c1 - xh * c2) * rs;
                 if (pw != null)
@@ -212,49 +225,49 @@ internal static unsafe class LayerNormKernel
     }
 
     // sum(g) and sum(g * x_hat) over one row, in double.
-    private static (double, double) RowSumsTail<T>(ref T dy, ref T x, T* w, int from, int n, T m, T rs, double s1, double s2)
+    private static (double, double) RowSumsTail<T>(ref T dy, ref T x, T* w, int from, int n, T hi, T lo, T rs, double s1, double s2)
         where T : unmanaged, IFloatingPointIeee754<T>
     {
         for (int i = from; i < n; i++)
         {
             T g = w != null ? Unsafe.Add(ref dy, i) * w[i] : Unsafe.Add(ref dy, i);
-            T xh = (Unsafe.Add(ref x, i) - m) * rs;
+            T xh = (Unsafe.Add(ref x, i) - hi - lo) * rs;
             s1 += Num.D(g);
             s2 += Num.D(g) * Num.D(xh);
         }
         return (s1, s2);
     }
 
-    private static (double, double) RowSums<T, W, TV, TD>(ref T dy, ref T x, T* w, int n, T m, T rs)
+    private static (double, double) RowSums<T, W, TV, TD>(ref T dy, ref T x, T* w, int n, T hi, T lo, T rs)
         where T : unmanaged, IFloatingPointIeee754<T> where W : IWidth<T, TV, TD>
     {
-        TV mv = W.Splat(m), rv = W.Splat(rs);
+        TV hv = W.Splat(hi), lv = W.Splat(lo), rv = W.Splat(rs);
         TD s1 = W.ZeroD, s2 = W.ZeroD;
         int i = 0, step = W.Count;
         for (; i <= n - step; i += step)
         {
             TV g = W.Load(ref dy, (nuint)i);
             if (w != null) g = W.Mul(g, W.Load(ref *w, (nuint)i));
-            TV xh = W.Mul(W.Sub(W.Load(ref x, (nuint)i), mv), rv);
+            TV xh = W.Mul(W.Sub(W.Sub(W.Load(ref x, (nuint)i), hv), lv), rv);
             W.Widen(g, out TD g0, out TD g1);
             W.Widen(xh, out TD h0, out TD h1);
             s1 = W.AddD(s1, W.AddD(g0, g1));
             s2 = W.AddD(s2, W.AddD(W.MulD(g0, h0), W.MulD(g1, h1)));
         }
-        return RowSumsTail(ref dy, ref x, w, i, n, m, rs, W.SumD(s1), W.SumD(s2));
+        return RowSumsTail(ref dy, ref x, w, i, n, hi, lo, rs, W.SumD(s1), W.SumD(s2));
     }
 
-    private static int RowGrad<T, W, TV, TD>(ref T dy, ref T x, T* w, ref T dx, double* pw, double* pb, int n, T m, T rs, T c1, T c2)
+    private static int RowGrad<T, W, TV, TD>(ref T dy, ref T x, T* w, ref T dx, double* pw, double* pb, int n, T hi, T lo, T rs, T c1, T c2)
         where T : unmanaged where W : IWidth<T, TV, TD>
     {
-        TV mv = W.Splat(m), rv = W.Splat(rs), c1v = W.Splat(c1), c2v = W.Splat(c2);
+        TV hv = W.Splat(hi), lv = W.Splat(lo), rv = W.Splat(rs), c1v = W.Splat(c1), c2v = W.Splat(c2);
         int i = 0, step = W.Count, half = W.WideCount / 2;
         bool twoHalves = step > half; // float: one vector of T widens to two of double
         for (; i <= n - step; i += step)
         {
             TV d = W.Load(ref dy, (nuint)i);
             TV g = w != null ? W.Mul(d, W.Load(ref *w, (nuint)i)) : d;
-            TV xh = W.Mul(W.Sub(W.Load(ref x, (nuint)i), mv), rv);
+            TV xh = W.Mul(W.Sub(W.Sub(W.Load(ref x, (nuint)i), hv), lv), rv);
             W.Store(W.Mul(W.Sub(W.Sub(g, c1v), W.Mul(xh, c2v)), rv), ref dx, (nuint)i);
             if (pw != null)
             {

@@ -29,18 +29,18 @@ public static class Simd
         Vector256.IsHardwareAccelerated ? SimdPath.Vector256 :
         Vector128.IsHardwareAccelerated ? SimdPath.Vector128 : SimdPath.Scalar;
 
-    private static SimdPath _limit = SimdPath.Vector512;
+    [ThreadStatic] private static SimdPath? t_limit;
 
     /// <summary>
-    /// The path kernels take: <see cref="HardwarePath"/>, lowered by <see cref="Limit"/>.
+    /// The path kernels called from this thread take: <see cref="HardwarePath"/>, lowered by <see cref="Limit"/>.
     /// </summary>
-    public static SimdPath ActivePath => _limit < HardwarePath ? _limit : HardwarePath;
+    public static SimdPath ActivePath => t_limit is { } l && l < HardwarePath ? l : HardwarePath;
 
     /// <summary>
-    /// An upper bound on the path (default: no bound). Lets tests compare every path the
-    /// hardware has within one process. Not thread-safe against concurrent kernel calls.
+    /// An upper bound on the path for kernel calls made from the current thread (null: no
+    /// bound). Lets tests compare every path the hardware has within one process.
     /// </summary>
-    public static SimdPath Limit { get => _limit; set => _limit = value; }
+    public static SimdPath? Limit { get => t_limit; set => t_limit = value; }
 
     // Counts of kernel dispatches per path, so a test can prove which path really ran.
     private static readonly long[] s_dispatches = new long[4];

@@ -55,7 +55,7 @@ public abstract class BatchNorm<T> : NormLayer<T> where T : unmanaged, IFloating
     public long NumBatchesTracked { get; private set; }
 
     private readonly T[]? _weight, _bias, _dWeight, _dBias, _runningMean, _runningVar;
-    private readonly T[] _saveMean, _saveRstd;
+    private readonly double[] _saveMean, _saveRstd;   // statistics of the last forward, for backward
 
     /// <summary>Creates the layer; every hyperparameter is checked here.</summary>
     protected BatchNorm(int numFeatures, double eps = 1e-5, double? momentum = 0.1, bool affine = true,
@@ -79,8 +79,8 @@ public abstract class BatchNorm<T> : NormLayer<T> where T : unmanaged, IFloating
             RunningMean = Vector(_runningMean = new T[numFeatures], shape);
             RunningVar = Vector(_runningVar = new T[numFeatures], shape);
         }
-        _saveMean = new T[numFeatures];
-        _saveRstd = new T[numFeatures];
+        _saveMean = new double[numFeatures];
+        _saveRstd = new double[numFeatures];
         ResetParameters();
     }
 

@@ -30,7 +30,7 @@ public sealed class LayerNorm<T> : NormLayer<T> where T : unmanaged, IFloatingPo
 
     private readonly int[] _normalizedShape;
     private readonly T[]? _weight, _bias, _dWeight, _dBias;
-    private T[] _mean = [], _rstd = [];   // per row of the last forward; grown, never shrunk
+    private double[] _mean = [], _rstd = [];   // per row of the last forward; grown, never shrunk
     private int _rows;
 
     /// <summary>LayerNorm over the last dimension of size <paramref name="normalizedShape"/>.</summary>
@@ -89,8 +89,8 @@ public sealed class LayerNorm<T> : NormLayer<T> where T : unmanaged, IFloatingPo
         int rows = Functional.LayerNormRows(shape, _normalizedShape).Rows;
         // Functional validates everything before it writes, so a throwing call leaves the
         // saved statistics of the previous forward intact.
-        T[] mean = _mean.Length >= rows ? _mean : new T[rows];
-        T[] rstd = _rstd.Length >= rows ? _rstd : new T[rows];
+        double[] mean = _mean.Length >= rows ? _mean : new double[rows];
+        double[] rstd = _rstd.Length >= rows ? _rstd : new double[rows];
         Functional.LayerNorm<T>(input, shape, _normalizedShape, output, _weight, _bias, Eps, mean.AsSpan(0, rows), rstd.AsSpan(0, rows));
         _mean = mean; _rstd = rstd; _rows = rows;
         RecordForward(shape, tensor, usedBatchStats: false);
