@@ -53,6 +53,10 @@ internal static unsafe class WorkerPool
     private static int s_next;
     private static int s_activeHelpers;
     private static Exception? s_error;
+    private static long s_parallelRuns;
+
+    /// <summary>Jobs that ran with helper threads, for tests that must prove threads were used.</summary>
+    internal static long ParallelRuns => Volatile.Read(ref s_parallelRuns);
 
     public static void For(int count, void* state, delegate*<void*, int, void> body)
     {
@@ -66,6 +70,7 @@ internal static unsafe class WorkerPool
         {
             int helpers = degree - 1;
             EnsureWorkers(helpers);
+            s_parallelRuns++;
             s_state = state; s_body = body; s_count = count; s_next = 0; s_error = null;
             Volatile.Write(ref s_activeHelpers, helpers);
             s_wake.Release(helpers);
