@@ -142,11 +142,11 @@ public class LayerNormTests
             {
                 fixed (float* pw = w, pb = b)
                 {
-                    LayerNormKernel.NormalizeRow(ref x[0], ref scalar[0], pw, pb, n, 2.9f, 1e-8f, 0.51f, SimdPath.Scalar);
+                    RowKernel.NormalizeRow(ref x[0], ref scalar[0], pw, pb, n, 2.9f, 1e-8f, 0.51f, SimdPath.Scalar);
                     foreach (var p in Paths.Available())
                     {
                         var y = new float[n];
-                        LayerNormKernel.NormalizeRow(ref x[0], ref y[0], pw, pb, n, 2.9f, 1e-8f, 0.51f, p);
+                        RowKernel.NormalizeRow(ref x[0], ref y[0], pw, pb, n, 2.9f, 1e-8f, 0.51f, p);
                         Check.BitEqual<float>(scalar, y, $"n={n} {p}");
                     }
                 }

@@ -50,9 +50,9 @@ public class PropertyTests
             var yk = new double[x.Length];
             // The kernel is called directly so that eps can be 0 (the public API requires eps > 0).
             var m = new double[t.Rows]; var r = new double[t.Rows];
-            LayerNormKernel.Forward<double>(x, default, default, t.Rows, t.Cols, 0, y, m, r);
-            LayerNormKernel.Forward<double>(x.Select(v => v + shift).ToArray(), default, default, t.Rows, t.Cols, 0, ys, m, r);
-            LayerNormKernel.Forward<double>(x.Select(v => v * scale).ToArray(), default, default, t.Rows, t.Cols, 0, yk, m, r);
+            RowKernel.Forward<double>(x, default, default, default, t.Rows, t.Cols, 0, true, y, default, m, r);
+            RowKernel.Forward<double>(x.Select(v => v + shift).ToArray(), default, default, default, t.Rows, t.Cols, 0, true, ys, default, m, r);
+            RowKernel.Forward<double>(x.Select(v => v * scale).ToArray(), default, default, default, t.Rows, t.Cols, 0, true, yk, default, m, r);
             Check.Close(y, ys, new Tol(1e-7, 1e-7 * (1 + Math.Abs(shift) / t.Scale)), "shifted");
             Check.Close(y, yk, Tol.F64, "scaled");
         }, iter: 100);

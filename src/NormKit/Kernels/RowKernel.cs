@@ -6,10 +6,13 @@ using System.Runtime.Intrinsics;
 namespace NormKit.Kernels;
 
 /// <summary>
-/// LayerNorm over the last dimension of a rows x cols matrix (the trailing dims flattened).
-/// Callers have validated every length; this class trusts them.
+/// The row norms, LayerNorm and RMSNorm, over the last dimension of a rows x cols matrix (the
+/// trailing dims flattened): one segment is one row. RMSNorm is the uncentred case (the mean
+/// is taken as 0). Either can first add a residual: s = x + residual is written out and
+/// normalized in the same pass over memory. Callers have validated every length; this class
+/// trusts them.
 /// </summary>
-internal static unsafe class LayerNormKernel
+internal static unsafe class RowKernel
 {
     // A chunk of rows is one unit of parallel work; ~16K elements amortises the hand-off.
     private const int ChunkElements = 16 * 1024;
@@ -17,8 +20,10 @@ internal static unsafe class LayerNormKernel
     private const int MaxGradBlocks = 64;
 
     /// <summary>
-    /// y = (x - mean) * rstd * weight + bias per row, with mean = sum(x) / cols,
-    /// var = sum((x - mean)^2) / cols (biased), rstd = 1 / sqrt(var + eps).
+    /// y = (x - mean) * rstd * weight + bias per row, with mean = sum(x) / cols (0 when not
+    /// <paramref name="centered"/>: RMSNorm), var = sum((x - mean)^2) / cols (biased),
+    /// rstd = 1 / sqrt(var + eps). With a residual, x is first replaced by
+    /// s = x + residual, which is written to <paramref name="sum"/>.
     /// </summary>
     /// <remarks>
     /// Segment: one row of <paramref name="cols"/> elements. Statistics are accumulated in
@@ -29,19 +34,20 @@ internal static unsafe class LayerNormKernel
     /// accurate even when |mean| is far larger than the spread, and backward derives the same
     /// hi/lo from the saved mean and so recomputes exactly the same x_hat.
     /// weight and bias may each be empty (absent). A one-element row gives exactly bias.
+    /// With a residual: reads x and residual once, writes s and y once (s is re-read from cache).
     /// </remarks>
-    public static void Forward<T>(ReadOnlySpan<T> x, ReadOnlySpan<T> weight, ReadOnlySpan<T> bias, int rows, int cols, double eps,
-        Span<T> y, Span<double> mean, Span<double> rstd) where T : unmanaged, IFloatingPointIeee754<T>
+    public static void Forward<T>(ReadOnlySpan<T> x, ReadOnlySpan<T> residual, ReadOnlySpan<T> weight, ReadOnlySpan<T> bias, int rows, int cols,
+        double eps, bool centered, Span<T> y, Span<T> sum, Span<double> mean, Span<double> rstd) where T : unmanaged, IFloatingPointIeee754<T>
     {
         if (rows == 0 || cols == 0) return;
         var path = Simd.Dispatch();
-        fixed (T* px = x, pw = weight, pb = bias, py = y)
+        fixed (T* px = x, pres = residual, pw = weight, pb = bias, py = y, ps = sum)
         fixed (double* pm = mean, pr = rstd)
         {
             var job = new Job<T>
             {
-                X = px, W = weight.IsEmpty ? null : pw, B = bias.IsEmpty ? null : pb, Y = py, Mean = pm, Rstd = pr,
-                Rows = rows, Cols = cols, Eps = eps, Path = path,
+                X = px, Res = residual.IsEmpty ? null : pres, Sum = ps, W = weight.IsEmpty ? null : pw, B = bias.IsEmpty ? null : pb, Y = py,
+                Mean = pm, Rstd = pr, Rows = rows, Cols = cols, Eps = eps, Path = path, Centered = centered,
                 RowsPerChunk = Math.Max(1, ChunkElements / cols),
             };
             int chunks = (rows + job.RowsPerChunk - 1) / job.RowsPerChunk;
@@ -51,13 +57,13 @@ internal static unsafe class LayerNormKernel
 
     private struct Job<T> where T : unmanaged
     {
-        public T* X, W, B, Y, Dy, Dx;
+        public T* X, W, B, Y, Dy, Dx, Res, Sum, Add;
         public double* Mean, Rstd;
         public double* Partials; // per block: dWeight[cols] then dBias[cols]
         public int Rows, Cols, RowsPerChunk;
         public double Eps;
         public SimdPath Path;
-        public bool WantGrads;
+        public bool WantGrads, Centered;
     }
 
     private static void ForwardChunk<T>(void* state, int chunk) where T : unmanaged, IFloatingPointIeee754<T>
@@ -68,14 +74,40 @@ internal static unsafe class LayerNormKernel
         for (int r = r0; r < r1; r++)
         {
             ref T xr = ref j.X[(nint)r * n];
-            double mu = Reductions.Sum(ref xr, n, j.Path) / n;
+            if (j.Res != null)
+            {
+                AddRow(ref xr, ref j.Res[(nint)r * n], ref j.Sum[(nint)r * n], n, j.Path);
+                xr = ref j.Sum[(nint)r * n];
+            }
+            double mu = j.Centered ? Reductions.Sum(ref xr, n, j.Path) / n : 0;
             double var = Reductions.SumSquaredDeviations(ref xr, n, mu, j.Path) / n;
             double rstd = 1.0 / Math.Sqrt(var + j.Eps);
-            j.Mean[r] = mu;
+            if (j.Mean != null) j.Mean[r] = mu;
             j.Rstd[r] = rstd;
             Split(mu, out T hi, out T lo);
             NormalizeRow(ref xr, ref j.Y[(nint)r * n], j.W, j.B, n, hi, lo, Num.From<T>(rstd), j.Path);
         }
+    }
+
+    // s = x + r, element-wise (the scalar loop is the specification and the SIMD tail).
+    private static void AddRow<T>(ref T x, ref T r, ref T s, int n, SimdPath path) where T : unmanaged, IFloatingPointIeee754<T>
+    {
+        int i = path switch
+        {
+            SimdPath.Vector512 => AddRow<T, W512<T>, Vector512<T>, Vector512<double>>(ref x, ref r, ref s, n),
+            SimdPath.Vector256 => AddRow<T, W256<T>, Vector256<T>, Vector256<double>>(ref x, ref r, ref s, n),
+            SimdPath.Vector128 => AddRow<T, W128<T>, Vector128<T>, Vector128<double>>(ref x, ref r, ref s, n),
+            _ => 0,
+        };
+        for (; i < n; i++) Unsafe.Add(ref s, i) = Unsafe.Add(ref x, i) + Unsafe.Add(ref r, i);
+    }
+
+    private static int AddRow<T, W, TV, TD>(ref T x, ref T r, ref T s, int n) where T : unmanaged where W : IWidth<T, TV, TD>
+    {
+        int i = 0;
+        for (int step = W.Count; i <= n - step; i += step)
+            W.Store(W.Add(W.Load(ref x, (nuint)i), W.Load(ref r, (nuint)i)), ref s, (nuint)i);
+        return i;
     }
 
     /// <summary>The mean as hi + lo in T: hi is the nearest T, lo what it misses.</summary>
@@ -120,10 +152,12 @@ internal static unsafe class LayerNormKernel
     }
 
     /// <summary>
-    /// Backward of <see cref="Forward{T}"/>. Per row, with g = dy * weight and
+    /// Backward of <see cref="Forward{T}"/> (x is the normalized input: s when a residual was added).
+    /// Per row, with g = dy * weight and
     /// x_hat = ((x - hi) - lo) * rstd recomputed from the saved mean and rstd as in forward:
-    /// dx = rstd * (g - mean(g) - x_hat * mean(g * x_hat)); dWeight += sum over rows of dy * x_hat;
-    /// dBias += sum over rows of dy.
+    /// dx = rstd * (g - mean(g) - x_hat * mean(g * x_hat)) (without the mean(g) term when not
+    /// centred) plus <paramref name="gradSum"/> when given (the gradient that reaches s from
+    /// elsewhere); dWeight += sum over rows of dy * x_hat; dBias += sum over rows of dy.
     /// </summary>
     /// <remarks>
     /// Reads x and dy twice per row (the second time from cache), writes dx once. dx is
@@ -133,7 +167,7 @@ internal static unsafe class LayerNormKernel
     /// result does not depend on the thread count.
     /// </remarks>
     public static void Backward<T>(ReadOnlySpan<T> dy, ReadOnlySpan<T> x, ReadOnlySpan<double> mean, ReadOnlySpan<double> rstd, ReadOnlySpan<T> weight,
-        int rows, int cols, Span<T> dx, Span<T> dWeight, Span<T> dBias) where T : unmanaged, IFloatingPointIeee754<T>
+        int rows, int cols, bool centered, ReadOnlySpan<T> gradSum, Span<T> dx, Span<T> dWeight, Span<T> dBias) where T : unmanaged, IFloatingPointIeee754<T>
     {
         if (rows == 0 || cols == 0) return;
         var path = Simd.Dispatch();
@@ -149,12 +183,13 @@ internal static unsafe class LayerNormKernel
         }
         try
         {
-            fixed (T* pdy = dy, px = x, pw = weight, pdx = dx)
+            fixed (T* pdy = dy, px = x, pw = weight, pdx = dx, pa = gradSum)
             fixed (double* pp = partials, pm = mean, pr = rstd)
             {
                 var job = new Job<T>
                 {
                     Dy = pdy, X = px, Mean = pm, Rstd = pr, W = weight.IsEmpty ? null : pw, Dx = pdx, Partials = pp,
+                    Add = gradSum.IsEmpty ? null : pa, Centered = centered,
                     Rows = rows, Cols = cols, RowsPerChunk = rowsPerBlock, Path = path, WantGrads = wantGrads,
                 };
                 WorkerPool.For(blocks, &job, &BackwardBlock<T>);
@@ -191,7 +226,7 @@ internal static unsafe class LayerNormKernel
         for (int r = r0; r < r1; r++)
         {
             nint o = (nint)r * n;
-            Split(j.Mean[r], out T hi, out T lo);
+            Split(j.Centered ? j.Mean[r] : 0, out T hi, out T lo);
             T rs = Num.From<T>(j.Rstd[r]);
             var (s1, s2) = j.Path switch
             {
@@ -200,12 +235,13 @@ internal static unsafe class LayerNormKernel
                 SimdPath.Vector128 => RowSums<T, W128<T>, Vector128<T>, Vector128<double>>(ref j.Dy[o], ref j.X[o], j.W, n, hi, lo, rs),
                 _ => RowSumsTail(ref j.Dy[o], ref j.X[o], j.W, 0, n, hi, lo, rs, 0, 0),
             };
-            T c1 = Num.From<T>(s1 / n), c2 = Num.From<T>(s2 / n);
+            T c1 = j.Centered ? Num.From<T>(s1 / n) : T.Zero, c2 = Num.From<T>(s2 / n);
+            T* add = j.Add == null ? null : j.Add + o;
             int i = j.Path switch
             {
-                SimdPath.Vector512 => RowGrad<T, W512<T>, Vector512<T>, Vector512<double>>(ref j.Dy[o], ref j.X[o], j.W, ref j.Dx[o], pw, pb, n, hi, lo, rs, c1, c2),
-                SimdPath.Vector256 => RowGrad<T, W256<T>, Vector256<T>, Vector256<double>>(ref j.Dy[o], ref j.X[o], j.W, ref j.Dx[o], pw, pb, n, hi, lo, rs, c1, c2),
-                SimdPath.Vector128 => RowGrad<T, W128<T>, Vector128<T>, Vector128<double>>(ref j.Dy[o], ref j.X[o], j.W, ref j.Dx[o], pw, pb, n, hi, lo, rs, c1, c2),
+                SimdPath.Vector512 => RowGrad<T, W512<T>, Vector512<T>, Vector512<double>>(ref j.Dy[o], ref j.X[o], j.W, ref j.Dx[o], add, pw, pb, n, hi, lo, rs, c1, c2),
+                SimdPath.Vector256 => RowGrad<T, W256<T>, Vector256<T>, Vector256<double>>(ref j.Dy[o], ref j.X[o], j.W, ref j.Dx[o], add, pw, pb, n, hi, lo, rs, c1, c2),
+                SimdPath.Vector128 => RowGrad<T, W128<T>, Vector128<T>, Vector128<double>>(ref j.Dy[o], ref j.X[o], j.W, ref j.Dx[o], add, pw, pb, n, hi, lo, rs, c1, c2),
                 _ => 0,
             };
             // Scalar specification (and the SIMD tail).
@@ -214,7 +250,8 @@ internal static unsafe class LayerNormKernel
                 T d = j.Dy[o + i];
                 T xh = (j.X[o + i] - hi - lo) * rs;
                 T g = j.W != null ? d * j.W[i] : d;
-                j.Dx[o + i] = (g - c1 - xh * c2) * rs;
+                T d_x = (g - c1 - xh * c2) * rs;
+                j.Dx[o + i] = add != null ? d_x + add[i] : d_x;
                 if (pw != null)
                 {
                     pw[i] += Num.D(d) * Num.D(xh);
@@ -257,7 +294,7 @@ internal static unsafe class LayerNormKernel
         return RowSumsTail(ref dy, ref x, w, i, n, hi, lo, rs, W.SumD(s1), W.SumD(s2));
     }
 
-    private static int RowGrad<T, W, TV, TD>(ref T dy, ref T x, T* w, ref T dx, double* pw, double* pb, int n, T hi, T lo, T rs, T c1, T c2)
+    private static int RowGrad<T, W, TV, TD>(ref T dy, ref T x, T* w, ref T dx, T* add, double* pw, double* pb, int n, T hi, T lo, T rs, T c1, T c2)
         where T : unmanaged where W : IWidth<T, TV, TD>
     {
         TV hv = W.Splat(hi), lv = W.Splat(lo), rv = W.Splat(rs), c1v = W.Splat(c1), c2v = W.Splat(c2);
@@ -268,7 +305,8 @@ internal static unsafe class LayerNormKernel
             TV d = W.Load(ref dy, (nuint)i);
             TV g = w != null ? W.Mul(d, W.Load(ref *w, (nuint)i)) : d;
             TV xh = W.Mul(W.Sub(W.Sub(W.Load(ref x, (nuint)i), hv), lv), rv);
-            W.Store(W.Mul(W.Sub(W.Sub(g, c1v), W.Mul(xh, c2v)), rv), ref dx, (nuint)i);
+            TV d_x = W.Mul(W.Sub(W.Sub(g, c1v), W.Mul(xh, c2v)), rv);
+            W.Store(add != null ? W.Add(d_x, W.Load(ref *add, (nuint)i)) : d_x, ref dx, (nuint)i);
             if (pw != null)
             {
                 W.Widen(d, out TD d0, out TD d1);

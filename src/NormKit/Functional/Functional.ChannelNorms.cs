@@ -1,0 +1,481 @@
+using System.Buffers;
+using System.Numerics;
+using System.Numerics.Tensors;
+using NormKit.Kernels;
+
+namespace NormKit;
+
+/// <summary>What a BatchNorm or InstanceNorm call did to the running statistics.</summary>
+public enum RunningStatsUpdate
+{
+    /// <summary>Not touched: eval mode, no running statistics, or an empty batch.</summary>
+    None,
+    /// <summary>Updated from this batch's statistics.</summary>
+    Updated,
+    /// <summary>Left untouched because the batch's mean or variance was NaN or infinite (guard on).</summary>
+    SkippedNonFinite,
+}
+
+public static partial class Functional
+{
+    private const string PerChannel = "one value per channel";
+
+    // ============================ BatchNorm ============================
+
+    /// <summary>
+    /// BatchNorm over an input of shape (N, C, *spatial) (or (N, *spatial, C) with
+    /// <paramref name="channelsLast"/>). With <paramref name="training"/> or without running
+    /// statistics it normalizes with the batch's mean and biased variance; in training with
+    /// running statistics it also updates them: running = (1 - momentum) * running + momentum * batch,
+    /// running_var from the unbiased batch variance. Otherwise it uses the running statistics.
+    /// y = (x - mean) * (weight / sqrt(var + eps)) + bias.
+    /// </summary>
+    /// <param name="input">The input, row-major.</param>
+    /// <param name="inputShape">Its shape: (N, C, *spatial), or (N, *spatial, C) with channelsLast.</param>
+    /// <param name="output">Receives y; same length as input, must not overlap it.</param>
+    /// <param name="runningMean">Per-channel running mean, or empty for none (then runningVar must be empty too).</param>
+    /// <param name="runningVar">Per-channel running (unbiased) variance, or empty for none.</param>
+    /// <param name="weight">Per-channel scale, or empty for 1.</param>
+    /// <param name="bias">Per-channel shift, or empty for 0.</param>
+    /// <param name="training">Normalize with batch statistics and update the running ones.</param>
+    /// <param name="momentum">Weight of the batch in the running update, in [0, 1] (PyTorch's convention).</param>
+    /// <param name="eps">Added to the variance inside the square root; finite and > 0.</param>
+    /// <param name="channelsLast">Channels are the last dim instead of the second.</param>
+    /// <param name="guardNonFinite">When the batch mean or variance of any channel is NaN or
+    /// infinite, leave the running statistics untouched and return
+    /// <see cref="RunningStatsUpdate.SkippedNonFinite"/>. The output follows IEEE either way.</param>
+    /// <param name="saveMean">Receives the mean used per channel (for backward), optional.</param>
+    /// <param name="saveRstd">Receives 1 / sqrt(var + eps) used per channel (for backward), optional.</param>
+    /// <param name="unbiasedRunningVar">running_var takes the unbiased batch variance (PyTorch, default)
+    /// or, with false, the biased one (ONNX BatchNormalization, Keras).</param>
+    /// <param name="mask">Optional, one bool per (n, spatial) position (N * S values, sample-major):
+    /// false marks padding, which is left out of the statistics and the running update and
+    /// gets output 0.</param>
+    public static RunningStatsUpdate BatchNorm<T>(ReadOnlySpan<T> input, ReadOnlySpan<int> inputShape, Span<T> output,
+        Span<T> runningMean, Span<T> runningVar, ReadOnlySpan<T> weight, ReadOnlySpan<T> bias,
+        bool training, double momentum = 0.1, double eps = 1e-5, bool channelsLast = false, bool guardNonFinite = true,
+        Span<double> saveMean = default, Span<double> saveRstd = default, bool unbiasedRunningVar = true, ReadOnlySpan<bool> mask = default)
+        where T : unmanaged, IFloatingPointIeee754<T>
+    {
+        Num.EnsureSupported<T>();
+        var l = ChannelLayoutOf(inputShape, channelsLast);
+        long total = l.Count * l.C;
+        Guard.Length(input, total, nameof(input), nameof(inputShape), inputShape);
+        Guard.Length<T>(output, total, nameof(output), nameof(inputShape), inputShape);
+        Guard.OptionalLength(mask, l.Count, nameof(mask), "one value per (sample, position) of inputShape", inputShape);
+        if (runningMean.IsEmpty != runningVar.IsEmpty)
+            throw new ArgumentException($"runningMean and runningVar must be given together, but runningMean has length {runningMean.Length} and runningVar {runningVar.Length}.",
+                runningMean.IsEmpty ? nameof(runningMean) : nameof(runningVar));
+        Guard.OptionalLength<T>(runningMean, l.C, nameof(runningMean), PerChannel);
+        Guard.OptionalLength<T>(runningVar, l.C, nameof(runningVar), PerChannel);
+        Guard.OptionalLength(weight, l.C, nameof(weight), PerChannel);
+        Guard.OptionalLength(bias, l.C, nameof(bias), PerChannel);
+        Guard.OptionalLength<double>(saveMean, l.C, nameof(saveMean), PerChannel);
+        Guard.OptionalLength<double>(saveRstd, l.C, nameof(saveRstd), PerChannel);
+        Guard.Eps(eps);
+        Guard.Momentum(momentum);
+        Guard.NoOverlap(input, nameof(input), output, nameof(output));
+        Guard.NoOverlap(weight, nameof(weight), output, nameof(output));
+        Guard.NoOverlap(bias, nameof(bias), output, nameof(output));
+        Guard.NoOverlap<T>(runningMean, nameof(runningMean), output, nameof(output));
+        Guard.NoOverlap<T>(runningVar, nameof(runningVar), output, nameof(output));
+
+        bool useBatch = training || runningMean.IsEmpty;
+        long count = mask.IsEmpty ? l.Count : mask.Count(true);
+        if (useBatch && count == 1)
+            throw new ArgumentException(mask.IsEmpty
+                ? $"Expected more than 1 value per channel when training, got input size {Guard.Shape(inputShape)}."
+                : $"Expected more than 1 unmasked value per channel when training, got 1 (input size {Guard.Shape(inputShape)}).", nameof(input));
+        if (!useBatch) CheckRunningVar(runningVar);
+        if (l.Count == 0) return RunningStatsUpdate.None;
+        if (count == 0) { output.Clear(); return RunningStatsUpdate.None; }
+
+        int scratchLength = useBatch ? ChannelKernel.ChannelMomentsScratch(l) : 0;
+        double[] dbl = ArrayPool<double>.Shared.Rent(3 * l.C + scratchLength);
+        T[] par = ArrayPool<T>.Shared.Rent(4 * l.C);
+        try
+        {
+            Span<double> cnt = dbl.AsSpan(0, l.C), mean = dbl.AsSpan(l.C, l.C), m2 = dbl.AsSpan(2 * l.C, l.C);
+            Span<T> hi = par.AsSpan(0, l.C), lo = par.AsSpan(l.C, l.C), a = par.AsSpan(2 * l.C, l.C), b = par.AsSpan(3 * l.C, l.C);
+            if (useBatch) ChannelKernel.ChannelMoments(input, l, mask, cnt, mean, m2, dbl.AsSpan(3 * l.C, scratchLength));
+            for (int c = 0; c < l.C; c++)
+            {
+                double mu = useBatch ? mean[c] : Num.D(runningMean[c]);
+                double var = useBatch ? m2[c] / cnt[c] : Num.D(runningVar[c]);
+                double rs = 1.0 / Math.Sqrt(var + eps);
+                RowKernel.Split(mu, out hi[c], out lo[c]);
+                a[c] = Num.From<T>(weight.IsEmpty ? rs : rs * Num.D(weight[c]));
+                b[c] = bias.IsEmpty ? T.Zero : bias[c];
+                if (!saveMean.IsEmpty) saveMean[c] = mu;
+                if (!saveRstd.IsEmpty) saveRstd[c] = rs;
+            }
+            ChannelKernel.Normalize<T>(input, l, mask, perPlane: false, hi, lo, a, b, output);
+
+            if (!training || runningMean.IsEmpty) return RunningStatsUpdate.None;
+            if (guardNonFinite && !AllFinite(mean, m2)) return RunningStatsUpdate.SkippedNonFinite;
+            for (int c = 0; c < l.C; c++)
+            {
+                double batchVar = m2[c] / (unbiasedRunningVar ? cnt[c] - 1 : cnt[c]);
+                runningMean[c] = Num.From<T>((1 - momentum) * Num.D(runningMean[c]) + momentum * mean[c]);
+                runningVar[c] = Num.From<T>((1 - momentum) * Num.D(runningVar[c]) + momentum * batchVar);
+            }
+            return RunningStatsUpdate.Updated;
+        }
+        finally
+        {
+            ArrayPool<double>.Shared.Return(dbl);
+            ArrayPool<T>.Shared.Return(par);
+        }
+    }
+
+    /// <summary>
+    /// Backward of BatchNorm from the mean and rstd the forward used (its saveMean and
+    /// saveRstd). With <paramref name="batchStatistics"/> (training, or no running statistics)
+    /// the statistics depend on x: dx = (dy - mean(dy) - (x - mean) * mean((x - mean) * dy) * rstd^2) * rstd * weight;
+    /// otherwise they are constants: dx = dy * rstd * weight. gradInput is overwritten;
+    /// gradWeight (+= sum((x - mean) * dy) * rstd) and gradBias (+= sum(dy)) accumulate and may be empty.
+    /// With a mask (the forward's), padded positions contribute nothing and get gradient 0.
+    /// </summary>
+    public static void BatchNormBackward<T>(ReadOnlySpan<T> gradOutput, ReadOnlySpan<T> input, ReadOnlySpan<int> inputShape,
+        ReadOnlySpan<T> weight, ReadOnlySpan<double> saveMean, ReadOnlySpan<double> saveRstd, bool batchStatistics,
+        Span<T> gradInput, Span<T> gradWeight = default, Span<T> gradBias = default, bool channelsLast = false, ReadOnlySpan<bool> mask = default)
+        where T : unmanaged, IFloatingPointIeee754<T>
+    {
+        Num.EnsureSupported<T>();
+        var l = ChannelLayoutOf(inputShape, channelsLast);
+        long total = l.Count * l.C;
+        Guard.Length(gradOutput, total, nameof(gradOutput), nameof(inputShape), inputShape);
+        Guard.Length(input, total, nameof(input), nameof(inputShape), inputShape);
+        Guard.Length<T>(gradInput, total, nameof(gradInput), nameof(inputShape), inputShape);
+        Guard.OptionalLength(mask, l.Count, nameof(mask), "one value per (sample, position) of inputShape", inputShape);
+        Guard.OptionalLength(weight, l.C, nameof(weight), PerChannel);
+        Guard.Length(saveMean, l.C, nameof(saveMean), PerChannel);
+        Guard.Length(saveRstd, l.C, nameof(saveRstd), PerChannel);
+        Guard.OptionalLength<T>(gradWeight, l.C, nameof(gradWeight), PerChannel);
+        Guard.OptionalLength<T>(gradBias, l.C, nameof(gradBias), PerChannel);
+        Guard.NoOverlap(gradOutput, nameof(gradOutput), gradInput, nameof(gradInput));
+        Guard.NoOverlap(input, nameof(input), gradInput, nameof(gradInput));
+        Guard.NoOverlap<T>(gradWeight, nameof(gradWeight), gradBias, nameof(gradBias));
+        if (l.Count == 0) return;
+        double n = mask.IsEmpty ? l.Count : mask.Count(true);
+
+        bool needSums = batchStatistics || !gradWeight.IsEmpty || !gradBias.IsEmpty;
+        int scratchLength = ChannelKernel.ChannelMomentsScratch(l);
+        double[] dbl = ArrayPool<double>.Shared.Rent(2 * l.C + scratchLength);
+        T[] par = ArrayPool<T>.Shared.Rent(5 * l.C);
+        try
+        {
+            Span<double> sum = dbl.AsSpan(0, l.C), dot = dbl.AsSpan(l.C, l.C), scratch = dbl.AsSpan(2 * l.C, scratchLength);
+            Span<T> hi = par.AsSpan(0, l.C), lo = par.AsSpan(l.C, l.C), p = par.AsSpan(2 * l.C, l.C), q = par.AsSpan(3 * l.C, l.C), r = par.AsSpan(4 * l.C, l.C);
+            sum.Clear(); dot.Clear();
+            if (needSums && l.AsColumns && mask.IsEmpty) ChannelKernel.ColumnGradSums(gradOutput, input, l, saveMean, sum, dot, scratch);
+            else if (needSums)
+            {
+                Span<double> ps = scratch[..l.Planes], pd = scratch.Slice(l.Planes, l.Planes);
+                ChannelKernel.PlaneGradSums(gradOutput, input, l, mask, saveMean, perPlane: false, ps, pd);
+                for (int s = 0; s < l.N; s++)
+                    for (int c = 0; c < l.C; c++) { sum[c] += ps[s * l.C + c]; dot[c] += pd[s * l.C + c]; }
+            }
+            for (int c = 0; c < l.C; c++)
+            {
+                double rs = saveRstd[c], w = weight.IsEmpty ? 1 : Num.D(weight[c]);
+                RowKernel.Split(saveMean[c], out hi[c], out lo[c]);
+                p[c] = Num.From<T>(rs * w);
+                q[c] = Num.From<T>(-dot[c] * rs * rs * rs * w / n);
+                r[c] = Num.From<T>(-sum[c] / n * rs * w);
+            }
+            if (batchStatistics) ChannelKernel.InputGrad<T>(gradOutput, input, l, mask, perPlane: false, hi, lo, p, q, r, gradInput);
+            else ChannelKernel.Scale<T>(gradOutput, l, mask, perPlane: false, p, gradInput);
+            for (int c = 0; c < l.C; c++)
+            {
+                if (!gradWeight.IsEmpty) gradWeight[c] = Num.From<T>(Num.D(gradWeight[c]) + dot[c] * saveRstd[c]);
+                if (!gradBias.IsEmpty) gradBias[c] = Num.From<T>(Num.D(gradBias[c]) + sum[c]);
+            }
+        }
+        finally
+        {
+            ArrayPool<double>.Shared.Return(dbl);
+            ArrayPool<T>.Shared.Return(par);
+        }
+    }
+
+    /// <summary>BatchNorm on tensors; returns a new tensor of the input's shape. See the span overload.</summary>
+    public static Tensor<T> BatchNorm<T>(Tensor<T> input, Tensor<T>? runningMean, Tensor<T>? runningVar, Tensor<T>? weight = null, Tensor<T>? bias = null,
+        bool training = false, double momentum = 0.1, double eps = 1e-5, bool channelsLast = false)
+        where T : unmanaged, IFloatingPointIeee754<T>
+    {
+        int[] shape = Guard.ShapeOf(input, nameof(input));
+        var output = Guard.NewLike(input);
+        BatchNorm<T>(Guard.Span(input), shape, Guard.Span(output),
+            Guard.OptionalSpan(runningMean, nameof(runningMean)), Guard.OptionalSpan(runningVar, nameof(runningVar)),
+            Guard.OptionalSpan(weight, nameof(weight)), Guard.OptionalSpan(bias, nameof(bias)), training, momentum, eps, channelsLast);
+        return output;
+    }
+
+    // ============================ GroupNorm ============================
+
+    /// <summary>
+    /// GroupNorm (torch.nn.functional.group_norm): the C channels are split into
+    /// <paramref name="numGroups"/> groups of C / G; each (sample, group) is normalized with its own
+    /// mean and biased variance, then scaled and shifted per channel. saveMean and saveRstd,
+    /// when given, receive N * G values (sample-major).
+    /// </summary>
+    public static void GroupNorm<T>(ReadOnlySpan<T> input, ReadOnlySpan<int> inputShape, int numGroups, Span<T> output,
+        ReadOnlySpan<T> weight = default, ReadOnlySpan<T> bias = default, double eps = 1e-5, bool channelsLast = false,
+        Span<double> saveMean = default, Span<double> saveRstd = default)
+        where T : unmanaged, IFloatingPointIeee754<T>
+    {
+        Num.EnsureSupported<T>();
+        var l = ChannelLayoutOf(inputShape, channelsLast);
+        CheckGroups(numGroups, l.C);
+        CheckGroupNormArguments(input, inputShape, output, weight, bias, eps, l);
+        Guard.OptionalLength<double>(saveMean, (long)l.N * numGroups, nameof(saveMean), "one value per (sample, group)");
+        Guard.OptionalLength<double>(saveRstd, (long)l.N * numGroups, nameof(saveRstd), "one value per (sample, group)");
+        if (l.Count == 0) return;
+        GroupNormCore(input, l, numGroups, output, weight, bias, eps, saveMean, saveRstd, default, default);
+    }
+
+    /// <summary>
+    /// Backward of GroupNorm from its saveMean and saveRstd (N * G values each). Per (sample,
+    /// group) segment of m = C/G * S elements, with g = dy * weight[c]:
+    /// dx = rstd * (g - mean(g) - x_hat * mean(g * x_hat)); gradWeight[c] += sum dy * x_hat,
+    /// gradBias[c] += sum dy (accumulated; optional).
+    /// </summary>
+    public static void GroupNormBackward<T>(ReadOnlySpan<T> gradOutput, ReadOnlySpan<T> input, ReadOnlySpan<int> inputShape, int numGroups,
+        ReadOnlySpan<T> weight, ReadOnlySpan<double> saveMean, ReadOnlySpan<double> saveRstd,
+        Span<T> gradInput, Span<T> gradWeight = default, Span<T> gradBias = default, bool channelsLast = false)
+        where T : unmanaged, IFloatingPointIeee754<T>
+    {
+        Num.EnsureSupported<T>();
+        var l = ChannelLayoutOf(inputShape, channelsLast);
+        CheckGroups(numGroups, l.C);
+        long total = l.Count * l.C;
+        Guard.Length(gradOutput, total, nameof(gradOutput), nameof(inputShape), inputShape);
+        Guard.Length(input, total, nameof(input), nameof(inputShape), inputShape);
+        Guard.Length<T>(gradInput, total, nameof(gradInput), nameof(inputShape), inputShape);
+        Guard.OptionalLength(weight, l.C, nameof(weight), PerChannel);
+        Guard.Length(saveMean, (long)l.N * numGroups, nameof(saveMean), "one value per (sample, group)");
+        Guard.Length(saveRstd, (long)l.N * numGroups, nameof(saveRstd), "one value per (sample, group)");
+        Guard.OptionalLength<T>(gradWeight, l.C, nameof(gradWeight), PerChannel);
+        Guard.OptionalLength<T>(gradBias, l.C, nameof(gradBias), PerChannel);
+        Guard.NoOverlap(gradOutput, nameof(gradOutput), gradInput, nameof(gradInput));
+        Guard.NoOverlap(input, nameof(input), gradInput, nameof(gradInput));
+        Guard.NoOverlap<T>(gradWeight, nameof(gradWeight), gradBias, nameof(gradBias));
+        if (l.Count == 0) return;
+
+        int planes = l.Planes, cg = l.C / numGroups;
+        double m = (double)cg * l.S;
+        double[] dbl = ArrayPool<double>.Shared.Rent(3 * planes);
+        T[] par = ArrayPool<T>.Shared.Rent(5 * planes);
+        try
+        {
+            Span<double> mu = dbl.AsSpan(0, planes), sum = dbl.AsSpan(planes, planes), dot = dbl.AsSpan(2 * planes, planes);
+            Span<T> hi = par.AsSpan(0, planes), lo = par.AsSpan(planes, planes), p = par.AsSpan(2 * planes, planes),
+                q = par.AsSpan(3 * planes, planes), r = par.AsSpan(4 * planes, planes);
+            for (int k = 0; k < planes; k++) mu[k] = saveMean[k / cg];      // plane n*C + c belongs to group n*G + c/cg
+            ChannelKernel.PlaneGradSums(gradOutput, input, l, default, mu, perPlane: true, sum, dot);
+            for (int s = 0; s < l.N; s++)
+                for (int g = 0; g < numGroups; g++)
+                {
+                    int seg = s * numGroups + g, c0 = g * cg;
+                    double rs = saveRstd[seg], sg = 0, sgx = 0;
+                    for (int c = c0; c < c0 + cg; c++)
+                    {
+                        double w = weight.IsEmpty ? 1 : Num.D(weight[c]);
+                        sg += w * sum[s * l.C + c];
+                        sgx += w * dot[s * l.C + c];
+                    }
+                    double k1 = sg / m, k2 = rs * sgx / m;
+                    RowKernel.Split(saveMean[seg], out T h, out T lw);
+                    for (int c = c0; c < c0 + cg; c++)
+                    {
+                        int k = s * l.C + c;
+                        hi[k] = h; lo[k] = lw;
+                        p[k] = Num.From<T>(rs * (weight.IsEmpty ? 1 : Num.D(weight[c])));
+                        q[k] = Num.From<T>(-rs * rs * k2);
+                        r[k] = Num.From<T>(-rs * k1);
+                    }
+                }
+            ChannelKernel.InputGrad<T>(gradOutput, input, l, default, perPlane: true, hi, lo, p, q, r, gradInput);
+            for (int c = 0; c < l.C; c++)
+            {
+                double dw = 0, db = 0;
+                for (int s = 0; s < l.N; s++)
+                {
+                    dw += saveRstd[s * numGroups + c / cg] * dot[s * l.C + c];
+                    db += sum[s * l.C + c];
+                }
+                if (!gradWeight.IsEmpty) gradWeight[c] = Num.From<T>(Num.D(gradWeight[c]) + dw);
+                if (!gradBias.IsEmpty) gradBias[c] = Num.From<T>(Num.D(gradBias[c]) + db);
+            }
+        }
+        finally
+        {
+            ArrayPool<double>.Shared.Return(dbl);
+            ArrayPool<T>.Shared.Return(par);
+        }
+    }
+
+    /// <summary>GroupNorm on tensors; returns a new tensor of the input's shape.</summary>
+    public static Tensor<T> GroupNorm<T>(Tensor<T> input, int numGroups, Tensor<T>? weight = null, Tensor<T>? bias = null, double eps = 1e-5, bool channelsLast = false)
+        where T : unmanaged, IFloatingPointIeee754<T>
+    {
+        int[] shape = Guard.ShapeOf(input, nameof(input));
+        var output = Guard.NewLike(input);
+        GroupNorm<T>(Guard.Span(input), shape, numGroups, Guard.Span(output),
+            Guard.OptionalSpan(weight, nameof(weight)), Guard.OptionalSpan(bias, nameof(bias)), eps, channelsLast);
+        return output;
+    }
+
+    // ============================ InstanceNorm ============================
+
+    /// <summary>
+    /// InstanceNorm with the input's own statistics (torch.nn.functional.instance_norm with
+    /// use_input_stats): GroupNorm with one group per channel. With running statistics and
+    /// <paramref name="training"/>, they are updated with the batch average of the instance means
+    /// and unbiased instance variances. saveMean and saveRstd receive N * C values.
+    /// One spatial element per instance is an error.
+    /// </summary>
+    public static RunningStatsUpdate InstanceNorm<T>(ReadOnlySpan<T> input, ReadOnlySpan<int> inputShape, Span<T> output,
+        Span<T> runningMean = default, Span<T> runningVar = default, ReadOnlySpan<T> weight = default, ReadOnlySpan<T> bias = default,
+        bool training = true, double momentum = 0.1, double eps = 1e-5, bool channelsLast = false, bool guardNonFinite = true,
+        Span<double> saveMean = default, Span<double> saveRstd = default)
+        where T : unmanaged, IFloatingPointIeee754<T>
+    {
+        Num.EnsureSupported<T>();
+        var l = ChannelLayoutOf(inputShape, channelsLast);
+        CheckGroupNormArguments(input, inputShape, output, weight, bias, eps, l);
+        Guard.Momentum(momentum);
+        if (runningMean.IsEmpty != runningVar.IsEmpty)
+            throw new ArgumentException($"runningMean and runningVar must be given together, but runningMean has length {runningMean.Length} and runningVar {runningVar.Length}.",
+                runningMean.IsEmpty ? nameof(runningMean) : nameof(runningVar));
+        Guard.OptionalLength<T>(runningMean, l.C, nameof(runningMean), PerChannel);
+        Guard.OptionalLength<T>(runningVar, l.C, nameof(runningVar), PerChannel);
+        Guard.OptionalLength<double>(saveMean, l.Planes, nameof(saveMean), "one value per (sample, channel)");
+        Guard.OptionalLength<double>(saveRstd, l.Planes, nameof(saveRstd), "one value per (sample, channel)");
+        if (l.S == 1)
+            throw new ArgumentException($"Expected more than 1 spatial element when training, got input size {Guard.Shape(inputShape)}.", nameof(input));
+        if (l.Count == 0) return RunningStatsUpdate.None;
+
+        double[] dbl = ArrayPool<double>.Shared.Rent(3 * l.Planes);
+        try
+        {
+            Span<double> cnt = dbl.AsSpan(0, l.Planes), mean = dbl.AsSpan(l.Planes, l.Planes), m2 = dbl.AsSpan(2 * l.Planes, l.Planes);
+            GroupNormCore(input, l, l.C, output, weight, bias, eps, saveMean, saveRstd, mean, m2);
+            if (!training || runningMean.IsEmpty) return RunningStatsUpdate.None;
+            if (guardNonFinite && !AllFinite(mean, m2)) return RunningStatsUpdate.SkippedNonFinite;
+            for (int c = 0; c < l.C; c++)
+            {
+                double mu = 0, var = 0;
+                for (int s = 0; s < l.N; s++)
+                {
+                    mu += mean[s * l.C + c];
+                    var += m2[s * l.C + c] / (l.S - 1);
+                }
+                runningMean[c] = Num.From<T>((1 - momentum) * Num.D(runningMean[c]) + momentum * mu / l.N);
+                runningVar[c] = Num.From<T>((1 - momentum) * Num.D(runningVar[c]) + momentum * var / l.N);
+            }
+            return RunningStatsUpdate.Updated;
+        }
+        finally { ArrayPool<double>.Shared.Return(dbl); }
+    }
+
+    // Plane moments, merged per (sample, group) in channel order; per-plane parameters; one
+    // normalize pass. planeMean/planeM2, when given, receive the per-plane moments (InstanceNorm's
+    // running update).
+    private static void GroupNormCore<T>(ReadOnlySpan<T> input, ChannelLayout l, int groups, Span<T> output,
+        ReadOnlySpan<T> weight, ReadOnlySpan<T> bias, double eps, Span<double> saveMean, Span<double> saveRstd,
+        Span<double> planeMean, Span<double> planeM2)
+        where T : unmanaged, IFloatingPointIeee754<T>
+    {
+        int planes = l.Planes, cg = l.C / groups;
+        double[] dbl = ArrayPool<double>.Shared.Rent(3 * planes);
+        T[] par = ArrayPool<T>.Shared.Rent(4 * planes);
+        try
+        {
+            Span<double> pc = dbl.AsSpan(0, planes), pm = dbl.AsSpan(planes, planes), pq = dbl.AsSpan(2 * planes, planes);
+            Span<T> hi = par.AsSpan(0, planes), lo = par.AsSpan(planes, planes), a = par.AsSpan(2 * planes, planes), b = par.AsSpan(3 * planes, planes);
+            ChannelKernel.PlaneMoments(input, l, default, pc, pm, pq);
+            if (!planeMean.IsEmpty) { pm.CopyTo(planeMean); pq.CopyTo(planeM2); }
+            for (int s = 0; s < l.N; s++)
+                for (int g = 0; g < groups; g++)
+                {
+                    double cnt = 0, mu = 0, q = 0;
+                    for (int c = g * cg; c < (g + 1) * cg; c++)
+                    {
+                        int k = s * l.C + c;
+                        Reductions.ChanMerge(ref cnt, ref mu, ref q, pc[k], pm[k], pq[k]);
+                    }
+                    double rs = 1.0 / Math.Sqrt(q / cnt + eps);
+                    int seg = s * groups + g;
+                    if (!saveMean.IsEmpty) saveMean[seg] = mu;
+                    if (!saveRstd.IsEmpty) saveRstd[seg] = rs;
+                    RowKernel.Split(mu, out T h, out T lw);
+                    for (int c = g * cg; c < (g + 1) * cg; c++)
+                    {
+                        int k = s * l.C + c;
+                        hi[k] = h; lo[k] = lw;
+                        a[k] = Num.From<T>(weight.IsEmpty ? rs : rs * Num.D(weight[c]));
+                        b[k] = bias.IsEmpty ? T.Zero : bias[c];
+                    }
+                }
+            ChannelKernel.Normalize<T>(input, l, default, perPlane: true, hi, lo, a, b, output);
+        }
+        finally
+        {
+            ArrayPool<double>.Shared.Return(dbl);
+            ArrayPool<T>.Shared.Return(par);
+        }
+    }
+
+    // ============================ shared checks ============================
+
+    private static void CheckGroupNormArguments<T>(ReadOnlySpan<T> input, ReadOnlySpan<int> inputShape, Span<T> output,
+        ReadOnlySpan<T> weight, ReadOnlySpan<T> bias, double eps, ChannelLayout l)
+    {
+        long total = l.Count * l.C;
+        Guard.Length(input, total, nameof(input), nameof(inputShape), inputShape);
+        Guard.Length<T>(output, total, nameof(output), nameof(inputShape), inputShape);
+        Guard.OptionalLength(weight, l.C, nameof(weight), PerChannel);
+        Guard.OptionalLength(bias, l.C, nameof(bias), PerChannel);
+        Guard.Eps(eps);
+        Guard.NoOverlap(input, nameof(input), output, nameof(output));
+        Guard.NoOverlap(weight, nameof(weight), output, nameof(output));
+        Guard.NoOverlap(bias, nameof(bias), output, nameof(output));
+    }
+
+    internal static void CheckGroups(int numGroups, int numChannels)
+    {
+        Guard.Positive(numGroups, nameof(numGroups));
+        if (numChannels % numGroups != 0)
+            throw new ArgumentException($"NumChannels ({numChannels}) must be divisible by NumGroups ({numGroups}).", nameof(numGroups));
+    }
+
+    internal static void CheckRunningVar<T>(ReadOnlySpan<T> runningVar) where T : unmanaged, IFloatingPointIeee754<T>
+    {
+        for (int c = 0; c < runningVar.Length; c++)
+            if (!(Num.D(runningVar[c]) >= 0))
+                throw new ArgumentException($"runningVar[{c}] is {runningVar[c]}; running variances must be >= 0.", nameof(runningVar));
+    }
+
+    private static bool AllFinite(ReadOnlySpan<double> a, ReadOnlySpan<double> b)
+    {
+        for (int i = 0; i < a.Length; i++)
+            if (!double.IsFinite(a[i]) || !double.IsFinite(b[i])) return false;
+        return true;
+    }
+
+    internal static ChannelLayout ChannelLayoutOf(ReadOnlySpan<int> shape, bool channelsLast)
+    {
+        if (shape.Length < 2)
+            throw new ArgumentException($"inputShape must have rank >= 2 (N, C, ...) but has rank {shape.Length}: {Guard.Shape(shape)}.", "inputShape");
+        Guard.Product(shape, "inputShape");
+        int c = channelsLast ? shape[^1] : shape[1];
+        if (c <= 0)
+            throw new ArgumentException($"inputShape {Guard.Shape(shape)} has {c} channels; at least 1 is needed.", "inputShape");
+        int s = 1;
+        for (int i = 1; i < shape.Length; i++)
+            if (i != (channelsLast ? shape.Length - 1 : 1)) s *= shape[i];
+        return new ChannelLayout(shape[0], c, s, channelsLast);
+    }
+}

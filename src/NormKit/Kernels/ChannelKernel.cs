@@ -1,0 +1,590 @@
+using System.Numerics;
+using System.Runtime.CompilerServices;
+using System.Runtime.Intrinsics;
+
+namespace NormKit.Kernels;
+
+/// <summary>
+/// The shape the channel norms see: N samples, C channels, S spatial elements per
+/// (sample, channel). Channels-first stores x[n, c, s] (each (n, c) is a contiguous plane of S);
+/// channels-last stores x[n, s, c], an (N*S) x C matrix whose columns are the channels.
+/// Channels-first with S = 1 is the same memory as channels-last, and is run as such.
+/// </summary>
+internal readonly record struct ChannelLayout(int N, int C, int S, bool ChannelsLast)
+{
+    public long Count => (long)N * S;                       // elements per channel
+    public bool AsColumns => ChannelsLast || S == 1;         // run as a (N*S) x C matrix
+    public int Rows => N * S;
+    public int Planes => N * C;
+}
+
+/// <summary>
+/// The kernels shared by BatchNorm, GroupNorm and InstanceNorm: every one of them normalizes
+/// with statistics per (sample, channel) plane merged over some set of planes (BatchNorm: all
+/// samples of a channel; GroupNorm: the channels of a group; InstanceNorm: none), then applies
+/// a per-channel affine. Callers have validated every length; this class trusts them.
+/// </summary>
+/// <remarks>
+/// Everything accumulates in double. Statistics are two-pass per block of memory while it is
+/// in cache, merged with Chan's formula in block order, so they read x once from memory and
+/// do not depend on the thread count. An optional mask (one bool per (n, s) position, false =
+/// padding) excludes positions from every statistic and sum; masked outputs and input
+/// gradients are written as 0.
+/// Per-channel parameters of the element-wise passes are either one value per channel
+/// (<c>perPlane</c> false: BatchNorm) or one per (n, c) plane (<c>perPlane</c> true: GroupNorm,
+/// InstanceNorm), indexed n * C + c.
+/// </remarks>
+internal static unsafe class ChannelKernel
+{
+    private const int ChunkElements = 16 * 1024;
+
+    private struct Job<T> where T : unmanaged
+    {
+        public T* X, Dy, Y, P0, P1, P2, P3, P4;   // P*: parameters of the element-wise pass
+        public bool* Mask;
+        public double* Out0, Out1, Out2;           // per-plane or per-block results
+        public double* Mean;                       // means the gradient sums are taken about
+        public ChannelLayout L;
+        public int PerChunk;
+        public bool PerPlane;
+        public SimdPath Path;
+    }
+
+    private static int BlockRows(int c) => Math.Max(1, ChunkElements / c);
+
+    // ============================ statistics ============================
+
+    /// <summary>
+    /// Per-plane moments: for each (n, c), the count of unmasked positions, their mean and
+    /// M2 = sum((x - mean)^2). Reads x once from memory.
+    /// </summary>
+    public static void PlaneMoments<T>(ReadOnlySpan<T> x, ChannelLayout l, ReadOnlySpan<bool> mask, Span<double> count, Span<double> mean, Span<double> m2)
+        where T : unmanaged
+    {
+        count.Clear(); mean.Clear(); m2.Clear();
+        if (l.Count == 0) return;
+        var path = Simd.Dispatch();
+        fixed (T* px = x)
+        fixed (bool* pk = mask)
+        fixed (double* pc = count, pm = mean, pq = m2)
+        {
+            var job = new Job<T> { X = px, Mask = mask.IsEmpty ? null : pk, Out0 = pm, Out1 = pq, Out2 = pc, L = l, Path = path };
+            if (l.AsColumns)
+            {
+                job.PerChunk = BlockRows(l.C);
+                WorkerPool.For(l.N, &job, &SampleColumnMoments<T>);
+            }
+            else
+            {
+                job.PerChunk = Math.Max(1, ChunkElements / l.S);
+                WorkerPool.For((l.Planes + job.PerChunk - 1) / job.PerChunk, &job, &PlaneMomentsChunk<T>);
+            }
+        }
+    }
+
+    private static void PlaneMomentsChunk<T>(void* state, int chunk) where T : unmanaged
+    {
+        ref Job<T> j = ref Unsafe.AsRef<Job<T>>(state);
+        int s = j.L.S;
+        int p0 = chunk * j.PerChunk, p1 = Math.Min(j.L.Planes, p0 + j.PerChunk);
+        for (int p = p0; p < p1; p++)
+        {
+            ref T xp = ref j.X[(nint)p * s];
+            double cnt = 0, mu = 0, q = 0;
+            if (j.Mask == null) SegmentMoments(ref xp, s, j.Path, out cnt, out mu, out q);
+            else
+            {
+                bool* mk = j.Mask + (nint)(p / j.L.C) * s;
+                // Runs of unmasked positions, each two-pass, merged in order.
+                for (int a = 0; a < s;)
+                {
+                    while (a < s && !mk[a]) a++;
+                    int b = a;
+                    while (b < s && mk[b]) b++;
+                    if (b > a)
+                    {
+                        SegmentMoments(ref Unsafe.Add(ref xp, a), b - a, j.Path, out double rc, out double rm, out double rq);
+                        Reductions.ChanMerge(ref cnt, ref mu, ref q, rc, rm, rq);
+                    }
+                    a = b;
+                }
+            }
+            j.Out2[p] = cnt; j.Out0[p] = mu; j.Out1[p] = q;
+        }
+    }
+
+    private static void SegmentMoments<T>(ref T x, int n, SimdPath path, out double count, out double mean, out double m2) where T : unmanaged
+    {
+        count = n;
+        mean = Reductions.Sum(ref x, n, path) / n;
+        m2 = Reductions.SumSquaredDeviations(ref x, n, mean, path);
+    }
+
+    // One sample of a channels-last input: its S rows in blocks of BlockRows(C), each block's
+    // column moments merged into the sample's planes in block order. Masked rows are skipped
+    // by splitting the block into runs of unmasked rows.
+    private static void SampleColumnMoments<T>(void* state, int n) where T : unmanaged
+    {
+        ref Job<T> j = ref Unsafe.AsRef<Job<T>>(state);
+        int c = j.L.C, s = j.L.S;
+        double* cnt = j.Out2 + (nint)n * c, mean = j.Out0 + (nint)n * c, m2 = j.Out1 + (nint)n * c;
+        double[] buffer = System.Buffers.ArrayPool<double>.Shared.Rent(2 * c);
+        var bm = buffer.AsSpan(0, c);
+        var bq = buffer.AsSpan(c, c);
+        int r0 = n * s, r1 = r0 + s;
+        foreach (var (a, b) in new RowRuns(j.Mask, r0, r1, j.PerChunk))
+        {
+            ref T xb = ref j.X[(nint)a * c];
+            int rows = b - a;
+            bm.Clear(); bq.Clear();
+            Reductions.ColumnSums(ref xb, rows, c, bm, j.Path);
+            for (int k = 0; k < c; k++) bm[k] /= rows;
+            Reductions.ColumnSquaredDeviations(ref xb, rows, c, bm, bq, j.Path);
+            for (int k = 0; k < c; k++) Reductions.ChanMerge(ref cnt[k], ref mean[k], ref m2[k], rows, bm[k], bq[k]);
+        }
+        System.Buffers.ArrayPool<double>.Shared.Return(buffer);
+    }
+
+    /// <summary>
+    /// Runs of consecutive unmasked rows in [from, to), each at most <c>max</c> long. Without a
+    /// mask: consecutive blocks of <c>max</c> rows.
+    /// </summary>
+    private ref struct RowRuns(bool* mask, int from, int to, int max)
+    {
+        private int _next = from;
+        public (int, int) Current { get; private set; }
+        public readonly RowRuns GetEnumerator() => this;
+        public bool MoveNext()
+        {
+            int a = _next;
+            if (mask != null) while (a < to && !mask[a]) a++;
+            if (a >= to) return false;
+            int b = a;
+            while (b < to && b - a < max && (mask == null || mask[b])) b++;
+            Current = (a, b);
+            _next = b;
+            return true;
+        }
+    }
+
+    /// <summary>
+    /// Per-channel batch statistics (BatchNorm): count, mean and M2 of channel c over all samples.
+    /// Channels-first: plane moments merged over n in order. Channels-last without a mask:
+    /// blocks of rows (which may span samples) merged in block order. With a mask: plane
+    /// moments of the unmasked positions, merged over n.
+    /// </summary>
+    public static void ChannelMoments<T>(ReadOnlySpan<T> x, ChannelLayout l, ReadOnlySpan<bool> mask,
+        Span<double> count, Span<double> mean, Span<double> m2, Span<double> scratch) where T : unmanaged
+    {
+        count.Clear(); mean.Clear(); m2.Clear();
+        if (l.Count == 0) return;
+        if (l.AsColumns && mask.IsEmpty)
+        {
+            var path = Simd.Dispatch();
+            int per = BlockRows(l.C), blocks = (l.Rows + per - 1) / per;
+            Span<double> part = scratch[..(2 * blocks * l.C)];
+            part.Clear();
+            fixed (T* px = x)
+            fixed (double* pp = part)
+            {
+                var job = new Job<T> { X = px, Out0 = pp, L = l, Path = path, PerChunk = per };
+                WorkerPool.For(blocks, &job, &ColumnBlockMoments<T>);
+            }
+            for (int b = 0; b < blocks; b++)
+            {
+                int rows = Math.Min(per, l.Rows - b * per);
+                for (int c = 0; c < l.C; c++)
+                    Reductions.ChanMerge(ref count[c], ref mean[c], ref m2[c], rows, part[(2 * b) * l.C + c], part[(2 * b + 1) * l.C + c]);
+            }
+            return;
+        }
+        Span<double> pc = scratch[..l.Planes], pm = scratch.Slice(l.Planes, l.Planes), pq = scratch.Slice(2 * l.Planes, l.Planes);
+        PlaneMoments(x, l, mask, pc, pm, pq);
+        for (int n = 0; n < l.N; n++)
+            for (int c = 0; c < l.C; c++)
+            {
+                int p = n * l.C + c;
+                Reductions.ChanMerge(ref count[c], ref mean[c], ref m2[c], pc[p], pm[p], pq[p]);
+            }
+    }
+
+    /// <summary>Doubles of scratch <see cref="ChannelMoments{T}"/> needs.</summary>
+    public static int ChannelMomentsScratch(ChannelLayout l) =>
+        Math.Max(3 * l.Planes, 2 * ((l.Rows + BlockRows(l.C) - 1) / BlockRows(l.C)) * l.C);
+
+    private static void ColumnBlockMoments<T>(void* state, int block) where T : unmanaged
+    {
+        ref Job<T> j = ref Unsafe.AsRef<Job<T>>(state);
+        int c = j.L.C;
+        int r0 = block * j.PerChunk, rows = Math.Min(j.PerChunk, j.L.Rows - r0);
+        var mean = new Span<double>(j.Out0 + (nint)2 * block * c, c);
+        var m2 = new Span<double>(j.Out0 + ((nint)2 * block + 1) * c, c);
+        ref T x = ref j.X[(nint)r0 * c];
+        Reductions.ColumnSums(ref x, rows, c, mean, j.Path);
+        for (int k = 0; k < c; k++) mean[k] /= rows;
+        Reductions.ColumnSquaredDeviations(ref x, rows, c, mean, m2, j.Path);
+    }
+
+    // ============================ backward sums ============================
+
+    /// <summary>
+    /// Per-plane gradient sums over unmasked positions: sum[p] = sum(dy), dot[p] = sum((x - m) * dy)
+    /// with m = mean[c] (perPlane false) or mean[p] (perPlane true). Reads x and dy once.
+    /// </summary>
+    public static void PlaneGradSums<T>(ReadOnlySpan<T> dy, ReadOnlySpan<T> x, ChannelLayout l, ReadOnlySpan<bool> mask,
+        ReadOnlySpan<double> mean, bool perPlane, Span<double> sum, Span<double> dot) where T : unmanaged
+    {
+        sum.Clear(); dot.Clear();
+        if (l.Count == 0) return;
+        var path = Simd.Dispatch();
+        fixed (T* pdy = dy, px = x)
+        fixed (bool* pk = mask)
+        fixed (double* pm = mean, ps = sum, pd = dot)
+        {
+            var job = new Job<T> { Dy = pdy, X = px, Mask = mask.IsEmpty ? null : pk, Mean = pm, Out0 = ps, Out1 = pd, L = l, Path = path, PerPlane = perPlane };
+            if (l.AsColumns)
+            {
+                job.PerChunk = BlockRows(l.C);
+                WorkerPool.For(l.N, &job, &SampleColumnGradSums<T>);
+            }
+            else
+            {
+                job.PerChunk = Math.Max(1, ChunkElements / l.S);
+                WorkerPool.For((l.Planes + job.PerChunk - 1) / job.PerChunk, &job, &PlaneGradSumsChunk<T>);
+            }
+        }
+    }
+
+    private static void PlaneGradSumsChunk<T>(void* state, int chunk) where T : unmanaged
+    {
+        ref Job<T> j = ref Unsafe.AsRef<Job<T>>(state);
+        int s = j.L.S;
+        int p0 = chunk * j.PerChunk, p1 = Math.Min(j.L.Planes, p0 + j.PerChunk);
+        for (int p = p0; p < p1; p++)
+        {
+            double m = j.Mean[j.PerPlane ? p : p % j.L.C];
+            ref T dyp = ref j.Dy[(nint)p * s];
+            ref T xp = ref j.X[(nint)p * s];
+            double sum = 0, dot = 0;
+            bool* mk = j.Mask == null ? null : j.Mask + (nint)(p / j.L.C) * s;
+            for (int a = 0; a < s;)
+            {
+                if (mk != null) while (a < s && !mk[a]) a++;
+                int b = a;
+                if (mk == null) b = s; else while (b < s && mk[b]) b++;
+                if (b > a)
+                {
+                    Reductions.SumAndDot(ref Unsafe.Add(ref dyp, a), ref Unsafe.Add(ref xp, a), b - a, m, j.Path, out double rs, out double rd);
+                    sum += rs; dot += rd;
+                }
+                a = b;
+            }
+            j.Out0[p] = sum; j.Out1[p] = dot;
+        }
+    }
+
+    private static void SampleColumnGradSums<T>(void* state, int n) where T : unmanaged
+    {
+        ref Job<T> j = ref Unsafe.AsRef<Job<T>>(state);
+        int c = j.L.C, s = j.L.S;
+        var m = new ReadOnlySpan<double>(j.Mean + (j.PerPlane ? (nint)n * c : 0), c);
+        var sum = new Span<double>(j.Out0 + (nint)n * c, c);
+        var dot = new Span<double>(j.Out1 + (nint)n * c, c);
+        foreach (var (a, b) in new RowRuns(j.Mask, n * s, n * s + s, j.PerChunk))
+            Reductions.ColumnSumAndDot(ref j.Dy[(nint)a * c], ref j.X[(nint)a * c], b - a, c, m, sum, dot, j.Path);
+    }
+
+    /// <summary>
+    /// Per-channel gradient sums for BatchNorm without a mask in channels-last layout: blocks
+    /// of rows spanning samples, added in block order (fewer, longer blocks than per sample).
+    /// </summary>
+    public static void ColumnGradSums<T>(ReadOnlySpan<T> dy, ReadOnlySpan<T> x, ChannelLayout l, ReadOnlySpan<double> mean,
+        Span<double> sum, Span<double> dot, Span<double> scratch) where T : unmanaged
+    {
+        sum.Clear(); dot.Clear();
+        if (l.Count == 0) return;
+        var path = Simd.Dispatch();
+        int per = BlockRows(l.C), blocks = (l.Rows + per - 1) / per;
+        Span<double> part = scratch[..(2 * blocks * l.C)];
+        part.Clear();
+        fixed (T* pdy = dy, px = x)
+        fixed (double* pp = part, pm = mean)
+        {
+            var job = new Job<T> { Dy = pdy, X = px, Out0 = pp, Mean = pm, L = l, Path = path, PerChunk = per };
+            WorkerPool.For(blocks, &job, &ColumnBlockGradSums<T>);
+        }
+        for (int b = 0; b < blocks; b++)
+            for (int c = 0; c < l.C; c++)
+            {
+                sum[c] += part[(2 * b) * l.C + c];
+                dot[c] += part[(2 * b + 1) * l.C + c];
+            }
+    }
+
+    private static void ColumnBlockGradSums<T>(void* state, int block) where T : unmanaged
+    {
+        ref Job<T> j = ref Unsafe.AsRef<Job<T>>(state);
+        int c = j.L.C;
+        int r0 = block * j.PerChunk, rows = Math.Min(j.PerChunk, j.L.Rows - r0);
+        Reductions.ColumnSumAndDot(ref j.Dy[(nint)r0 * c], ref j.X[(nint)r0 * c], rows, c, new ReadOnlySpan<double>(j.Mean, c),
+            new Span<double>(j.Out0 + (nint)2 * block * c, c), new Span<double>(j.Out0 + ((nint)2 * block + 1) * c, c), j.Path);
+    }
+
+    // ============================ element-wise passes ============================
+    // Channels-first: one plane at a time with its parameters broadcast. Channels-last: one
+    // row at a time with the parameters loaded per column (from the row's sample when
+    // perPlane). Each op is one generic body over a parameter source; the scalar path runs the
+    // same body's scalar loop from the start (simd = false), so every path computes the same
+    // operations in the same order.
+
+    /// <summary>y = ((x - hi) - lo) * a + b. Reads x once, writes y once.</summary>
+    public static void Normalize<T>(ReadOnlySpan<T> x, ChannelLayout l, ReadOnlySpan<bool> mask, bool perPlane,
+        ReadOnlySpan<T> hi, ReadOnlySpan<T> lo, ReadOnlySpan<T> a, ReadOnlySpan<T> b, Span<T> y)
+        where T : unmanaged, IFloatingPointIeee754<T>
+    {
+        if (l.Count == 0) return;
+        var path = Simd.Dispatch();
+        fixed (T* px = x, py = y, ph = hi, pl = lo, pa = a, pb = b)
+        fixed (bool* pk = mask)
+        {
+            var job = new Job<T> { X = px, Y = py, P0 = ph, P1 = pl, P2 = pa, P3 = pb, Mask = mask.IsEmpty ? null : pk, L = l, Path = path, PerPlane = perPlane };
+            RunElementwise(ref job, &NormalizeChunk<T>);
+        }
+    }
+
+    /// <summary>
+    /// dx = dy * p + ((x - hi) - lo) * q + r: the input gradient whenever the statistics came from
+    /// x itself. Reads x and dy once, writes dx once (overwritten).
+    /// </summary>
+    public static void InputGrad<T>(ReadOnlySpan<T> dy, ReadOnlySpan<T> x, ChannelLayout l, ReadOnlySpan<bool> mask, bool perPlane,
+        ReadOnlySpan<T> hi, ReadOnlySpan<T> lo, ReadOnlySpan<T> p, ReadOnlySpan<T> q, ReadOnlySpan<T> r, Span<T> dx)
+        where T : unmanaged, IFloatingPointIeee754<T>
+    {
+        if (l.Count == 0) return;
+        var path = Simd.Dispatch();
+        fixed (T* pdy = dy, px = x, pdx = dx, ph = hi, pl = lo, pp = p, pq = q, pr = r)
+        fixed (bool* pk = mask)
+        {
+            var job = new Job<T> { Dy = pdy, X = px, Y = pdx, P0 = ph, P1 = pl, P2 = pp, P3 = pq, P4 = pr, Mask = mask.IsEmpty ? null : pk, L = l, Path = path, PerPlane = perPlane };
+            RunElementwise(ref job, &InputGradChunk<T>);
+        }
+    }
+
+    /// <summary>dx = dy * p: the input gradient when the statistics are constants (eval). Reads dy once, writes dx once.</summary>
+    public static void Scale<T>(ReadOnlySpan<T> dy, ChannelLayout l, ReadOnlySpan<bool> mask, bool perPlane, ReadOnlySpan<T> p, Span<T> dx)
+        where T : unmanaged, IFloatingPointIeee754<T>
+    {
+        if (l.Count == 0) return;
+        var path = Simd.Dispatch();
+        fixed (T* pdy = dy, pdx = dx, pp = p)
+        fixed (bool* pk = mask)
+        {
+            var job = new Job<T> { Dy = pdy, Y = pdx, P2 = pp, Mask = mask.IsEmpty ? null : pk, L = l, Path = path, PerPlane = perPlane };
+            RunElementwise(ref job, &ScaleChunk<T>);
+        }
+    }
+
+    private static void RunElementwise<T>(ref Job<T> job, delegate*<void*, int, void> body) where T : unmanaged
+    {
+        var l = job.L;
+        int units = l.AsColumns ? l.Rows : l.Planes;
+        int unitLength = l.AsColumns ? l.C : l.S;
+        job.PerChunk = Math.Max(1, ChunkElements / unitLength);
+        int chunks = (units + job.PerChunk - 1) / job.PerChunk;
+        fixed (Job<T>* pj = &job) WorkerPool.For(chunks, pj, body);
+    }
+
+    private interface IParam<T, TV> where T : unmanaged
+    {
+        TV V(nuint i);
+        T S(int i);
+    }
+
+    private readonly struct Broadcast<T, TV>(TV v, T s) : IParam<T, TV> where T : unmanaged
+    {
+        public TV V(nuint i) => v;
+        public T S(int i) => s;
+    }
+
+    private readonly struct PerColumn<T, W, TV, TD>(T* p) : IParam<T, TV> where T : unmanaged where W : IWidth<T, TV, TD>
+    {
+        [MethodImpl(MethodImplOptions.AggressiveInlining)] public TV V(nuint i) => W.Load(ref *p, i);
+        [MethodImpl(MethodImplOptions.AggressiveInlining)] public T S(int i) => p[i];
+    }
+
+    /// <summary>The parameter index of plane p, or the offset of row r's parameters.</summary>
+    private static int PlaneParam<T>(in Job<T> j, int p) where T : unmanaged => j.PerPlane ? p : p % j.L.C;
+    private static nint RowParams<T>(in Job<T> j, int r) where T : unmanaged => j.PerPlane ? (nint)(r / j.L.S) * j.L.C : 0;
+
+    // Masked positions of the unit just written get 0.
+    private static void ZeroMasked<T>(in Job<T> j, int unit, ref T y) where T : unmanaged
+    {
+        var l = j.L;
+        if (l.AsColumns)
+        {
+            if (!j.Mask[unit]) new Span<T>(Unsafe.AsPointer(ref y), l.C).Clear();
+        }
+        else
+        {
+            bool* mk = j.Mask + (nint)(unit / l.C) * l.S;
+            for (int i = 0; i < l.S; i++) if (!mk[i]) Unsafe.Add(ref y, i) = default;
+        }
+    }
+
+    private static void NormalizeChunk<T>(void* state, int chunk) where T : unmanaged, IFloatingPointIeee754<T>
+    {
+        ref Job<T> j = ref Unsafe.AsRef<Job<T>>(state);
+        switch (j.Path)
+        {
+            case SimdPath.Vector512: NormalizeChunk<T, W512<T>, Vector512<T>, Vector512<double>>(ref j, chunk, true); break;
+            case SimdPath.Vector256: NormalizeChunk<T, W256<T>, Vector256<T>, Vector256<double>>(ref j, chunk, true); break;
+            case SimdPath.Vector128: NormalizeChunk<T, W128<T>, Vector128<T>, Vector128<double>>(ref j, chunk, true); break;
+            default: NormalizeChunk<T, W128<T>, Vector128<T>, Vector128<double>>(ref j, chunk, false); break;
+        }
+    }
+
+    private static void NormalizeChunk<T, W, TV, TD>(ref Job<T> j, int chunk, bool simd)
+        where T : unmanaged, IFloatingPointIeee754<T> where W : IWidth<T, TV, TD>
+    {
+        var l = j.L;
+        int u0 = chunk * j.PerChunk, u1 = Math.Min(l.AsColumns ? l.Rows : l.Planes, u0 + j.PerChunk);
+        for (int u = u0; u < u1; u++)
+        {
+            if (l.AsColumns)
+            {
+                nint o = RowParams(j, u), at = (nint)u * l.C;
+                NormalizeSpan<T, W, TV, TD, PerColumn<T, W, TV, TD>>(ref j.X[at], ref j.Y[at], l.C,
+                    new(j.P0 + o), new(j.P1 + o), new(j.P2 + o), new(j.P3 + o), simd);
+                if (j.Mask != null) ZeroMasked(j, u, ref j.Y[at]);
+            }
+            else
+            {
+                int k = PlaneParam(j, u);
+                T h = j.P0[k], lo = j.P1[k], a = j.P2[k], b = j.P3[k];
+                nint at = (nint)u * l.S;
+                NormalizeSpan<T, W, TV, TD, Broadcast<T, TV>>(ref j.X[at], ref j.Y[at], l.S,
+                    new(W.Splat(h), h), new(W.Splat(lo), lo), new(W.Splat(a), a), new(W.Splat(b), b), simd);
+                if (j.Mask != null) ZeroMasked(j, u, ref j.Y[at]);
+            }
+        }
+    }
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static void NormalizeSpan<T, W, TV, TD, P>(ref T x, ref T y, int n, P hi, P lo, P a, P b, bool simd)
+        where T : unmanaged, IFloatingPointIeee754<T> where W : IWidth<T, TV, TD> where P : IParam<T, TV>
+    {
+        int i = 0;
+        if (simd)
+            for (int step = W.Count; i <= n - step; i += step)
+            {
+                nuint u = (nuint)i;
+                W.Store(W.Add(W.Mul(W.Sub(W.Sub(W.Load(ref x, u), hi.V(u)), lo.V(u)), a.V(u)), b.V(u)), ref y, u);
+            }
+        for (; i < n; i++)
+            Unsafe.Add(ref y, i) = (Unsafe.Add(ref x, i) - hi.S(i) - lo.S(i)) * a.S(i) + b.S(i);
+    }
+
+    private static void InputGradChunk<T>(void* state, int chunk) where T : unmanaged, IFloatingPointIeee754<T>
+    {
+        ref Job<T> j = ref Unsafe.AsRef<Job<T>>(state);
+        switch (j.Path)
+        {
+            case SimdPath.Vector512: InputGradChunk<T, W512<T>, Vector512<T>, Vector512<double>>(ref j, chunk, true); break;
+            case SimdPath.Vector256: InputGradChunk<T, W256<T>, Vector256<T>, Vector256<double>>(ref j, chunk, true); break;
+            case SimdPath.Vector128: InputGradChunk<T, W128<T>, Vector128<T>, Vector128<double>>(ref j, chunk, true); break;
+            default: InputGradChunk<T, W128<T>, Vector128<T>, Vector128<double>>(ref j, chunk, false); break;
+        }
+    }
+
+    private static void InputGradChunk<T, W, TV, TD>(ref Job<T> j, int chunk, bool simd)
+        where T : unmanaged, IFloatingPointIeee754<T> where W : IWidth<T, TV, TD>
+    {
+        var l = j.L;
+        int u0 = chunk * j.PerChunk, u1 = Math.Min(l.AsColumns ? l.Rows : l.Planes, u0 + j.PerChunk);
+        for (int u = u0; u < u1; u++)
+        {
+            if (l.AsColumns)
+            {
+                nint o = RowParams(j, u), at = (nint)u * l.C;
+                InputGradSpan<T, W, TV, TD, PerColumn<T, W, TV, TD>>(ref j.Dy[at], ref j.X[at], ref j.Y[at], l.C,
+                    new(j.P0 + o), new(j.P1 + o), new(j.P2 + o), new(j.P3 + o), new(j.P4 + o), simd);
+                if (j.Mask != null) ZeroMasked(j, u, ref j.Y[at]);
+            }
+            else
+            {
+                int k = PlaneParam(j, u);
+                T h = j.P0[k], lo = j.P1[k], p = j.P2[k], q = j.P3[k], r = j.P4[k];
+                nint at = (nint)u * l.S;
+                InputGradSpan<T, W, TV, TD, Broadcast<T, TV>>(ref j.Dy[at], ref j.X[at], ref j.Y[at], l.S,
+                    new(W.Splat(h), h), new(W.Splat(lo), lo), new(W.Splat(p), p), new(W.Splat(q), q), new(W.Splat(r), r), simd);
+                if (j.Mask != null) ZeroMasked(j, u, ref j.Y[at]);
+            }
+        }
+    }
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static void InputGradSpan<T, W, TV, TD, P>(ref T dy, ref T x, ref T dx, int n, P hi, P lo, P p, P q, P r, bool simd)
+        where T : unmanaged, IFloatingPointIeee754<T> where W : IWidth<T, TV, TD> where P : IParam<T, TV>
+    {
+        int i = 0;
+        if (simd)
+            for (int step = W.Count; i <= n - step; i += step)
+            {
+                nuint u = (nuint)i;
+                TV xc = W.Sub(W.Sub(W.Load(ref x, u), hi.V(u)), lo.V(u));
+                W.Store(W.Add(W.Add(W.Mul(W.Load(ref dy, u), p.V(u)), W.Mul(xc, q.V(u))), r.V(u)), ref dx, u);
+            }
+        for (; i < n; i++)
+            Unsafe.Add(ref dx, i) = Unsafe.Add(ref dy, i) * p.S(i) + (Unsafe.Add(ref x, i) - hi.S(i) - lo.S(i)) * q.S(i) + r.S(i);
+    }
+
+    private static void ScaleChunk<T>(void* state, int chunk) where T : unmanaged, IFloatingPointIeee754<T>
+    {
+        ref Job<T> j = ref Unsafe.AsRef<Job<T>>(state);
+        switch (j.Path)
+        {
+            case SimdPath.Vector512: ScaleChunk<T, W512<T>, Vector512<T>, Vector512<double>>(ref j, chunk, true); break;
+            case SimdPath.Vector256: ScaleChunk<T, W256<T>, Vector256<T>, Vector256<double>>(ref j, chunk, true); break;
+            case SimdPath.Vector128: ScaleChunk<T, W128<T>, Vector128<T>, Vector128<double>>(ref j, chunk, true); break;
+            default: ScaleChunk<T, W128<T>, Vector128<T>, Vector128<double>>(ref j, chunk, false); break;
+        }
+    }
+
+    private static void ScaleChunk<T, W, TV, TD>(ref Job<T> j, int chunk, bool simd)
+        where T : unmanaged, IFloatingPointIeee754<T> where W : IWidth<T, TV, TD>
+    {
+        var l = j.L;
+        int u0 = chunk * j.PerChunk, u1 = Math.Min(l.AsColumns ? l.Rows : l.Planes, u0 + j.PerChunk);
+        for (int u = u0; u < u1; u++)
+        {
+            if (l.AsColumns)
+            {
+                nint at = (nint)u * l.C;
+                ScaleSpan<T, W, TV, TD, PerColumn<T, W, TV, TD>>(ref j.Dy[at], ref j.Y[at], l.C, new(j.P2 + RowParams(j, u)), simd);
+                if (j.Mask != null) ZeroMasked(j, u, ref j.Y[at]);
+            }
+            else
+            {
+                T p = j.P2[PlaneParam(j, u)];
+                nint at = (nint)u * l.S;
+                ScaleSpan<T, W, TV, TD, Broadcast<T, TV>>(ref j.Dy[at], ref j.Y[at], l.S, new(W.Splat(p), p), simd);
+                if (j.Mask != null) ZeroMasked(j, u, ref j.Y[at]);
+            }
+        }
+    }
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static void ScaleSpan<T, W, TV, TD, P>(ref T dy, ref T dx, int n, P p, bool simd)
+        where T : unmanaged, IFloatingPointIeee754<T> where W : IWidth<T, TV, TD> where P : IParam<T, TV>
+    {
+        int i = 0;
+        if (simd)
+            for (int step = W.Count; i <= n - step; i += step)
+            {
+                nuint u = (nuint)i;
+                W.Store(W.Mul(W.Load(ref dy, u), p.V(u)), ref dx, u);
+            }
+        for (; i < n; i++)
+            Unsafe.Add(ref dx, i) = Unsafe.Add(ref dy, i) * p.S(i);
+    }
+}

@@ -1,0 +1,207 @@
+using System.Numerics;
+using System.Numerics.Tensors;
+
+namespace NormKit.Layers;
+
+/// <summary>
+/// What the channel norms (BatchNorm, InstanceNorm, GroupNorm) share: C channels in the
+/// second dim (or the last with <see cref="ChannelsLast"/>), an optional per-channel weight
+/// and bias, and the shape checks.
+/// </summary>
+public abstract class ChannelNorm<T> : NormLayer<T> where T : unmanaged, IFloatingPointIeee754<T>
+{
+    /// <summary>Number of channels C.</summary>
+    public int NumFeatures { get; }
+    /// <summary>Added to the variance inside the square root. Default 1e-5.</summary>
+    public double Eps { get; }
+    /// <summary>Whether the layer has a per-channel weight and bias.</summary>
+    public bool Affine { get; }
+    /// <summary>Whether inputs are laid out (N, *spatial, C) instead of (N, C, *spatial).</summary>
+    public bool ChannelsLast { get; }
+    /// <summary>Per-channel scale, shape [C]; null unless <see cref="Affine"/>.</summary>
+    public Tensor<T>? Weight { get; }
+    /// <summary>Per-channel shift, shape [C]; null unless <see cref="Affine"/>.</summary>
+    public Tensor<T>? Bias { get; }
+    /// <summary>Accumulated gradient of <see cref="Weight"/>.</summary>
+    public Tensor<T>? WeightGrad { get; }
+    /// <summary>Accumulated gradient of <see cref="Bias"/>.</summary>
+    public Tensor<T>? BiasGrad { get; }
+
+    private protected readonly T[]? WeightData, BiasData, WeightGradData, BiasGradData;
+
+    private protected ChannelNorm(int numFeatures, double eps, bool affine, bool channelsLast, string featuresName = "numFeatures")
+    {
+        Guard.Positive(numFeatures, featuresName);
+        Guard.Eps(eps, nameof(eps));
+        NumFeatures = numFeatures; Eps = eps; Affine = affine; ChannelsLast = channelsLast;
+        if (affine)
+        {
+            int[] shape = [numFeatures];
+            Weight = Vector(WeightData = new T[numFeatures], shape);
+            Bias = Vector(BiasData = new T[numFeatures], shape);
+            WeightGrad = Vector(WeightGradData = new T[numFeatures], shape);
+            BiasGrad = Vector(BiasGradData = new T[numFeatures], shape);
+        }
+        WeightData?.AsSpan().Fill(T.One);
+    }
+
+    /// <summary>The input ranks this layer accepts.</summary>
+    protected abstract bool AcceptsRank(int rank);
+    /// <summary>Describes the accepted input shapes for error messages.</summary>
+    protected abstract string ExpectedShape { get; }
+
+    /// <summary>Resets weight to 1 and bias to 0 (and, where there are any, the running statistics).</summary>
+    public virtual void ResetParameters()
+    {
+        WeightData?.AsSpan().Fill(T.One);
+        BiasData?.AsSpan().Clear();
+    }
+
+    /// <inheritdoc/>
+    public override void ZeroGrad()
+    {
+        WeightGradData?.AsSpan().Clear();
+        BiasGradData?.AsSpan().Clear();
+    }
+
+    /// <summary>Normalizes a tensor; returns a new tensor of the same shape.</summary>
+    public Tensor<T> Forward(Tensor<T> input)
+    {
+        int[] shape = Guard.ShapeOf(input, nameof(input));
+        var output = Guard.NewLike(input);
+        CheckShape(shape, nameof(input));
+        bool batchStats = ForwardCore(Guard.Span(input), shape, Guard.Span(output), default);
+        RecordForward(shape, input, batchStats);
+        return output;
+    }
+
+    /// <summary>Normalizes <paramref name="input"/> of shape <paramref name="shape"/> into <paramref name="output"/>; allocates nothing in steady state.</summary>
+    public void Forward(ReadOnlySpan<T> input, ReadOnlySpan<int> shape, Span<T> output)
+    {
+        CheckShape(shape, nameof(input));
+        bool batchStats = ForwardCore(input, shape, output, default);
+        RecordForward(shape, null, batchStats);
+    }
+
+    /// <summary>
+    /// Backward of the last tensor <see cref="Forward(Tensor{T})"/>: returns the input gradient
+    /// and accumulates into <see cref="WeightGrad"/> and <see cref="BiasGrad"/>.
+    /// </summary>
+    public Tensor<T> Backward(Tensor<T> gradOutput)
+    {
+        int[] shape = Guard.ShapeOf(gradOutput, nameof(gradOutput));
+        var input = RequireForwardInput();
+        CheckBackward(shape, nameof(gradOutput));
+        var gradInput = Guard.NewLike(gradOutput);
+        BackwardCore(Guard.Span(gradOutput), Guard.Span(input), shape, Guard.Span(gradInput), default);
+        return gradInput;
+    }
+
+    /// <summary>
+    /// Backward of the last forward, given its input again; writes <paramref name="gradInput"/>
+    /// and accumulates the parameter gradients. Allocates nothing.
+    /// </summary>
+    public void Backward(ReadOnlySpan<T> gradOutput, ReadOnlySpan<T> input, ReadOnlySpan<int> shape, Span<T> gradInput)
+    {
+        CheckBackward(shape, nameof(shape));
+        BackwardCore(gradOutput, input, shape, gradInput, default);
+    }
+
+    /// <summary>Runs the forward after the shape check; returns whether it used batch statistics.</summary>
+    private protected abstract bool ForwardCore(ReadOnlySpan<T> input, ReadOnlySpan<int> shape, Span<T> output, ReadOnlySpan<bool> mask);
+
+    private protected abstract void BackwardCore(ReadOnlySpan<T> gradOutput, ReadOnlySpan<T> input, ReadOnlySpan<int> shape, Span<T> gradInput, ReadOnlySpan<bool> mask);
+
+    private protected void CheckShape(ReadOnlySpan<int> shape, string argument)
+    {
+        if (!AcceptsRank(shape.Length))
+            throw new ArgumentException($"{GetType().Name.Split('`')[0]} expects {ExpectedShape} but got {argument} of shape {Guard.Shape(shape)} (rank {shape.Length}).", argument);
+        int c = ChannelsLast ? shape[^1] : shape[1];
+        if (c != NumFeatures)
+            throw new ArgumentException($"{argument} has {c} channels (shape {Guard.Shape(shape)}) but the layer was built for {FeaturesName} = {NumFeatures}.", argument);
+    }
+
+    private protected virtual string FeaturesName => "NumFeatures";
+
+    private protected static string Layout(bool channelsLast, string first, string last) => channelsLast ? last : first;
+}
+
+/// <summary>
+/// A channel norm that can keep running statistics (BatchNorm, InstanceNorm): PyTorch's
+/// Momentum (null = cumulative average), TrackRunningStats, RunningMean, RunningVar and
+/// NumBatchesTracked, plus a guard against non-finite batches.
+/// </summary>
+public abstract class TrackedChannelNorm<T> : ChannelNorm<T> where T : unmanaged, IFloatingPointIeee754<T>
+{
+    /// <summary>
+    /// Weight of the new batch in the running update (PyTorch's convention; ONNX and Keras use
+    /// 1 - momentum). Null: cumulative average with factor 1 / NumBatchesTracked.
+    /// </summary>
+    public double? Momentum { get; }
+    /// <summary>Whether the layer keeps running statistics; without them eval also uses batch statistics.</summary>
+    public bool TrackRunningStats { get; }
+    /// <summary>Running mean, shape [C]; null unless <see cref="TrackRunningStats"/>.</summary>
+    public Tensor<T>? RunningMean { get; }
+    /// <summary>Running (unbiased) variance, shape [C]; null unless <see cref="TrackRunningStats"/>.</summary>
+    public Tensor<T>? RunningVar { get; }
+    /// <summary>Training forwards whose statistics entered the running averages.</summary>
+    public long NumBatchesTracked { get; private set; }
+
+    /// <summary>
+    /// When true (the default), a training batch whose mean or variance is NaN or infinite
+    /// leaves the running statistics and NumBatchesTracked untouched and
+    /// <see cref="LastRunningStatsUpdate"/> says so; the output still follows IEEE.
+    /// When false, the update runs as in PyTorch and the running statistics take the NaN.
+    /// </summary>
+    public bool GuardRunningStats { get; set; } = true;
+
+    /// <summary>What the last training forward did to the running statistics.</summary>
+    public RunningStatsUpdate LastRunningStatsUpdate { get; private set; }
+
+    private protected readonly T[]? RunningMeanData, RunningVarData;
+
+    private protected TrackedChannelNorm(int numFeatures, double eps, double? momentum, bool affine, bool trackRunningStats, bool channelsLast)
+        : base(numFeatures, eps, affine, channelsLast)
+    {
+        if (momentum is double m) Guard.Momentum(m, nameof(momentum));
+        Momentum = momentum; TrackRunningStats = trackRunningStats;
+        if (trackRunningStats)
+        {
+            int[] shape = [numFeatures];
+            RunningMean = Vector(RunningMeanData = new T[numFeatures], shape);
+            RunningVar = Vector(RunningVarData = new T[numFeatures], shape);
+        }
+        ResetRunningStats();
+    }
+
+    /// <summary>Running mean 0, running variance 1, NumBatchesTracked 0.</summary>
+    public void ResetRunningStats()
+    {
+        RunningMeanData?.AsSpan().Fill(T.Zero);
+        RunningVarData?.AsSpan().Fill(T.One);
+        NumBatchesTracked = 0;
+    }
+
+    /// <summary>Resets the running statistics, weight to 1 and bias to 0.</summary>
+    public override void ResetParameters()
+    {
+        ResetRunningStats();
+        base.ResetParameters();
+    }
+
+    /// <summary>The running-update factor for the next training batch: Momentum, or 1 / (batches + 1).</summary>
+    private protected double UpdateFactor => Momentum ?? 1.0 / (NumBatchesTracked + 1);
+
+    /// <summary>Whether this forward uses the batch's own statistics.</summary>
+    private protected bool UsesBatchStats => Training || !TrackRunningStats;
+
+    /// <summary>Whether this forward updates the running statistics.</summary>
+    private protected bool Updates => Training && TrackRunningStats;
+
+    private protected void Record(RunningStatsUpdate result)
+    {
+        if (!Updates) return;
+        LastRunningStatsUpdate = result;
+        if (result == RunningStatsUpdate.Updated) NumBatchesTracked++;
+    }
+}

@@ -1,0 +1,81 @@
+using System.Numerics;
+
+namespace NormKit.Layers;
+
+/// <summary>
+/// Instance normalization (torch.nn.InstanceNorm1d/2d/3d): each (sample, channel) is
+/// normalized over its spatial dims. PyTorch's defaults: Affine = false,
+/// TrackRunningStats = false. With running statistics, training updates them with the batch
+/// average of the instance means and unbiased variances, and eval uses them.
+/// </summary>
+public abstract class InstanceNorm<T> : TrackedChannelNorm<T> where T : unmanaged, IFloatingPointIeee754<T>
+{
+    private double[] _mean = [], _rstd = [];   // per (sample, channel), or per channel in eval with running statistics
+    private int _saved;
+
+    /// <summary>Creates the layer; every hyperparameter is checked here.</summary>
+    protected InstanceNorm(int numFeatures, double eps, double? momentum, bool affine, bool trackRunningStats, bool channelsLast)
+        : base(numFeatures, eps, momentum, affine, trackRunningStats, channelsLast) { }
+
+    private protected override bool ForwardCore(ReadOnlySpan<T> input, ReadOnlySpan<int> shape, Span<T> output, ReadOnlySpan<bool> mask)
+    {
+        int saved = UsesBatchStats ? shape[0] * NumFeatures : NumFeatures;
+        double[] mean = _mean.Length >= saved ? _mean : new double[saved];
+        double[] rstd = _rstd.Length >= saved ? _rstd : new double[saved];
+        if (UsesBatchStats)
+        {
+            var result = Functional.InstanceNorm<T>(input, shape, output,
+                Updates ? RunningMeanData : default, Updates ? RunningVarData : default, WeightData, BiasData,
+                training: Training, momentum: UpdateFactor, eps: Eps, channelsLast: ChannelsLast, guardNonFinite: GuardRunningStats,
+                saveMean: mean.AsSpan(0, saved), saveRstd: rstd.AsSpan(0, saved));
+            Record(result);
+        }
+        else
+        {
+            Functional.BatchNorm<T>(input, shape, output, RunningMeanData, RunningVarData, WeightData, BiasData, training: false,
+                eps: Eps, channelsLast: ChannelsLast, saveMean: mean.AsSpan(0, saved), saveRstd: rstd.AsSpan(0, saved));
+        }
+        _mean = mean; _rstd = rstd; _saved = saved;
+        return UsesBatchStats;
+    }
+
+    private protected override void BackwardCore(ReadOnlySpan<T> gradOutput, ReadOnlySpan<T> input, ReadOnlySpan<int> shape, Span<T> gradInput, ReadOnlySpan<bool> mask)
+    {
+        if (ForwardUsedBatchStats)
+            Functional.GroupNormBackward<T>(gradOutput, input, shape, NumFeatures, WeightData, _mean.AsSpan(0, _saved), _rstd.AsSpan(0, _saved),
+                gradInput, WeightGradData, BiasGradData, ChannelsLast);
+        else
+            Functional.BatchNormBackward<T>(gradOutput, input, shape, WeightData, _mean.AsSpan(0, _saved), _rstd.AsSpan(0, _saved), false,
+                gradInput, WeightGradData, BiasGradData, ChannelsLast);
+    }
+}
+
+/// <summary>InstanceNorm over (N, C, L) inputs, like torch.nn.InstanceNorm1d.</summary>
+public sealed class InstanceNorm1d<T>(int numFeatures, double eps = 1e-5, double? momentum = 0.1, bool affine = false, bool trackRunningStats = false, bool channelsLast = false)
+    : InstanceNorm<T>(numFeatures, eps, momentum, affine, trackRunningStats, channelsLast) where T : unmanaged, IFloatingPointIeee754<T>
+{
+    /// <inheritdoc/>
+    protected override bool AcceptsRank(int rank) => rank == 3;
+    /// <inheritdoc/>
+    protected override string ExpectedShape => Layout(ChannelsLast, "a 3D (N, C, L) input", "a 3D (N, L, C) input");
+}
+
+/// <summary>InstanceNorm over (N, C, H, W) inputs, like torch.nn.InstanceNorm2d.</summary>
+public sealed class InstanceNorm2d<T>(int numFeatures, double eps = 1e-5, double? momentum = 0.1, bool affine = false, bool trackRunningStats = false, bool channelsLast = false)
+    : InstanceNorm<T>(numFeatures, eps, momentum, affine, trackRunningStats, channelsLast) where T : unmanaged, IFloatingPointIeee754<T>
+{
+    /// <inheritdoc/>
+    protected override bool AcceptsRank(int rank) => rank == 4;
+    /// <inheritdoc/>
+    protected override string ExpectedShape => Layout(ChannelsLast, "a 4D (N, C, H, W) input", "a 4D (N, H, W, C) input");
+}
+
+/// <summary>InstanceNorm over (N, C, D, H, W) inputs, like torch.nn.InstanceNorm3d.</summary>
+public sealed class InstanceNorm3d<T>(int numFeatures, double eps = 1e-5, double? momentum = 0.1, bool affine = false, bool trackRunningStats = false, bool channelsLast = false)
+    : InstanceNorm<T>(numFeatures, eps, momentum, affine, trackRunningStats, channelsLast) where T : unmanaged, IFloatingPointIeee754<T>
+{
+    /// <inheritdoc/>
+    protected override bool AcceptsRank(int rank) => rank == 5;
+    /// <inheritdoc/>
+    protected override string ExpectedShape => Layout(ChannelsLast, "a 5D (N, C, D, H, W) input", "a 5D (N, D, H, W, C) input");
+}
