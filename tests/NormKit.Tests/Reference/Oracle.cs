@@ -119,6 +119,103 @@ public static class Oracle
         return (dx, dw, db);
     }
 
+    /// <summary>GroupNorm: segment (n, g) = channels g*C/G .. (g+1)*C/G - 1 over all S positions; per-channel affine.</summary>
+    public static (double[] Y, double[] Mean, double[] Rstd) GroupNorm(double[] x, int N, int C, int S, bool cl, int G, double[]? w, double[]? b, double eps)
+    {
+        var y = new double[x.Length];
+        var mean = new double[N * G];
+        var rstd = new double[N * G];
+        int cg = C / G;
+        for (int n = 0; n < N; n++)
+            for (int g = 0; g < G; g++)
+            {
+                double s = 0, q = 0, m = cg * S;
+                for (int c = g * cg; c < (g + 1) * cg; c++) for (int k = 0; k < S; k++) s += x[At(n, c, k, C, S, cl)];
+                double mu = s / m;
+                for (int c = g * cg; c < (g + 1) * cg; c++) for (int k = 0; k < S; k++) { double d = x[At(n, c, k, C, S, cl)] - mu; q += d * d; }
+                double rs = 1 / Math.Sqrt(q / m + eps);
+                mean[n * G + g] = mu; rstd[n * G + g] = rs;
+                for (int c = g * cg; c < (g + 1) * cg; c++)
+                    for (int k = 0; k < S; k++)
+                    {
+                        int i = At(n, c, k, C, S, cl);
+                        y[i] = (x[i] - mu) * rs * (w?[c] ?? 1) + (b?[c] ?? 0);
+                    }
+            }
+        return (y, mean, rstd);
+    }
+
+    /// <summary>GroupNorm backward per segment: dx = rstd * (g - mean(g) - x_hat * mean(g * x_hat)), g = dy * w[c].</summary>
+    public static (double[] Dx, double[] Dw, double[] Db) GroupNormBackward(double[] dy, double[] x, int N, int C, int S, bool cl, int G, double[]? w, double eps)
+    {
+        var (_, mean, rstd) = GroupNorm(x, N, C, S, cl, G, null, null, eps);
+        var dx = new double[x.Length];
+        var dw = new double[C];
+        var db = new double[C];
+        int cg = C / G;
+        for (int n = 0; n < N; n++)
+            for (int g = 0; g < G; g++)
+            {
+                double mu = mean[n * G + g], rs = rstd[n * G + g], m = cg * S, mg = 0, mgx = 0;
+                for (int c = g * cg; c < (g + 1) * cg; c++)
+                    for (int k = 0; k < S; k++)
+                    {
+                        int i = At(n, c, k, C, S, cl);
+                        double xh = (x[i] - mu) * rs, gg = dy[i] * (w?[c] ?? 1);
+                        mg += gg / m; mgx += gg * xh / m;
+                        dw[c] += dy[i] * xh; db[c] += dy[i];
+                    }
+                for (int c = g * cg; c < (g + 1) * cg; c++)
+                    for (int k = 0; k < S; k++)
+                    {
+                        int i = At(n, c, k, C, S, cl);
+                        double xh = (x[i] - mu) * rs;
+                        dx[i] = rs * (dy[i] * (w?[c] ?? 1) - mg - xh * mgx);
+                    }
+            }
+        return (dx, dw, db);
+    }
+
+    /// <summary>RMSNorm: y = x / sqrt(mean(x^2) + eps) * w per row.</summary>
+    public static (double[] Y, double[] Rstd) RmsNorm(double[] x, int rows, int cols, double[]? w, double eps)
+    {
+        var y = new double[x.Length];
+        var rstd = new double[rows];
+        for (int r = 0; r < rows; r++)
+        {
+            double q = 0;
+            for (int j = 0; j < cols; j++) q += x[r * cols + j] * x[r * cols + j];
+            double rs = 1 / Math.Sqrt(q / cols + eps);
+            rstd[r] = rs;
+            for (int j = 0; j < cols; j++) y[r * cols + j] = x[r * cols + j] * rs * (w?[j] ?? 1);
+        }
+        return (y, rstd);
+    }
+
+    /// <summary>BatchNorm training forward over the unmasked positions only; masked outputs are 0.</summary>
+    public static double[] MaskedBatchNorm(double[] x, bool[] mask, int N, int C, int S, bool cl, double[]? w, double[]? b, double eps,
+        out double[] mean, out double[] biasedVar, out double count)
+    {
+        mean = new double[C]; biasedVar = new double[C];
+        count = mask.Count(v => v);
+        var y = new double[x.Length];
+        for (int c = 0; c < C; c++)
+        {
+            double s = 0, q = 0;
+            for (int n = 0; n < N; n++) for (int k = 0; k < S; k++) if (mask[n * S + k]) s += x[At(n, c, k, C, S, cl)];
+            double mu = s / count;
+            for (int n = 0; n < N; n++) for (int k = 0; k < S; k++) if (mask[n * S + k]) { double d = x[At(n, c, k, C, S, cl)] - mu; q += d * d; }
+            mean[c] = mu; biasedVar[c] = q / count;
+            for (int n = 0; n < N; n++)
+                for (int k = 0; k < S; k++)
+                {
+                    int i = At(n, c, k, C, S, cl);
+                    y[i] = mask[n * S + k] ? (x[i] - mu) / Math.Sqrt(q / count + eps) * (w?[c] ?? 1) + (b?[c] ?? 0) : 0;
+                }
+        }
+        return y;
+    }
+
     /// <summary>Central differences of f at x, one coordinate at a time.</summary>
     public static double[] NumericalGradient(Func<double[], double> f, double[] x, double h = 1e-6)
     {
