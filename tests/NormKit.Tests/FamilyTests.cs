@@ -81,6 +81,20 @@ public class GroupNormTests
         Check.Close(Oracle.NumericalGradient(v => Loss(x, w, v), b), db, Tol.GradCheck, "dBias");
     }
 
+    [Theory]
+    [InlineData(false)]
+    [InlineData(true)]
+    public void One_group_equals_LayerNorm_over_channels_and_space(bool cl)
+    {
+        const int n = 3, c = 6, s = 11;
+        var x = Data.Normal(5, n * c * s, 4, 3);
+        var gn = new double[x.Length];
+        Functional.GroupNorm<double>(x, cl ? [n, s, c] : [n, c, s], 1, gn, channelsLast: cl);
+        var ln = new double[x.Length];
+        Functional.LayerNorm<double>(x, [n, c * s], [c * s], ln);
+        Check.Close(ln, gn, Tol.F64, "GroupNorm(1) vs LayerNorm over (C, S)");
+    }
+
     [Fact]
     public void Channels_not_divisible_by_groups_fail_at_construction_naming_both()
     {

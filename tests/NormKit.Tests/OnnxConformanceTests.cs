@@ -38,6 +38,9 @@ public class OnnxConformanceTests
 
     public static TheoryData<string> BatchNormCases() => Named("BatchNormalization");
     public static TheoryData<string> LayerNormCases() => Named("LayerNormalization");
+    public static TheoryData<string> GroupNormCases() => Named("GroupNormalization");
+    public static TheoryData<string> InstanceNormCases() => Named("InstanceNormalization");
+    public static TheoryData<string> RmsNormCases() => Named("RMSNormalization");
 
     private static (JsonElement Case, TensorProto[] In, TensorProto[] Out) Load(string name)
     {
@@ -93,10 +96,48 @@ public class OnnxConformanceTests
         Check.Close(Data.D(outputs[2].Data), rstd, Tol.F32, $"{name} InvStdDev");
     }
 
+    [Theory, MemberData(nameof(GroupNormCases))]
+    public void GroupNormalization(string name)
+    {
+        var (c, inputs, outputs) = Load(name);
+        var x = inputs[0];
+        var y = new float[x.Data.Length];
+        Functional.GroupNorm<float>(x.Data, x.Dims, (int)Attr(c, "num_groups", 0), y, inputs[1].Data, inputs[2].Data, (float)Attr(c, "epsilon", 1e-5));
+        Check.Close(Data.D(outputs[0].Data), y, Tol.Onnx, $"{name} Y");
+        Check.Close(Data.D(outputs[0].Data), y, Tol.F32, $"{name} Y (float32 tolerance)");
+    }
+
+    [Theory, MemberData(nameof(InstanceNormCases))]
+    public void InstanceNormalization(string name)
+    {
+        var (c, inputs, outputs) = Load(name);
+        var x = inputs[0];
+        var y = new float[x.Data.Length];
+        Functional.InstanceNorm<float>(x.Data, x.Dims, y, weight: inputs[1].Data, bias: inputs[2].Data, eps: (float)Attr(c, "epsilon", 1e-5));
+        Check.Close(Data.D(outputs[0].Data), y, Tol.Onnx, $"{name} Y");
+        Check.Close(Data.D(outputs[0].Data), y, Tol.F32, $"{name} Y (float32 tolerance)");
+    }
+
+    [Theory, MemberData(nameof(RmsNormCases))]
+    public void RMSNormalization(string name)
+    {
+        var (c, inputs, outputs) = Load(name);
+        var x = inputs[0];
+        int axis = (int)Attr(c, "axis", -1);
+        if (axis < 0) axis += x.Dims.Length;
+        var y = new float[x.Data.Length];
+        Functional.RmsNorm<float>(x.Data, x.Dims, x.Dims[axis..], y, inputs[1].Data, (float)Attr(c, "epsilon", 1e-5));
+        Check.Close(Data.D(outputs[0].Data), y, Tol.Onnx, $"{name} Y");
+        Check.Close(Data.D(outputs[0].Data), y, Tol.F32, $"{name} Y (float32 tolerance)");
+    }
+
     [Fact]
-    public void The_case_list_holds_the_23_BatchNorm_and_LayerNorm_cases()
+    public void The_case_list_holds_all_46_cases()
     {
         Assert.Equal(4, BatchNormCases().Count);
         Assert.Equal(19, LayerNormCases().Count);
+        Assert.Equal(2, GroupNormCases().Count);
+        Assert.Equal(2, InstanceNormCases().Count);
+        Assert.Equal(19, RmsNormCases().Count);
     }
 }

@@ -1,6 +1,7 @@
 using System.Buffers;
 using System.Numerics;
 using System.Numerics.Tensors;
+using NormKit.Distributed;
 using NormKit.Kernels;
 
 namespace NormKit;
@@ -51,10 +52,15 @@ public static partial class Functional
     /// <param name="mask">Optional, one bool per (n, spatial) position (N * S values, sample-major):
     /// false marks padding, which is left out of the statistics and the running update and
     /// gets output 0.</param>
+    /// <param name="group">SyncBatchNorm: when given, the batch statistics are those of the whole
+    /// batch split across the group's ranks (each rank passes its shard; per-channel count,
+    /// mean and M2 are gathered and merged in rank order, so every rank gets the same bits).
+    /// Every rank must make the call, even with an empty shard.</param>
     public static RunningStatsUpdate BatchNorm<T>(ReadOnlySpan<T> input, ReadOnlySpan<int> inputShape, Span<T> output,
         Span<T> runningMean, Span<T> runningVar, ReadOnlySpan<T> weight, ReadOnlySpan<T> bias,
         bool training, double momentum = 0.1, double eps = 1e-5, bool channelsLast = false, bool guardNonFinite = true,
-        Span<double> saveMean = default, Span<double> saveRstd = default, bool unbiasedRunningVar = true, ReadOnlySpan<bool> mask = default)
+        Span<double> saveMean = default, Span<double> saveRstd = default, bool unbiasedRunningVar = true, ReadOnlySpan<bool> mask = default,
+        IAllGather? group = null)
         where T : unmanaged, IFloatingPointIeee754<T>
     {
         Num.EnsureSupported<T>();
@@ -81,14 +87,11 @@ public static partial class Functional
         Guard.NoOverlap<T>(runningVar, nameof(runningVar), output, nameof(output));
 
         bool useBatch = training || runningMean.IsEmpty;
+        bool synced = useBatch && group != null;
         long count = mask.IsEmpty ? l.Count : mask.Count(true);
-        if (useBatch && count == 1)
-            throw new ArgumentException(mask.IsEmpty
-                ? $"Expected more than 1 value per channel when training, got input size {Guard.Shape(inputShape)}."
-                : $"Expected more than 1 unmasked value per channel when training, got 1 (input size {Guard.Shape(inputShape)}).", nameof(input));
+        if (useBatch && !synced) CheckMoreThanOne(count, inputShape, mask.IsEmpty);
         if (!useBatch) CheckRunningVar(runningVar);
-        if (l.Count == 0) return RunningStatsUpdate.None;
-        if (count == 0) { output.Clear(); return RunningStatsUpdate.None; }
+        if (l.Count == 0 && !synced) return RunningStatsUpdate.None;
 
         int scratchLength = useBatch ? ChannelKernel.ChannelMomentsScratch(l) : 0;
         double[] dbl = ArrayPool<double>.Shared.Rent(3 * l.C + scratchLength);
@@ -98,6 +101,13 @@ public static partial class Functional
             Span<double> cnt = dbl.AsSpan(0, l.C), mean = dbl.AsSpan(l.C, l.C), m2 = dbl.AsSpan(2 * l.C, l.C);
             Span<T> hi = par.AsSpan(0, l.C), lo = par.AsSpan(l.C, l.C), a = par.AsSpan(2 * l.C, l.C), b = par.AsSpan(3 * l.C, l.C);
             if (useBatch) ChannelKernel.ChannelMoments(input, l, mask, cnt, mean, m2, dbl.AsSpan(3 * l.C, scratchLength));
+            if (synced)
+            {
+                MergeAcrossRanks(group!, cnt, mean, m2);
+                count = (long)cnt[0];
+                CheckMoreThanOne(count, inputShape, mask.IsEmpty);
+            }
+            if (count == 0) { output.Clear(); return RunningStatsUpdate.None; }
             for (int c = 0; c < l.C; c++)
             {
                 double mu = useBatch ? mean[c] : Num.D(runningMean[c]);
@@ -135,10 +145,14 @@ public static partial class Functional
     /// otherwise they are constants: dx = dy * rstd * weight. gradInput is overwritten;
     /// gradWeight (+= sum((x - mean) * dy) * rstd) and gradBias (+= sum(dy)) accumulate and may be empty.
     /// With a mask (the forward's), padded positions contribute nothing and get gradient 0.
+    /// With a <paramref name="group"/> (SyncBatchNorm), the per-channel sums dx needs are summed
+    /// over the ranks in rank order; gradWeight and gradBias receive this rank's share (their sum
+    /// over ranks is the whole batch's gradient, as in PyTorch).
     /// </summary>
     public static void BatchNormBackward<T>(ReadOnlySpan<T> gradOutput, ReadOnlySpan<T> input, ReadOnlySpan<int> inputShape,
         ReadOnlySpan<T> weight, ReadOnlySpan<double> saveMean, ReadOnlySpan<double> saveRstd, bool batchStatistics,
-        Span<T> gradInput, Span<T> gradWeight = default, Span<T> gradBias = default, bool channelsLast = false, ReadOnlySpan<bool> mask = default)
+        Span<T> gradInput, Span<T> gradWeight = default, Span<T> gradBias = default, bool channelsLast = false, ReadOnlySpan<bool> mask = default,
+        IAllGather? group = null)
         where T : unmanaged, IFloatingPointIeee754<T>
     {
         Num.EnsureSupported<T>();
@@ -156,16 +170,19 @@ public static partial class Functional
         Guard.NoOverlap(gradOutput, nameof(gradOutput), gradInput, nameof(gradInput));
         Guard.NoOverlap(input, nameof(input), gradInput, nameof(gradInput));
         Guard.NoOverlap<T>(gradWeight, nameof(gradWeight), gradBias, nameof(gradBias));
-        if (l.Count == 0) return;
+        bool synced = batchStatistics && group != null;
+        if (l.Count == 0 && !synced) return;
         double n = mask.IsEmpty ? l.Count : mask.Count(true);
 
         bool needSums = batchStatistics || !gradWeight.IsEmpty || !gradBias.IsEmpty;
         int scratchLength = ChannelKernel.ChannelMomentsScratch(l);
-        double[] dbl = ArrayPool<double>.Shared.Rent(2 * l.C + scratchLength);
+        double[] dbl = ArrayPool<double>.Shared.Rent(4 * l.C + scratchLength);
         T[] par = ArrayPool<T>.Shared.Rent(5 * l.C);
         try
         {
-            Span<double> sum = dbl.AsSpan(0, l.C), dot = dbl.AsSpan(l.C, l.C), scratch = dbl.AsSpan(2 * l.C, scratchLength);
+            Span<double> sum = dbl.AsSpan(0, l.C), dot = dbl.AsSpan(l.C, l.C), scratch = dbl.AsSpan(4 * l.C, scratchLength);
+            // dx needs the sums over the whole batch: this rank's, or all ranks' when synced.
+            Span<double> allSum = sum, allDot = dot;
             Span<T> hi = par.AsSpan(0, l.C), lo = par.AsSpan(l.C, l.C), p = par.AsSpan(2 * l.C, l.C), q = par.AsSpan(3 * l.C, l.C), r = par.AsSpan(4 * l.C, l.C);
             sum.Clear(); dot.Clear();
             if (needSums && l.AsColumns && mask.IsEmpty) ChannelKernel.ColumnGradSums(gradOutput, input, l, saveMean, sum, dot, scratch);
@@ -176,13 +193,18 @@ public static partial class Functional
                 for (int s = 0; s < l.N; s++)
                     for (int c = 0; c < l.C; c++) { sum[c] += ps[s * l.C + c]; dot[c] += pd[s * l.C + c]; }
             }
+            if (synced)
+            {
+                allSum = dbl.AsSpan(2 * l.C, l.C); allDot = dbl.AsSpan(3 * l.C, l.C);
+                n = SumAcrossRanks(group!, n, sum, dot, allSum, allDot);
+            }
             for (int c = 0; c < l.C; c++)
             {
                 double rs = saveRstd[c], w = weight.IsEmpty ? 1 : Num.D(weight[c]);
                 RowKernel.Split(saveMean[c], out hi[c], out lo[c]);
                 p[c] = Num.From<T>(rs * w);
-                q[c] = Num.From<T>(-dot[c] * rs * rs * rs * w / n);
-                r[c] = Num.From<T>(-sum[c] / n * rs * w);
+                q[c] = Num.From<T>(-allDot[c] * rs * rs * rs * w / n);
+                r[c] = Num.From<T>(-allSum[c] / n * rs * w);
             }
             if (batchStatistics) ChannelKernel.InputGrad<T>(gradOutput, input, l, mask, perPlane: false, hi, lo, p, q, r, gradInput);
             else ChannelKernel.Scale<T>(gradOutput, l, mask, perPlane: false, p, gradInput);
@@ -428,7 +450,59 @@ public static partial class Functional
         }
     }
 
+    // ============================ SyncBatchNorm exchange ============================
+
+    // Gathers every rank's per-channel (count, mean, M2) and merges them with Chan's formula
+    // in rank order: every rank ends with the same bits.
+    private static void MergeAcrossRanks(IAllGather group, Span<double> count, Span<double> mean, Span<double> m2)
+    {
+        int c = count.Length, k = group.WorldSize;
+        double[] buffer = ArrayPool<double>.Shared.Rent(3 * c * (k + 1));
+        try
+        {
+            Span<double> local = buffer.AsSpan(0, 3 * c), all = buffer.AsSpan(3 * c, 3 * c * k);
+            count.CopyTo(local); mean.CopyTo(local[c..]); m2.CopyTo(local[(2 * c)..]);
+            group.AllGather(local, all);
+            count.Clear(); mean.Clear(); m2.Clear();
+            for (int r = 0; r < k; r++)
+                for (int j = 0; j < c; j++)
+                    Reductions.ChanMerge(ref count[j], ref mean[j], ref m2[j], all[r * 3 * c + j], all[r * 3 * c + c + j], all[r * 3 * c + 2 * c + j]);
+        }
+        finally { ArrayPool<double>.Shared.Return(buffer); }
+    }
+
+    // Sums every rank's (count, sum, dot) in rank order; returns the total count.
+    private static double SumAcrossRanks(IAllGather group, double count, ReadOnlySpan<double> sum, ReadOnlySpan<double> dot, Span<double> allSum, Span<double> allDot)
+    {
+        int c = sum.Length, k = group.WorldSize, len = 1 + 2 * c;
+        double[] buffer = ArrayPool<double>.Shared.Rent(len * (k + 1));
+        try
+        {
+            Span<double> local = buffer.AsSpan(0, len), all = buffer.AsSpan(len, len * k);
+            local[0] = count; sum.CopyTo(local[1..]); dot.CopyTo(local[(1 + c)..]);
+            group.AllGather(local, all);
+            double total = 0;
+            allSum.Clear(); allDot.Clear();
+            for (int r = 0; r < k; r++)
+            {
+                total += all[r * len];
+                for (int j = 0; j < c; j++) { allSum[j] += all[r * len + 1 + j]; allDot[j] += all[r * len + 1 + c + j]; }
+            }
+            return total;
+        }
+        finally { ArrayPool<double>.Shared.Return(buffer); }
+    }
+
     // ============================ shared checks ============================
+
+    private static void CheckMoreThanOne(long count, ReadOnlySpan<int> inputShape, bool unmasked)
+    {
+        if (count == 1)
+            throw new ArgumentException(unmasked
+                ? $"Expected more than 1 value per channel when training, got input size {Guard.Shape(inputShape)}."
+                : $"Expected more than 1 unmasked value per channel when training, got 1 (input size {Guard.Shape(inputShape)}).", "input");
+    }
+
 
     private static void CheckGroupNormArguments<T>(ReadOnlySpan<T> input, ReadOnlySpan<int> inputShape, Span<T> output,
         ReadOnlySpan<T> weight, ReadOnlySpan<T> bias, double eps, ChannelLayout l)

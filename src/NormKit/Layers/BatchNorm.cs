@@ -1,4 +1,5 @@
 using System.Numerics;
+using NormKit.Distributed;
 
 namespace NormKit.Layers;
 
@@ -13,6 +14,9 @@ public abstract class BatchNorm<T> : TrackedChannelNorm<T> where T : unmanaged, 
 {
     private readonly double[] _saveMean, _saveRstd;   // statistics of the last forward, for backward
     private bool _maskedForward;
+
+    /// <summary>The ranks that share batch statistics (SyncBatchNorm), or null.</summary>
+    private protected IAllGather? Group { get; init; }
 
     /// <summary>Creates the layer; every hyperparameter is checked here.</summary>
     protected BatchNorm(int numFeatures, double eps = 1e-5, double? momentum = 0.1, bool affine = true,
@@ -49,7 +53,7 @@ public abstract class BatchNorm<T> : TrackedChannelNorm<T> where T : unmanaged, 
         var result = Functional.BatchNorm<T>(input, shape, output,
             TrackRunningStats ? RunningMeanData : default, TrackRunningStats ? RunningVarData : default,
             WeightData, BiasData, training: Training, momentum: UpdateFactor, eps: Eps, channelsLast: ChannelsLast,
-            guardNonFinite: GuardRunningStats, saveMean: _saveMean, saveRstd: _saveRstd, mask: mask);
+            guardNonFinite: GuardRunningStats, saveMean: _saveMean, saveRstd: _saveRstd, mask: mask, group: Group);
         Record(result);
         _maskedForward = false;
         return UsesBatchStats;
@@ -62,7 +66,7 @@ public abstract class BatchNorm<T> : TrackedChannelNorm<T> where T : unmanaged, 
                 ? "The last Forward used a mask; pass the same mask to Backward."
                 : "The last Forward used no mask, but Backward was given one.", nameof(mask));
         Functional.BatchNormBackward<T>(gradOutput, input, shape, WeightData, _saveMean, _saveRstd, ForwardUsedBatchStats,
-            gradInput, WeightGradData, BiasGradData, ChannelsLast, mask);
+            gradInput, WeightGradData, BiasGradData, ChannelsLast, mask, Group);
     }
 }
 
@@ -94,4 +98,33 @@ public sealed class BatchNorm3d<T>(int numFeatures, double eps = 1e-5, double? m
     protected override bool AcceptsRank(int rank) => rank == 5;
     /// <inheritdoc/>
     protected override string ExpectedShape => Layout(ChannelsLast, "a 5D (N, C, D, H, W) input", "a 5D (N, D, H, W, C) input");
+}
+
+/// <summary>
+/// BatchNorm whose batch statistics span every rank of <see cref="IAllGather"/> group
+/// (torch.nn.SyncBatchNorm): each rank passes its shard of the batch; per-channel
+/// (count, mean, M2) are gathered and merged in rank order, so every rank normalizes with the
+/// same statistics and keeps bit-identical running statistics. Backward gathers the two
+/// per-channel sums it needs; WeightGrad and BiasGrad hold this rank's share (sum them over
+/// ranks, as data-parallel training does, for the whole batch's gradient). Accepts (N, C, *).
+/// Every rank must call Forward and Backward, even with an empty shard.
+/// </summary>
+public sealed class SyncBatchNorm<T> : BatchNorm<T> where T : unmanaged, IFloatingPointIeee754<T>
+{
+    /// <summary>Creates the layer for one rank of <paramref name="group"/>.</summary>
+    public SyncBatchNorm(int numFeatures, IAllGather group, double eps = 1e-5, double? momentum = 0.1, bool affine = true,
+        bool trackRunningStats = true, bool channelsLast = false)
+        : base(numFeatures, eps, momentum, affine, trackRunningStats, channelsLast)
+    {
+        ArgumentNullException.ThrowIfNull(group);
+        Group = group;
+    }
+
+    /// <summary>The rank this layer runs as, and the group size.</summary>
+    public (int Rank, int WorldSize) Position => (Group!.Rank, Group.WorldSize);
+
+    /// <inheritdoc/>
+    protected override bool AcceptsRank(int rank) => rank >= 2;
+    /// <inheritdoc/>
+    protected override string ExpectedShape => Layout(ChannelsLast, "an (N, C, *) input", "an (N, *, C) input");
 }
