@@ -1,0 +1,98 @@
+using NormKit.Kernels;
+using NormKit.Layers;
+using NormKit.Tests.Reference;
+using NormKit.Tests.Support;
+
+namespace NormKit.Tests;
+
+/// <summary>The core's hazards and invariances, run through GroupNorm, InstanceNorm, RMSNorm and masked BatchNorm.</summary>
+[Trait("Category", "Kernel")]
+[Collection("Threads")]
+public class FamilyPropertyTests
+{
+    [Theory]
+    [InlineData(false)]
+    [InlineData(true)]
+    public void GroupNorm_constant_group_gives_exactly_the_bias_and_large_offsets_stay_accurate(bool cl)
+    {
+        const int n = 2, c = 8, s = 13, g = 4;
+        int[] shape = cl ? [n, s, c] : [n, c, s];
+        var bias = Data.F(Data.Normal(1, c));
+        var w = Data.F(Data.Normal(2, c, 1, 0.5));
+        var constant = Enumerable.Repeat(1234f, n * c * s).ToArray();
+        var offset = Data.RoundToFloat(Data.Normal(3, n * c * s, 2000, 1));
+        var huge = Data.RoundToFloat(Data.Normal(4, n * c * s, 0, 1e30));
+        Paths.ForEach(p =>
+        {
+            var y = new float[constant.Length];
+            Functional.GroupNorm<float>(constant, shape, g, y, w, bias, channelsLast: cl);
+            for (int i = 0; i < y.Length; i++) Assert.Equal(bias[cl ? i % c : i / s % c], y[i]);
+            foreach (var (x, what) in new[] { (offset, "randn + 2000"), (huge, "values near 1e30") })
+            {
+                Functional.GroupNorm<float>(Data.F(x), shape, g, y, w, bias, channelsLast: cl);
+                var (ey, _, _) = Oracle.GroupNorm(x, n, c, s, cl, g, Data.D(w), Data.D(bias), 1e-5);
+                Check.Close(ey, y, Tol.F32, $"{what} ({p})");
+            }
+        });
+    }
+
+    [Fact]
+    public void RMSNorm_handles_values_whose_squares_overflow_float()
+    {
+        var x = Data.RoundToFloat(Data.Normal(5, 3 * 40, 0, 1e30));
+        var (ey, _) = Oracle.RmsNorm(x, 3, 40, null, 1e-6);
+        Paths.ForEach(p =>
+        {
+            var y = new float[x.Length];
+            Functional.RmsNorm<float>(Data.F(x), [3, 40], [40], y, eps: 1e-6);
+            Check.Close(ey, y, Tol.F32, $"1e30 ({p})");
+        });
+    }
+
+    [Fact]
+    public void Family_results_are_bitwise_identical_for_1_2_and_3_threads()
+    {
+        const int n = 6, c = 32, s = 700;
+        var x = Data.F(Data.Normal(6, n * c * s, 1, 2));
+        var dy = Data.F(Data.Normal(7, x.Length));
+        var mask = Enumerable.Range(0, n * s).Select(i => i % s < s - 37 * (i / s)).ToArray();
+        List<float[]> Run(int threads)
+        {
+            var outputs = new List<float[]>();
+            Paths.WithThreads(threads, () =>
+            {
+                foreach (bool cl in new[] { false, true })
+                {
+                    int[] shape = cl ? [n, s, c] : [n, c, s];
+                    ChannelNorm<float>[] layers = [new GroupNorm<float>(8, c, channelsLast: cl), new InstanceNorm1d<float>(c, affine: true, channelsLast: cl)];
+                    foreach (var layer in layers)
+                    {
+                        var y = new float[x.Length]; var dx = new float[x.Length];
+                        layer.Forward(x, shape, y);
+                        layer.Backward(dy, x, shape, dx);
+                        outputs.AddRange([y, dx, Guard.Span(layer.WeightGrad!).ToArray()]);
+                    }
+                    var bn = new BatchNorm1d<float>(c, channelsLast: cl);
+                    var ym = new float[x.Length]; var dxm = new float[x.Length];
+                    bn.Forward(x, shape, ym, mask);
+                    bn.Backward(dy, x, shape, dxm, mask);
+                    outputs.AddRange([ym, dxm, Guard.Span(bn.RunningVar!).ToArray()]);
+                }
+                var rms = new RMSNorm<float>(c * 10);
+                var yr = new float[x.Length]; var dxr = new float[x.Length];
+                rms.Forward(x, [n * s / 10, c * 10], yr);
+                rms.Backward(dy, x, [n * s / 10, c * 10], dxr);
+                outputs.AddRange([yr, dxr, Guard.Span(rms.WeightGrad!).ToArray()]);
+            });
+            return outputs;
+        }
+        var one = Run(1);
+        foreach (int threads in new[] { 2, 3 })
+        {
+            long before = WorkerPool.ParallelRuns;
+            var many = Run(threads);
+            Assert.True(WorkerPool.ParallelRuns > before, "helper threads were used");
+            for (int k = 0; k < one.Count; k++) Check.BitEqual<float>(one[k], many[k], $"output {k}, {threads} threads");
+        }
+    }
+}
