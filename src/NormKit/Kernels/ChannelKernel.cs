@@ -47,6 +47,7 @@ internal static unsafe class ChannelKernel
         public ChannelLayout L;
         public int PerChunk;
         public bool PerPlane;
+        public double Eps;
         public SimdPath Path;
     }
 
@@ -224,6 +225,123 @@ internal static unsafe class ChannelKernel
         for (int k = 0; k < c; k++) mean[k] /= rows;
         Reductions.ColumnSquaredDeviations(ref x, rows, c, mean, m2, j.Path);
     }
+
+    // ============================ fused per-channel passes (channels-first) ============================
+    // When one channel (its N planes) fits in cache, BatchNorm's training passes run channel by
+    // channel: statistics, then the element-wise pass over the same planes while they are still
+    // in cache. x is then read once from memory instead of twice. Each channel is one task and
+    // its planes are merged in sample order, so the results are the bits of the unfused path.
+
+    /// <summary>Whether the fused per-channel passes apply: channels-first, no mask, one channel within ~512 KiB.</summary>
+    public static bool FusesPerChannel(ChannelLayout l, int elementSize, bool masked) =>
+        !masked && !l.AsColumns && l.Count * elementSize <= 512 * 1024;
+
+    /// <summary>
+    /// BatchNorm training forward, fused per channel: count, mean and M2 of each channel (as
+    /// <see cref="ChannelMoments{T}"/>), then y = ((x - hi) - lo) * a + b with
+    /// a = weight / sqrt(M2 / count + eps) as <see cref="Normalize{T}"/>. Reads x once from memory.
+    /// </summary>
+    public static void TrainForwardPerChannel<T>(ReadOnlySpan<T> x, ChannelLayout l, ReadOnlySpan<T> weight, ReadOnlySpan<T> bias, double eps,
+        Span<T> y, Span<double> count, Span<double> mean, Span<double> m2)
+        where T : unmanaged, IFloatingPointIeee754<T>
+    {
+        count.Clear(); mean.Clear(); m2.Clear();
+        if (l.Count == 0) return;
+        var path = Simd.Dispatch();
+        fixed (T* px = x, py = y, pw = weight, pb = bias)
+        fixed (double* pc = count, pm = mean, pq = m2)
+        {
+            var job = new Job<T> { X = px, Y = py, P2 = weight.IsEmpty ? null : pw, P3 = bias.IsEmpty ? null : pb,
+                Out0 = pm, Out1 = pq, Out2 = pc, Eps = eps, L = l, Path = path };
+            WorkerPool.For(l.C, &job, &TrainForwardChannel<T>);
+        }
+    }
+
+    private static void TrainForwardChannel<T>(void* state, int c) where T : unmanaged, IFloatingPointIeee754<T>
+    {
+        ref Job<T> j = ref Unsafe.AsRef<Job<T>>(state);
+        var l = j.L;
+        double cnt = 0, mu = 0, q = 0;
+        for (int n = 0; n < l.N; n++)
+        {
+            SegmentMoments(ref j.X[(nint)(n * l.C + c) * l.S], l.S, j.Path, out double pc, out double pm, out double pq);
+            Reductions.ChanMerge(ref cnt, ref mu, ref q, pc, pm, pq);
+        }
+        j.Out2[c] = cnt; j.Out0[c] = mu; j.Out1[c] = q;
+        double rs = 1.0 / Math.Sqrt(q / cnt + j.Eps);
+        RowKernel.Split(mu, out T hi, out T lo);
+        T a = Num.From<T>(j.P2 == null ? rs : rs * Num.D(j.P2[c]));
+        T b = j.P3 == null ? T.Zero : j.P3[c];
+        for (int n = 0; n < l.N; n++)
+        {
+            nint at = (nint)(n * l.C + c) * l.S;
+            switch (j.Path)
+            {
+                case SimdPath.Vector512: NormalizePlane<T, W512<T>, Vector512<T>, Vector512<double>>(ref j.X[at], ref j.Y[at], l.S, hi, lo, a, b, true); break;
+                case SimdPath.Vector256: NormalizePlane<T, W256<T>, Vector256<T>, Vector256<double>>(ref j.X[at], ref j.Y[at], l.S, hi, lo, a, b, true); break;
+                case SimdPath.Vector128: NormalizePlane<T, W128<T>, Vector128<T>, Vector128<double>>(ref j.X[at], ref j.Y[at], l.S, hi, lo, a, b, true); break;
+                default: NormalizePlane<T, W128<T>, Vector128<T>, Vector128<double>>(ref j.X[at], ref j.Y[at], l.S, hi, lo, a, b, false); break;
+            }
+        }
+    }
+
+    private static void NormalizePlane<T, W, TV, TD>(ref T x, ref T y, int n, T hi, T lo, T a, T b, bool simd)
+        where T : unmanaged, IFloatingPointIeee754<T> where W : IWidth<T, TV, TD> =>
+        NormalizeSpan<T, W, TV, TD, Broadcast<T, TV>>(ref x, ref y, n, new(W.Splat(hi), hi), new(W.Splat(lo), lo), new(W.Splat(a), a), new(W.Splat(b), b), simd);
+
+    /// <summary>
+    /// BatchNorm training backward, fused per channel: the channel's sum(dy) and
+    /// sum((x - mean) * dy), then dx = dy * p + ((x - hi) - lo) * q + r over the same planes, with
+    /// p, q, r as <see cref="InputGrad{T}"/>. Reads x and dy once from memory, writes dx once.
+    /// sum and dot receive the channel sums (for the parameter gradients).
+    /// </summary>
+    public static void TrainBackwardPerChannel<T>(ReadOnlySpan<T> dy, ReadOnlySpan<T> x, ChannelLayout l, ReadOnlySpan<T> weight,
+        ReadOnlySpan<double> mean, ReadOnlySpan<double> rstd, Span<T> dx, Span<double> sum, Span<double> dot)
+        where T : unmanaged, IFloatingPointIeee754<T>
+    {
+        sum.Clear(); dot.Clear();
+        if (l.Count == 0) return;
+        var path = Simd.Dispatch();
+        fixed (T* pdy = dy, px = x, pdx = dx, pw = weight)
+        fixed (double* pm = mean, pr = rstd, ps = sum, pd = dot)
+        {
+            var job = new Job<T> { Dy = pdy, X = px, Y = pdx, P2 = weight.IsEmpty ? null : pw, Mean = pm, Out2 = pr, Out0 = ps, Out1 = pd, L = l, Path = path };
+            WorkerPool.For(l.C, &job, &TrainBackwardChannel<T>);
+        }
+    }
+
+    private static void TrainBackwardChannel<T>(void* state, int c) where T : unmanaged, IFloatingPointIeee754<T>
+    {
+        ref Job<T> j = ref Unsafe.AsRef<Job<T>>(state);
+        var l = j.L;
+        double m = j.Mean[c], sum = 0, dot = 0;
+        for (int n = 0; n < l.N; n++)
+        {
+            nint at = (nint)(n * l.C + c) * l.S;
+            Reductions.SumAndDot(ref j.Dy[at], ref j.X[at], l.S, m, j.Path, out double s, out double d);
+            sum += s; dot += d;
+        }
+        j.Out0[c] = sum; j.Out1[c] = dot;
+        double rs = j.Out2[c], w = j.P2 == null ? 1 : Num.D(j.P2[c]), cnt = l.Count;
+        RowKernel.Split(m, out T hi, out T lo);
+        T p = Num.From<T>(rs * w), q = Num.From<T>(-dot * rs * rs * rs * w / cnt), r = Num.From<T>(-sum / cnt * rs * w);
+        for (int n = 0; n < l.N; n++)
+        {
+            nint at = (nint)(n * l.C + c) * l.S;
+            switch (j.Path)
+            {
+                case SimdPath.Vector512: InputGradPlane<T, W512<T>, Vector512<T>, Vector512<double>>(ref j.Dy[at], ref j.X[at], ref j.Y[at], l.S, hi, lo, p, q, r, true); break;
+                case SimdPath.Vector256: InputGradPlane<T, W256<T>, Vector256<T>, Vector256<double>>(ref j.Dy[at], ref j.X[at], ref j.Y[at], l.S, hi, lo, p, q, r, true); break;
+                case SimdPath.Vector128: InputGradPlane<T, W128<T>, Vector128<T>, Vector128<double>>(ref j.Dy[at], ref j.X[at], ref j.Y[at], l.S, hi, lo, p, q, r, true); break;
+                default: InputGradPlane<T, W128<T>, Vector128<T>, Vector128<double>>(ref j.Dy[at], ref j.X[at], ref j.Y[at], l.S, hi, lo, p, q, r, false); break;
+            }
+        }
+    }
+
+    private static void InputGradPlane<T, W, TV, TD>(ref T dy, ref T x, ref T dx, int n, T hi, T lo, T p, T q, T r, bool simd)
+        where T : unmanaged, IFloatingPointIeee754<T> where W : IWidth<T, TV, TD> =>
+        InputGradSpan<T, W, TV, TD, Broadcast<T, TV>>(ref dy, ref x, ref dx, n, new(W.Splat(hi), hi), new(W.Splat(lo), lo),
+            new(W.Splat(p), p), new(W.Splat(q), q), new(W.Splat(r), r), simd);
 
     // ============================ backward sums ============================
 

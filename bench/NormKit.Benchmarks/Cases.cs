@@ -1,0 +1,54 @@
+namespace NormKit.Benchmarks;
+
+/// <summary>One benchmarked configuration: an op, a shape, a layout and a mode.</summary>
+/// <param name="Mode">"fwd" (training forward; LayerNorm/RMSNorm/GroupNorm/InstanceNorm have one forward),
+/// "fwd+bwd" (training forward then backward), "eval" (BatchNorm with running statistics).</param>
+public sealed record BenchCase(string Op, int[] Shape, bool ChannelsLast, string Mode)
+{
+    public long Elements => Shape.Aggregate(1L, (a, d) => a * d);
+
+    /// <summary>Minimal traffic: forward reads x and writes y (2 x 4 bytes per element);
+    /// forward+backward adds reading x and dy and writing dx (5 x 4 bytes).</summary>
+    public long MinimalBytes => Elements * 4 * (Mode == "fwd+bwd" ? 5 : 2);
+
+    public string ShapeText => "[" + string.Join(",", Shape) + "]";
+    public string Layout => Op.StartsWith("BatchNorm2d") ? (ChannelsLast ? "NHWC" : "NCHW") : "";
+    public string Key => $"{Op} {ShapeText} {Layout} {Mode}".Replace("  ", " ");
+    public override string ToString() => Key;
+
+    /// <summary>The shape as stored in memory (channels-last puts C last).</summary>
+    public int[] MemoryShape => ChannelsLast ? [Shape[0], .. Shape[2..], Shape[1]] : Shape;
+
+    public static IReadOnlyList<BenchCase> All()
+    {
+        var list = new List<BenchCase>();
+        foreach (var op in new[] { "LayerNorm", "RMSNorm" })
+            foreach (var s in new[] { new[] { 8192, 768 }, [2048, 1024], [65536, 64], [4096, 4096] })
+                foreach (var m in new[] { "fwd", "fwd+bwd" })
+                    list.Add(new(op, s, false, m));
+        foreach (var s in new[] { new[] { 32, 64, 56, 56 }, [64, 256, 14, 14] })
+            foreach (bool cl in new[] { false, true })
+                foreach (var m in new[] { "fwd", "fwd+bwd", "eval" })
+                    list.Add(new("BatchNorm2d", s, cl, m));
+        foreach (var m in new[] { "fwd", "fwd+bwd", "eval" })
+            list.Add(new("BatchNorm1d", [256, 1024], false, m));
+        foreach (var op in new[] { "GroupNorm(32)", "InstanceNorm2d" })
+            foreach (var m in new[] { "fwd", "fwd+bwd" })
+                list.Add(new(op, [32, 64, 56, 56], false, m));
+        return list;
+    }
+
+    /// <summary>A handful of small cases for the CI smoke run.</summary>
+    public static IReadOnlyList<BenchCase> Smoke() =>
+    [
+        new("LayerNorm", [64, 256], false, "fwd+bwd"),
+        new("RMSNorm", [64, 256], false, "fwd"),
+        new("BatchNorm2d", [4, 8, 6, 6], true, "fwd+bwd"),
+        new("BatchNorm2d", [4, 8, 6, 6], false, "eval"),
+        new("GroupNorm(32)", [2, 64, 4, 4], false, "fwd"),
+        new("InstanceNorm2d", [2, 64, 4, 4], false, "fwd"),
+    ];
+
+    /// <summary>Whether ONNX Runtime (inference only, NCHW only) has this case.</summary>
+    public bool OrtHasIt => !ChannelsLast && (Op.StartsWith("BatchNorm") ? Mode == "eval" : Mode == "fwd");
+}
