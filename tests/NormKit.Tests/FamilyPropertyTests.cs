@@ -96,3 +96,42 @@ public class FamilyPropertyTests
         }
     }
 }
+
+/// <summary>The fused per-channel BatchNorm passes give the bits of the two-pass path.</summary>
+[Trait("Category", "Kernel")]
+[Collection("Threads")]
+public class FusedChannelPassTests
+{
+    [Theory]
+    [InlineData(4, 3, 5)]
+    [InlineData(2, 17, 33)]
+    [InlineData(8, 64, 49)]
+    [InlineData(3, 5, 1000)]
+    public void Fused_and_two_pass_BatchNorm_agree_bitwise(int n, int c, int s)
+    {
+        var x = Data.F(Data.Normal(n + c + s, n * c * s, 3, 2));
+        var dy = Data.F(Data.Normal(s, x.Length));
+        float[][] Run()
+        {
+            var bn = new BatchNorm1d<float>(c);
+            Data.F(Data.Normal(1, c, 1, 0.3)).CopyTo(Guard.Span(bn.Weight!));
+            var y = new float[x.Length]; var dx = new float[x.Length];
+            bn.Forward(x, [n, c, s], y);
+            bn.Backward(dy, x, [n, c, s], dx);
+            return [y, dx, Guard.Span(bn.RunningMean!).ToArray(), Guard.Span(bn.RunningVar!).ToArray(),
+                Guard.Span(bn.WeightGrad!).ToArray(), Guard.Span(bn.BiasGrad!).ToArray()];
+        }
+        Paths.ForEach(p =>
+        {
+            var fused = Run();
+            long old = ChannelKernel.FuseLimitBytes;
+            ChannelKernel.FuseLimitBytes = 0;
+            try
+            {
+                var twoPass = Run();
+                for (int k = 0; k < fused.Length; k++) Check.BitEqual<float>(twoPass[k], fused[k], $"output {k} ({p})");
+            }
+            finally { ChannelKernel.FuseLimitBytes = old; }
+        });
+    }
+}

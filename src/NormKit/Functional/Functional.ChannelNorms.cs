@@ -100,7 +100,11 @@ public static partial class Functional
         {
             Span<double> cnt = dbl.AsSpan(0, l.C), mean = dbl.AsSpan(l.C, l.C), m2 = dbl.AsSpan(2 * l.C, l.C);
             Span<T> hi = par.AsSpan(0, l.C), lo = par.AsSpan(l.C, l.C), a = par.AsSpan(2 * l.C, l.C), b = par.AsSpan(3 * l.C, l.C);
-            if (useBatch) ChannelKernel.ChannelMoments(input, l, mask, cnt, mean, m2, dbl.AsSpan(3 * l.C, scratchLength));
+            // Channels-first training whose channels fit in cache: statistics and normalization per
+            // channel in one pass over memory (the same bits as the two passes below).
+            bool fused = useBatch && !synced && ChannelKernel.FusesPerChannel(l, System.Runtime.CompilerServices.Unsafe.SizeOf<T>(), !mask.IsEmpty);
+            if (fused) ChannelKernel.TrainForwardPerChannel(input, l, weight, bias, eps, output, cnt, mean, m2);
+            else if (useBatch) ChannelKernel.ChannelMoments(input, l, mask, cnt, mean, m2, dbl.AsSpan(3 * l.C, scratchLength));
             if (synced)
             {
                 MergeAcrossRanks(group!, cnt, mean, m2);
@@ -119,7 +123,7 @@ public static partial class Functional
                 if (!saveMean.IsEmpty) saveMean[c] = mu;
                 if (!saveRstd.IsEmpty) saveRstd[c] = rs;
             }
-            ChannelKernel.Normalize<T>(input, l, mask, perPlane: false, hi, lo, a, b, output);
+            if (!fused) ChannelKernel.Normalize<T>(input, l, mask, perPlane: false, hi, lo, a, b, output);
 
             if (!training || runningMean.IsEmpty) return RunningStatsUpdate.None;
             if (guardNonFinite && !AllFinite(mean, m2)) return RunningStatsUpdate.SkippedNonFinite;
@@ -185,6 +189,13 @@ public static partial class Functional
             Span<double> allSum = sum, allDot = dot;
             Span<T> hi = par.AsSpan(0, l.C), lo = par.AsSpan(l.C, l.C), p = par.AsSpan(2 * l.C, l.C), q = par.AsSpan(3 * l.C, l.C), r = par.AsSpan(4 * l.C, l.C);
             sum.Clear(); dot.Clear();
+            if (batchStatistics && !synced && ChannelKernel.FusesPerChannel(l, System.Runtime.CompilerServices.Unsafe.SizeOf<T>(), !mask.IsEmpty))
+            {
+                // Sums and dx per channel in one pass over memory (the same bits as below).
+                ChannelKernel.TrainBackwardPerChannel(gradOutput, input, l, weight, saveMean, saveRstd, gradInput, sum, dot);
+                AccumulateParameterGrads(gradWeight, gradBias, sum, dot, saveRstd);
+                return;
+            }
             if (needSums && l.AsColumns && mask.IsEmpty) ChannelKernel.ColumnGradSums(gradOutput, input, l, saveMean, sum, dot, scratch);
             else if (needSums)
             {
@@ -208,11 +219,7 @@ public static partial class Functional
             }
             if (batchStatistics) ChannelKernel.InputGrad<T>(gradOutput, input, l, mask, perPlane: false, hi, lo, p, q, r, gradInput);
             else ChannelKernel.Scale<T>(gradOutput, l, mask, perPlane: false, p, gradInput);
-            for (int c = 0; c < l.C; c++)
-            {
-                if (!gradWeight.IsEmpty) gradWeight[c] = Num.From<T>(Num.D(gradWeight[c]) + dot[c] * saveRstd[c]);
-                if (!gradBias.IsEmpty) gradBias[c] = Num.From<T>(Num.D(gradBias[c]) + sum[c]);
-            }
+            AccumulateParameterGrads(gradWeight, gradBias, sum, dot, saveRstd);
         }
         finally
         {
@@ -447,6 +454,17 @@ public static partial class Functional
         {
             ArrayPool<double>.Shared.Return(dbl);
             ArrayPool<T>.Shared.Return(par);
+        }
+    }
+
+    // gradWeight += dot * rstd, gradBias += sum, per channel (each optional).
+    private static void AccumulateParameterGrads<T>(Span<T> gradWeight, Span<T> gradBias, ReadOnlySpan<double> sum, ReadOnlySpan<double> dot, ReadOnlySpan<double> rstd)
+        where T : unmanaged, IFloatingPointIeee754<T>
+    {
+        for (int c = 0; c < sum.Length; c++)
+        {
+            if (!gradWeight.IsEmpty) gradWeight[c] = Num.From<T>(Num.D(gradWeight[c]) + dot[c] * rstd[c]);
+            if (!gradBias.IsEmpty) gradBias[c] = Num.From<T>(Num.D(gradBias[c]) + sum[c]);
         }
     }
 

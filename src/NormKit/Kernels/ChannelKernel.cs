@@ -232,9 +232,12 @@ internal static unsafe class ChannelKernel
     // in cache. x is then read once from memory instead of twice. Each channel is one task and
     // its planes are merged in sample order, so the results are the bits of the unfused path.
 
-    /// <summary>Whether the fused per-channel passes apply: channels-first, no mask, one channel within ~512 KiB.</summary>
+    /// <summary>The largest channel (bytes) run through the fused per-channel passes: about half an L2 cache.</summary>
+    internal static long FuseLimitBytes = 512 * 1024;
+
+    /// <summary>Whether the fused per-channel passes apply: channels-first, no mask, one channel within <see cref="FuseLimitBytes"/>.</summary>
     public static bool FusesPerChannel(ChannelLayout l, int elementSize, bool masked) =>
-        !masked && !l.AsColumns && l.Count * elementSize <= 512 * 1024;
+        !masked && !l.AsColumns && l.Count * elementSize <= FuseLimitBytes;
 
     /// <summary>
     /// BatchNorm training forward, fused per channel: count, mean and M2 of each channel (as
