@@ -19,11 +19,14 @@ using NormKit.Kernels;
 //   --smoke      small shapes, one iteration: checks that everything runs (CI); asserts no timing
 //   --no-torch   skip the PyTorch peer
 //   --out DIR    where the table goes (default: bench/results, or a temp folder with --smoke)
+//   --filter T   only the cases whose name contains T, and no roofline (for quick comparisons)
 CultureInfo.CurrentCulture = CultureInfo.InvariantCulture;
 bool smoke = args.Contains("--smoke");
 bool noTorch = args.Contains("--no-torch");
 string outDir = args.SkipWhile(a => a != "--out").Skip(1).FirstOrDefault()
     ?? (smoke ? Path.Combine(Path.GetTempPath(), "normkit-bench-smoke") : Path.Combine(RepoRoot(), "bench", "results"));
+string? filter = args.SkipWhile(a => a != "--filter").Skip(1).FirstOrDefault();
+if (filter != null) Plan.Cases = Plan.Cases.Where(c => c.Key.Contains(filter)).ToList();
 if (smoke)
 {
     Plan.Cases = BenchCase.Smoke();
@@ -39,7 +42,7 @@ var config = ManualConfig.CreateEmpty()
     .AddDiagnoser(MemoryDiagnoser.Default)
     .WithOptions(ConfigOptions.DisableOptimizationsValidator | ConfigOptions.JoinSummary);
 
-var roofline = BenchmarkRunner.Run<RooflineBench>(config);
+var roofline = filter == null ? BenchmarkRunner.Run<RooflineBench>(config) : null;
 var normkit = BenchmarkRunner.Run<NormKitBench>(config);
 var ort = BenchmarkRunner.Run<OrtBench>(config);
 
@@ -47,7 +50,7 @@ var ort = BenchmarkRunner.Run<OrtBench>(config);
 static double Ms(BenchmarkReport r) => (r.ResultStatistics?.Median ?? double.NaN) / 1e6;
 var copyGbs = new Dictionary<int, double>();
 var rooflineRows = new List<string>();
-foreach (var r in roofline.Reports)
+foreach (var r in roofline?.Reports ?? [])
 {
     string kind = (string)r.BenchmarkCase.Parameters["Kind"];
     int threads = (int)r.BenchmarkCase.Parameters["Threads"];
@@ -67,7 +70,7 @@ foreach (var r in ort.Reports)
     var c = (BenchCase)r.BenchmarkCase.Parameters["Case"];
     ortMs[(c.Key, (int)r.BenchmarkCase.Parameters["Threads"])] = Ms(r);
 }
-string ortModels = string.Join(", ", Plan.Cases.Where(c => c.OrtHasIt).Select(c => c.Op).Distinct()
+string ortModels = !Plan.Cases.Any(c => c.OrtHasIt) ? "" : string.Join(", ", Plan.Cases.Where(c => c.OrtHasIt).Select(c => c.Op).Distinct()
     .Select(op => { using var o = new OrtOp(Plan.Cases.First(c => c.Op == op && c.OrtHasIt), 1); return $"{op}: {o.Model}"; }));
 
 // ---- the PyTorch peer ----

@@ -102,7 +102,7 @@ public static partial class Functional
             Span<T> hi = par.AsSpan(0, l.C), lo = par.AsSpan(l.C, l.C), a = par.AsSpan(2 * l.C, l.C), b = par.AsSpan(3 * l.C, l.C);
             // Channels-first training whose channels fit in cache: statistics and normalization per
             // channel in one pass over memory (the same bits as the two passes below).
-            bool fused = useBatch && !synced && ChannelKernel.FusesPerChannel(l, System.Runtime.CompilerServices.Unsafe.SizeOf<T>(), !mask.IsEmpty);
+            bool fused = useBatch && !synced && ChannelKernel.FusesPerChannel(l, System.Runtime.CompilerServices.Unsafe.SizeOf<T>(), !mask.IsEmpty, backward: false);
             if (fused) ChannelKernel.TrainForwardPerChannel(input, l, weight, bias, eps, output, cnt, mean, m2);
             else if (useBatch) ChannelKernel.ChannelMoments(input, l, mask, cnt, mean, m2, dbl.AsSpan(3 * l.C, scratchLength));
             if (synced)
@@ -189,7 +189,7 @@ public static partial class Functional
             Span<double> allSum = sum, allDot = dot;
             Span<T> hi = par.AsSpan(0, l.C), lo = par.AsSpan(l.C, l.C), p = par.AsSpan(2 * l.C, l.C), q = par.AsSpan(3 * l.C, l.C), r = par.AsSpan(4 * l.C, l.C);
             sum.Clear(); dot.Clear();
-            if (batchStatistics && !synced && ChannelKernel.FusesPerChannel(l, System.Runtime.CompilerServices.Unsafe.SizeOf<T>(), !mask.IsEmpty))
+            if (batchStatistics && !synced && ChannelKernel.FusesPerChannel(l, System.Runtime.CompilerServices.Unsafe.SizeOf<T>(), !mask.IsEmpty, backward: true))
             {
                 // Sums and dx per channel in one pass over memory (the same bits as below).
                 ChannelKernel.TrainBackwardPerChannel(gradOutput, input, l, weight, saveMean, saveRstd, gradInput, sum, dot);

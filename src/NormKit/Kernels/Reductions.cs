@@ -134,22 +134,35 @@ internal static class Reductions
         for (int c = from; c < cols; c++) acc[c] += Num.D(Unsafe.Add(ref row, c));
     }
 
+    // Column groups outer, rows inner: each group's sums stay in registers while the rows
+    // stream past (two accumulators per half, even and odd rows, for instruction-level
+    // parallelism), and are added to acc once per group.
     private static void ColSum<T, W, TV, TD>(ref T x, int rows, int cols, Span<double> acc) where T : unmanaged where W : IWidth<T, TV, TD>
     {
         ref double a = ref acc[0];
         int step = W.WideCount, half = step / 2;
         int vecEnd = cols - cols % step;
-        for (int r = 0; r < rows; r++)
+        for (int c = 0; c < vecEnd; c += step)
         {
-            ref T row = ref Unsafe.Add(ref x, (nint)r * cols);
-            for (int c = 0; c < vecEnd; c += step)
+            TD e0 = W.ZeroD, e1 = W.ZeroD, o0 = W.ZeroD, o1 = W.ZeroD;
+            int r = 0;
+            for (; r + 1 < rows; r += 2)
             {
-                W.LoadWide(ref row, (nuint)c, out TD lo, out TD hi);
-                W.StoreD(W.AddD(W.LoadD(ref a, (nuint)c), lo), ref a, (nuint)c);
-                W.StoreD(W.AddD(W.LoadD(ref a, (nuint)(c + half)), hi), ref a, (nuint)(c + half));
+                W.LoadWide(ref Unsafe.Add(ref x, (nint)r * cols), (nuint)c, out TD lo, out TD hi);
+                e0 = W.AddD(e0, lo); e1 = W.AddD(e1, hi);
+                W.LoadWide(ref Unsafe.Add(ref x, (nint)(r + 1) * cols), (nuint)c, out lo, out hi);
+                o0 = W.AddD(o0, lo); o1 = W.AddD(o1, hi);
             }
-            ColSumTail(ref row, vecEnd, cols, acc);
+            if (r < rows)
+            {
+                W.LoadWide(ref Unsafe.Add(ref x, (nint)r * cols), (nuint)c, out TD lo, out TD hi);
+                e0 = W.AddD(e0, lo); e1 = W.AddD(e1, hi);
+            }
+            W.StoreD(W.AddD(W.LoadD(ref a, (nuint)c), W.AddD(e0, o0)), ref a, (nuint)c);
+            W.StoreD(W.AddD(W.LoadD(ref a, (nuint)(c + half)), W.AddD(e1, o1)), ref a, (nuint)(c + half));
         }
+        if (vecEnd < cols)
+            for (int r = 0; r < rows; r++) ColSumTail(ref Unsafe.Add(ref x, (nint)r * cols), vecEnd, cols, acc);
     }
 
     /// <summary>acc[c] += sum over rows of (x[r, c] - mean[c])^2.</summary>
@@ -180,19 +193,31 @@ internal static class Reductions
         ref double mu = ref Unsafe.AsRef(in mean[0]);
         int step = W.WideCount, half = step / 2;
         int vecEnd = cols - cols % step;
-        for (int r = 0; r < rows; r++)
+        for (int c = 0; c < vecEnd; c += step)
         {
-            ref T row = ref Unsafe.Add(ref x, (nint)r * cols);
-            for (int c = 0; c < vecEnd; c += step)
+            TD m0 = W.LoadD(ref mu, (nuint)c), m1 = W.LoadD(ref mu, (nuint)(c + half));
+            TD e0 = W.ZeroD, e1 = W.ZeroD, o0 = W.ZeroD, o1 = W.ZeroD;
+            int r = 0;
+            for (; r + 1 < rows; r += 2)
             {
-                W.LoadWide(ref row, (nuint)c, out TD lo, out TD hi);
-                lo = W.SubD(lo, W.LoadD(ref mu, (nuint)c));
-                hi = W.SubD(hi, W.LoadD(ref mu, (nuint)(c + half)));
-                W.StoreD(W.AddD(W.LoadD(ref a, (nuint)c), W.MulD(lo, lo)), ref a, (nuint)c);
-                W.StoreD(W.AddD(W.LoadD(ref a, (nuint)(c + half)), W.MulD(hi, hi)), ref a, (nuint)(c + half));
+                W.LoadWide(ref Unsafe.Add(ref x, (nint)r * cols), (nuint)c, out TD lo, out TD hi);
+                lo = W.SubD(lo, m0); hi = W.SubD(hi, m1);
+                e0 = W.AddD(e0, W.MulD(lo, lo)); e1 = W.AddD(e1, W.MulD(hi, hi));
+                W.LoadWide(ref Unsafe.Add(ref x, (nint)(r + 1) * cols), (nuint)c, out lo, out hi);
+                lo = W.SubD(lo, m0); hi = W.SubD(hi, m1);
+                o0 = W.AddD(o0, W.MulD(lo, lo)); o1 = W.AddD(o1, W.MulD(hi, hi));
             }
-            ColSqTail(ref row, vecEnd, cols, mean, acc);
+            if (r < rows)
+            {
+                W.LoadWide(ref Unsafe.Add(ref x, (nint)r * cols), (nuint)c, out TD lo, out TD hi);
+                lo = W.SubD(lo, m0); hi = W.SubD(hi, m1);
+                e0 = W.AddD(e0, W.MulD(lo, lo)); e1 = W.AddD(e1, W.MulD(hi, hi));
+            }
+            W.StoreD(W.AddD(W.LoadD(ref a, (nuint)c), W.AddD(e0, o0)), ref a, (nuint)c);
+            W.StoreD(W.AddD(W.LoadD(ref a, (nuint)(c + half)), W.AddD(e1, o1)), ref a, (nuint)(c + half));
         }
+        if (vecEnd < cols)
+            for (int r = 0; r < rows; r++) ColSqTail(ref Unsafe.Add(ref x, (nint)r * cols), vecEnd, cols, mean, acc);
     }
 
     /// <summary>sum[c] += sum over rows of dy[r, c]; dot[c] += sum over rows of (x[r, c] - m[c]) * dy[r, c].</summary>
@@ -230,22 +255,27 @@ internal static class Reductions
         ref double mu = ref Unsafe.AsRef(in m[0]);
         int step = W.WideCount, half = step / 2;
         int vecEnd = cols - cols % step;
-        for (int r = 0; r < rows; r++)
+        for (int c = 0; c < vecEnd; c += step)
         {
-            ref T dyRow = ref Unsafe.Add(ref dy, (nint)r * cols);
-            ref T xRow = ref Unsafe.Add(ref x, (nint)r * cols);
-            for (int c = 0; c < vecEnd; c += step)
+            nuint c0 = (nuint)c, c1 = (nuint)(c + half);
+            TD m0 = W.LoadD(ref mu, c0), m1 = W.LoadD(ref mu, c1);
+            TD s0 = W.ZeroD, s1 = W.ZeroD, d0 = W.ZeroD, d1 = W.ZeroD;
+            for (int r = 0; r < rows; r++)
             {
-                nuint c0 = (nuint)c, c1 = (nuint)(c + half);
-                W.LoadWide(ref dyRow, c0, out TD g0, out TD g1);
-                W.LoadWide(ref xRow, c0, out TD x0, out TD x1);
-                W.StoreD(W.AddD(W.LoadD(ref s, c0), g0), ref s, c0);
-                W.StoreD(W.AddD(W.LoadD(ref s, c1), g1), ref s, c1);
-                W.StoreD(W.AddD(W.LoadD(ref d, c0), W.MulD(W.SubD(x0, W.LoadD(ref mu, c0)), g0)), ref d, c0);
-                W.StoreD(W.AddD(W.LoadD(ref d, c1), W.MulD(W.SubD(x1, W.LoadD(ref mu, c1)), g1)), ref d, c1);
+                W.LoadWide(ref Unsafe.Add(ref dy, (nint)r * cols), c0, out TD g0, out TD g1);
+                W.LoadWide(ref Unsafe.Add(ref x, (nint)r * cols), c0, out TD x0, out TD x1);
+                s0 = W.AddD(s0, g0); s1 = W.AddD(s1, g1);
+                d0 = W.AddD(d0, W.MulD(W.SubD(x0, m0), g0));
+                d1 = W.AddD(d1, W.MulD(W.SubD(x1, m1), g1));
             }
-            ColSumDotTail(ref dyRow, ref xRow, vecEnd, cols, m, sum, dot);
+            W.StoreD(W.AddD(W.LoadD(ref s, c0), s0), ref s, c0);
+            W.StoreD(W.AddD(W.LoadD(ref s, c1), s1), ref s, c1);
+            W.StoreD(W.AddD(W.LoadD(ref d, c0), d0), ref d, c0);
+            W.StoreD(W.AddD(W.LoadD(ref d, c1), d1), ref d, c1);
         }
+        if (vecEnd < cols)
+            for (int r = 0; r < rows; r++)
+                ColSumDotTail(ref Unsafe.Add(ref dy, (nint)r * cols), ref Unsafe.Add(ref x, (nint)r * cols), vecEnd, cols, m, sum, dot);
     }
 
     // ---------------- merging partial statistics ----------------
