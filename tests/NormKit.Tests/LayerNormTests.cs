@@ -108,6 +108,26 @@ public class LayerNormTests
         Check.Close(Oracle.NumericalGradient(v => Loss(x, w, v), b), db, Tol.GradCheck, "dBias");
     }
 
+    [Theory]
+    [InlineData(1000, 64)]
+    [InlineData(4096, 33)]
+    public void Parameter_gradients_over_many_rows_stay_within_float_tolerance(int rows, int cols)
+    {
+        var x = Data.RoundToFloat(Data.Normal(rows, rows * cols, 1, 2));
+        var dy = Data.RoundToFloat(Data.Normal(cols, rows * cols));
+        var w = Data.RoundToFloat(Data.Normal(3, cols, 1, 0.3));
+        var (_, edw, edb) = Oracle.LayerNormBackward(dy, x, rows, cols, w, 1e-5);
+        Paths.ForEach(p =>
+        {
+            var mean = new double[rows]; var rstd = new double[rows];
+            Functional.LayerNorm<float>(Data.F(x), [rows, cols], [cols], new float[x.Length], Data.F(w), default, 1e-5, mean, rstd);
+            var dw = new float[cols]; var db = new float[cols];
+            Functional.LayerNormBackward<float>(Data.F(dy), Data.F(x), [rows, cols], [cols], mean, rstd, Data.F(w), new float[x.Length], dw, db);
+            Check.Close(edw, dw, Tol.F32, $"dWeight ({p})");
+            Check.Close(edb, db, Tol.F32, $"dBias ({p})");
+        });
+    }
+
     [Fact]
     public void Slices_of_larger_buffers_leave_neighbours_untouched()
     {

@@ -163,8 +163,8 @@ internal static unsafe class RowKernel
     /// Reads x and dy twice per row (the second time from cache), writes dx once. dx is
     /// overwritten; dWeight and dBias accumulate (+=), each optional (empty = not wanted).
     /// Rows are split into at most 64 blocks fixed by the row count; each block sums its
-    /// dWeight/dBias partials in double and the partials are added in block order, so the
-    /// result does not depend on the thread count.
+    /// dWeight/dBias partials (in T over groups of 16 rows, then in double) and the partials
+    /// are added in block order, so the result does not depend on the thread count.
     /// </remarks>
     public static void Backward<T>(ReadOnlySpan<T> dy, ReadOnlySpan<T> x, ReadOnlySpan<double> mean, ReadOnlySpan<double> rstd, ReadOnlySpan<T> weight,
         int rows, int cols, bool centered, ReadOnlySpan<T> gradSum, Span<T> dx, Span<T> dWeight, Span<T> dBias) where T : unmanaged, IFloatingPointIeee754<T>
@@ -216,6 +216,11 @@ internal static unsafe class RowKernel
         }
     }
 
+    // dWeight/dBias partials are summed in T over groups of this many rows, then added to the
+    // block's double partials: a T vector add per element instead of a widening double one,
+    // with at most 16 terms summed at T's precision.
+    private const int GradGroupRows = 16;
+
     private static void BackwardBlock<T>(void* state, int block) where T : unmanaged, IFloatingPointIeee754<T>
     {
         ref Job<T> j = ref Unsafe.AsRef<Job<T>>(state);
@@ -223,40 +228,59 @@ internal static unsafe class RowKernel
         int r0 = block * j.RowsPerChunk, r1 = Math.Min(j.Rows, r0 + j.RowsPerChunk);
         double* pw = j.WantGrads ? j.Partials + (nint)block * 2 * n : null;
         double* pb = j.WantGrads ? pw + n : null;
-        for (int r = r0; r < r1; r++)
+        T[]? group = j.WantGrads ? ArrayPool<T>.Shared.Rent(2 * n) : null;
+        fixed (T* gw = group)
         {
-            nint o = (nint)r * n;
-            Split(j.Centered ? j.Mean[r] : 0, out T hi, out T lo);
-            T rs = Num.From<T>(j.Rstd[r]);
-            var (s1, s2) = j.Path switch
+            T* gb = gw == null ? null : gw + n;
+            if (gw != null) new Span<T>(gw, 2 * n).Clear();
+            for (int r = r0; r < r1; r++)
             {
-                SimdPath.Vector512 => RowSums<T, W512<T>, Vector512<T>, Vector512<double>>(ref j.Dy[o], ref j.X[o], j.W, n, hi, lo, rs),
-                SimdPath.Vector256 => RowSums<T, W256<T>, Vector256<T>, Vector256<double>>(ref j.Dy[o], ref j.X[o], j.W, n, hi, lo, rs),
-                SimdPath.Vector128 => RowSums<T, W128<T>, Vector128<T>, Vector128<double>>(ref j.Dy[o], ref j.X[o], j.W, n, hi, lo, rs),
-                _ => RowSumsTail(ref j.Dy[o], ref j.X[o], j.W, 0, n, hi, lo, rs, 0, 0),
-            };
-            T c1 = j.Centered ? Num.From<T>(s1 / n) : T.Zero, c2 = Num.From<T>(s2 / n);
-            T* add = j.Add == null ? null : j.Add + o;
-            int i = j.Path switch
+                BackwardRow(ref j, r, gw, gb);
+                if (gw != null && ((r - r0) % GradGroupRows == GradGroupRows - 1 || r == r1 - 1))
+                    for (int c = 0; c < n; c++)
+                    {
+                        pw[c] += Num.D(gw[c]); pb[c] += Num.D(gb[c]);
+                        gw[c] = T.Zero; gb[c] = T.Zero;
+                    }
+            }
+        }
+        if (group != null) ArrayPool<T>.Shared.Return(group);
+    }
+
+    private static void BackwardRow<T>(ref Job<T> j, int r, T* gw, T* gb) where T : unmanaged, IFloatingPointIeee754<T>
+    {
+        int n = j.Cols;
+        nint o = (nint)r * n;
+        Split(j.Centered ? j.Mean[r] : 0, out T hi, out T lo);
+        T rs = Num.From<T>(j.Rstd[r]);
+        var (s1, s2) = j.Path switch
+        {
+            SimdPath.Vector512 => RowSums<T, W512<T>, Vector512<T>, Vector512<double>>(ref j.Dy[o], ref j.X[o], j.W, n, hi, lo, rs),
+            SimdPath.Vector256 => RowSums<T, W256<T>, Vector256<T>, Vector256<double>>(ref j.Dy[o], ref j.X[o], j.W, n, hi, lo, rs),
+            SimdPath.Vector128 => RowSums<T, W128<T>, Vector128<T>, Vector128<double>>(ref j.Dy[o], ref j.X[o], j.W, n, hi, lo, rs),
+            _ => RowSumsTail(ref j.Dy[o], ref j.X[o], j.W, 0, n, hi, lo, rs, 0, 0),
+        };
+        T c1 = j.Centered ? Num.From<T>(s1 / n) : T.Zero, c2 = Num.From<T>(s2 / n);
+        T* add = j.Add == null ? null : j.Add + o;
+        int i = j.Path switch
+        {
+            SimdPath.Vector512 => RowGrad<T, W512<T>, Vector512<T>, Vector512<double>>(ref j.Dy[o], ref j.X[o], j.W, ref j.Dx[o], add, gw, gb, n, hi, lo, rs, c1, c2),
+            SimdPath.Vector256 => RowGrad<T, W256<T>, Vector256<T>, Vector256<double>>(ref j.Dy[o], ref j.X[o], j.W, ref j.Dx[o], add, gw, gb, n, hi, lo, rs, c1, c2),
+            SimdPath.Vector128 => RowGrad<T, W128<T>, Vector128<T>, Vector128<double>>(ref j.Dy[o], ref j.X[o], j.W, ref j.Dx[o], add, gw, gb, n, hi, lo, rs, c1, c2),
+            _ => 0,
+        };
+        // Scalar specification (and the SIMD tail).
+        for (; i < n; i++)
+        {
+            T d = j.Dy[o + i];
+            T xh = (j.X[o + i] - hi - lo) * rs;
+            T g = j.W != null ? d * j.W[i] : d;
+            T d_x = (g - c1 - xh * c2) * rs;
+            j.Dx[o + i] = add != null ? d_x + add[i] : d_x;
+            if (gw != null)
             {
-                SimdPath.Vector512 => RowGrad<T, W512<T>, Vector512<T>, Vector512<double>>(ref j.Dy[o], ref j.X[o], j.W, ref j.Dx[o], add, pw, pb, n, hi, lo, rs, c1, c2),
-                SimdPath.Vector256 => RowGrad<T, W256<T>, Vector256<T>, Vector256<double>>(ref j.Dy[o], ref j.X[o], j.W, ref j.Dx[o], add, pw, pb, n, hi, lo, rs, c1, c2),
-                SimdPath.Vector128 => RowGrad<T, W128<T>, Vector128<T>, Vector128<double>>(ref j.Dy[o], ref j.X[o], j.W, ref j.Dx[o], add, pw, pb, n, hi, lo, rs, c1, c2),
-                _ => 0,
-            };
-            // Scalar specification (and the SIMD tail).
-            for (; i < n; i++)
-            {
-                T d = j.Dy[o + i];
-                T xh = (j.X[o + i] - hi - lo) * rs;
-                T g = j.W != null ? d * j.W[i] : d;
-                T d_x = (g - c1 - xh * c2) * rs;
-                j.Dx[o + i] = add != null ? d_x + add[i] : d_x;
-                if (pw != null)
-                {
-                    pw[i] += Num.D(d) * Num.D(xh);
-                    pb[i] += Num.D(d);
-                }
+                gw[i] += d * xh;
+                gb[i] += d;
             }
         }
     }
@@ -294,32 +318,23 @@ internal static unsafe class RowKernel
         return RowSumsTail(ref dy, ref x, w, i, n, hi, lo, rs, W.SumD(s1), W.SumD(s2));
     }
 
-    private static int RowGrad<T, W, TV, TD>(ref T dy, ref T x, T* w, ref T dx, T* add, double* pw, double* pb, int n, T hi, T lo, T rs, T c1, T c2)
+    private static int RowGrad<T, W, TV, TD>(ref T dy, ref T x, T* w, ref T dx, T* add, T* gw, T* gb, int n, T hi, T lo, T rs, T c1, T c2)
         where T : unmanaged where W : IWidth<T, TV, TD>
     {
         TV hv = W.Splat(hi), lv = W.Splat(lo), rv = W.Splat(rs), c1v = W.Splat(c1), c2v = W.Splat(c2);
-        int i = 0, step = W.Count, half = W.WideCount / 2;
-        bool twoHalves = step > half; // float: one vector of T widens to two of double
+        int i = 0, step = W.Count;
         for (; i <= n - step; i += step)
         {
-            TV d = W.Load(ref dy, (nuint)i);
-            TV g = w != null ? W.Mul(d, W.Load(ref *w, (nuint)i)) : d;
-            TV xh = W.Mul(W.Sub(W.Sub(W.Load(ref x, (nuint)i), hv), lv), rv);
+            nuint u = (nuint)i;
+            TV d = W.Load(ref dy, u);
+            TV g = w != null ? W.Mul(d, W.Load(ref *w, u)) : d;
+            TV xh = W.Mul(W.Sub(W.Sub(W.Load(ref x, u), hv), lv), rv);
             TV d_x = W.Mul(W.Sub(W.Sub(g, c1v), W.Mul(xh, c2v)), rv);
-            W.Store(add != null ? W.Add(d_x, W.Load(ref *add, (nuint)i)) : d_x, ref dx, (nuint)i);
-            if (pw != null)
+            W.Store(add != null ? W.Add(d_x, W.Load(ref *add, u)) : d_x, ref dx, u);
+            if (gw != null)
             {
-                W.Widen(d, out TD d0, out TD d1);
-                W.Widen(xh, out TD h0, out TD h1);
-                ref double aw = ref pw[i];
-                ref double ab = ref pb[i];
-                W.StoreD(W.AddD(W.LoadD(ref aw, 0), W.MulD(d0, h0)), ref aw, 0);
-                W.StoreD(W.AddD(W.LoadD(ref ab, 0), d0), ref ab, 0);
-                if (twoHalves)
-                {
-                    W.StoreD(W.AddD(W.LoadD(ref aw, (nuint)half), W.MulD(d1, h1)), ref aw, (nuint)half);
-                    W.StoreD(W.AddD(W.LoadD(ref ab, (nuint)half), d1), ref ab, (nuint)half);
-                }
+                W.Store(W.Add(W.Load(ref *gw, u), W.Mul(d, xh)), ref *gw, u);
+                W.Store(W.Add(W.Load(ref *gb, u), d), ref *gb, u);
             }
         }
         return i;
