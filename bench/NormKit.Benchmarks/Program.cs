@@ -97,8 +97,13 @@ foreach (var row in rooflineRows) md.AppendLine(row);
 md.AppendLine();
 md.AppendLine("## Kernels");
 md.AppendLine();
-md.AppendLine("| op | shape | layout | mode | thr | NormKit ms | GB/s | % roof | alloc B | ORT ms | ORT / NK | torch ms | torch / NK |");
-md.AppendLine("|---|---|---|---|---|---|---|---|---|---|---|---|---|");
+md.AppendLine("Targets column: what this row misses of the performance targets (at least as fast as every peer; at least 1.5x PyTorch for");
+md.AppendLine("LayerNorm/RMSNorm forward+backward and BatchNorm training; forward at >= 70% of the roofline and 2 threads >= 1.6x 1 thread on shapes");
+md.AppendLine("larger than the 32 MiB last-level cache); empty = all met.");
+md.AppendLine();
+md.AppendLine("| op | shape | layout | mode | thr | NormKit ms | GB/s | % roof | alloc B | ORT ms | ORT / NK | torch ms | torch / NK | targets missed |");
+md.AppendLine("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|");
+int missed = 0, rows = 0;
 foreach (var c in Plan.Cases)
     foreach (int t in Plan.Threads)
     {
@@ -107,8 +112,23 @@ foreach (var c in Plan.Cases)
         string roof = copyGbs.TryGetValue(t, out double cg) ? $"{100 * gbs / cg:F0}%" : "";
         string o = ortMs.TryGetValue((c.Key, t), out double om) ? $"{om:F3} | {om / m.Ms:F2}" : "— | —";
         string p = torchMs.TryGetValue((c.Key, t), out double pm) ? $"{pm:F3} | {pm / m.Ms:F2}" : "— | —";
-        md.AppendLine($"| {c.Op} | {c.ShapeText} | {c.Layout} | {c.Mode} | {t} | {m.Ms:F3} | {gbs:F1} | {roof} | {m.Alloc} | {o} | {p} |");
+        var misses = new List<string>();
+        if (ortMs.TryGetValue((c.Key, t), out double om2) && om2 / m.Ms < 1) misses.Add("slower than ORT");
+        if (torchMs.TryGetValue((c.Key, t), out double pm2))
+        {
+            bool wants15 = (c.Mode == "fwd+bwd" && c.Op is "LayerNorm" or "RMSNorm") || (c.Op.StartsWith("BatchNorm") && c.Mode != "eval");
+            if (pm2 / m.Ms < 1) misses.Add("slower than torch");
+            else if (wants15 && pm2 / m.Ms < 1.5) misses.Add("< 1.5x torch");
+        }
+        bool outOfCache = c.Elements * 4 > (32L << 20);
+        if (outOfCache && c.Mode != "fwd+bwd" && copyGbs.TryGetValue(t, out double cg2) && gbs / cg2 < 0.7) misses.Add("< 70% roof");
+        if (outOfCache && t == 2 && nk.TryGetValue((c.Key, 1), out var one) && one.Ms / m.Ms < 1.6) misses.Add($"2 thr {one.Ms / m.Ms:F2}x");
+        rows++;
+        if (misses.Count > 0) missed++;
+        md.AppendLine($"| {c.Op} | {c.ShapeText} | {c.Layout} | {c.Mode} | {t} | {m.Ms:F3} | {gbs:F1} | {roof} | {m.Alloc} | {o} | {p} | {string.Join("; ", misses)} |");
     }
+md.AppendLine();
+md.AppendLine($"{rows - missed} of {rows} rows meet every target that applies to them.");
 Directory.CreateDirectory(outDir);
 string file = Path.Combine(outDir, $"{DateTime.UtcNow:yyyy-MM-dd}.md");
 File.WriteAllText(file, md.ToString());
