@@ -45,6 +45,12 @@ public abstract class ChannelNorm<T> : NormLayer<T> where T : unmanaged, IFloati
         WeightData?.AsSpan().Fill(T.One);
     }
 
+    internal override IEnumerable<(string Name, int[] Shape, T[] Data)> StateTensors()
+    {
+        if (WeightData != null) yield return ("weight", [NumFeatures], WeightData);
+        if (BiasData != null) yield return ("bias", [NumFeatures], BiasData);
+    }
+
     /// <summary>The input ranks this layer accepts.</summary>
     protected abstract bool AcceptsRank(int rank);
     /// <summary>Describes the accepted input shapes for error messages.</summary>
@@ -172,6 +178,19 @@ public abstract class TrackedChannelNorm<T> : ChannelNorm<T> where T : unmanaged
             RunningVar = Vector(RunningVarData = new T[numFeatures], shape);
         }
         ResetRunningStats();
+    }
+
+    internal override IEnumerable<(string Name, int[] Shape, T[] Data)> StateTensors()
+    {
+        foreach (var t in base.StateTensors()) yield return t;
+        if (RunningMeanData != null) yield return ("running_mean", [NumFeatures], RunningMeanData);
+        if (RunningVarData != null) yield return ("running_var", [NumFeatures], RunningVarData);
+    }
+
+    internal override long? BatchesTracked
+    {
+        get => TrackRunningStats ? NumBatchesTracked : null;
+        set { if (TrackRunningStats) NumBatchesTracked = value ?? 0; }
     }
 
     /// <summary>Running mean 0, running variance 1, NumBatchesTracked 0.</summary>

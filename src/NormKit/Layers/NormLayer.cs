@@ -22,6 +22,16 @@ public abstract class NormLayer<T> where T : unmanaged, IFloatingPointIeee754<T>
     /// <summary>Sets every parameter gradient to zero.</summary>
     public abstract void ZeroGrad();
 
+    /// <summary>
+    /// The layer's state under PyTorch's state_dict names (weight, bias, running_mean,
+    /// running_var), in PyTorch's order, as the live arrays. num_batches_tracked is separate
+    /// (<see cref="BatchesTracked"/>).
+    /// </summary>
+    internal virtual IEnumerable<(string Name, int[] Shape, T[] Data)> StateTensors() => [];
+
+    /// <summary>num_batches_tracked for layers that keep it, else null.</summary>
+    internal virtual long? BatchesTracked { get => null; set { } }
+
     // The last successful forward: its shape, the tensor it saw (tensor API only) and
     // whether it normalized with batch statistics.
     private int[]? _forwardShape;

@@ -53,6 +53,12 @@ public abstract class RowNorm<T> : NormLayer<T> where T : unmanaged, IFloatingPo
         ResetParameters();
     }
 
+    internal override IEnumerable<(string Name, int[] Shape, T[] Data)> StateTensors()
+    {
+        if (_weight != null) yield return ("weight", _normalizedShape, _weight);
+        if (_bias != null) yield return ("bias", _normalizedShape, _bias);
+    }
+
     /// <summary>Weight 1, bias 0.</summary>
     public void ResetParameters()
     {

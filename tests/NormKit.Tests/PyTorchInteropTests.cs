@@ -1,0 +1,174 @@
+using System.Numerics.Tensors;
+using NormKit.Layers;
+using NormKit.Serialization;
+using NormKit.Tests.Support;
+
+namespace NormKit.Tests;
+
+/// <summary>
+/// State saved by real PyTorch (tests/fixtures/pytorch, made by make_fixtures.py) loads into
+/// NormKit's layers and gives PyTorch's outputs and gradients, in training and eval; NormKit
+/// saves the same keys, dtypes, shapes and values.
+/// </summary>
+public sealed class PyTorchInteropTests : IDisposable
+{
+    private readonly string _tmp = Directory.CreateTempSubdirectory("normkit-state-").FullName;
+    public void Dispose() => Directory.Delete(_tmp, recursive: true);
+
+    private static string Fixtures()
+    {
+        for (var d = new DirectoryInfo(AppContext.BaseDirectory); d != null; d = d.Parent)
+            if (File.Exists(Path.Combine(d.FullName, "NormKit.slnx"))) return Path.Combine(d.FullName, "tests", "fixtures", "pytorch");
+        throw new DirectoryNotFoundException("repository root not found");
+    }
+
+    private static NormLayer<float> Make(string name) => name switch
+    {
+        "batchnorm1d" => new BatchNorm1d<float>(4),
+        "batchnorm1d_3d" => new BatchNorm1d<float>(3, momentum: null),
+        "batchnorm2d" => new BatchNorm2d<float>(3),
+        "layernorm" => new LayerNorm<float>(6),
+        "layernorm_2d" => new LayerNorm<float>([2, 3]),
+        "groupnorm" => new GroupNorm<float>(2, 6),
+        "instancenorm2d" => new InstanceNorm2d<float>(3, affine: true, trackRunningStats: true),
+        _ => throw new ArgumentException(name),
+    };
+
+    public static TheoryData<string> Names() => new(["batchnorm1d", "batchnorm1d_3d", "batchnorm2d", "layernorm", "layernorm_2d", "groupnorm", "instancenorm2d"]);
+
+    private static Tensor<float> T(SafeTensor t) => Tensor.Create(Data.F(t.ToDoubles()), t.Shape.Select(d => (nint)d).ToArray());
+
+    private static (Tensor<float>? W, Tensor<float>? B, Tensor<float>? Wg, Tensor<float>? Bg, Tensor<float>? Rm, Tensor<float>? Rv) Parts(NormLayer<float> l) => l switch
+    {
+        TrackedChannelNorm<float> t => (t.Weight, t.Bias, t.WeightGrad, t.BiasGrad, t.RunningMean, t.RunningVar),
+        ChannelNorm<float> c => (c.Weight, c.Bias, c.WeightGrad, c.BiasGrad, null, null),
+        RowNorm<float> r => (r.Weight, r.Bias, r.WeightGrad, r.BiasGrad, null, null),
+        _ => throw new ArgumentException(),
+    };
+
+    private static Tensor<float> Forward(NormLayer<float> l, Tensor<float> x) => l switch
+    {
+        ChannelNorm<float> c => c.Forward(x),
+        RowNorm<float> r => r.Forward(x),
+        _ => throw new ArgumentException(),
+    };
+
+    private static Tensor<float> Backward(NormLayer<float> l, Tensor<float> dy) => l switch
+    {
+        ChannelNorm<float> c => c.Backward(dy),
+        RowNorm<float> r => r.Backward(dy),
+        _ => throw new ArgumentException(),
+    };
+
+    [Theory, MemberData(nameof(Names))]
+    public void PyTorch_state_loads_and_reproduces_training_and_eval(string name)
+    {
+        string dir = Fixtures();
+        var io = SafeTensors.Read(Path.Combine(dir, $"{name}.io.safetensors"));
+        var layer = Make(name);
+        StateDict.Load(Path.Combine(dir, $"{name}.state.safetensors"), ("", layer));
+        var state = SafeTensors.Read(Path.Combine(dir, $"{name}.state.safetensors"));
+        if (state.TryGetValue("num_batches_tracked", out var nbt))
+            Assert.Equal((long)nbt.ToDoubles()[0], ((TrackedChannelNorm<float>)layer).NumBatchesTracked);
+
+        var y = Forward(layer, T(io["x"]));
+        Check.Close(io["y_train"].ToDoubles(), Guard.Span(y), Tol.F32, $"{name} training output");
+        var dx = Backward(layer, T(io["dy"]));
+        Check.Close(io["dx_train"].ToDoubles(), Guard.Span(dx), Tol.F32, $"{name} input gradient");
+        var p = Parts(layer);
+        if (io.TryGetValue("grad_weight", out var gw)) Check.Close(gw.ToDoubles(), Guard.Span(p.Wg!), Tol.F32, $"{name} weight gradient");
+        if (io.TryGetValue("grad_bias", out var gb)) Check.Close(gb.ToDoubles(), Guard.Span(p.Bg!), Tol.F32, $"{name} bias gradient");
+        if (io.TryGetValue("after_running_mean", out var rm)) Check.Close(rm.ToDoubles(), Guard.Span(p.Rm!), Tol.F32, $"{name} running_mean after training forward");
+        if (io.TryGetValue("after_running_var", out var rv)) Check.Close(rv.ToDoubles(), Guard.Span(p.Rv!), Tol.F32, $"{name} running_var after training forward");
+        layer.Eval();
+        Check.Close(io["y_eval"].ToDoubles(), Guard.Span(Forward(layer, T(io["x"]))), Tol.F32, $"{name} eval output");
+    }
+
+    [Theory, MemberData(nameof(Names))]
+    public void NormKit_saves_what_PyTorch_saved(string name)
+    {
+        string source = Path.Combine(Fixtures(), $"{name}.state.safetensors");
+        var layer = Make(name);
+        StateDict.Load(source, ("", layer));
+        string saved = Path.Combine(_tmp, "saved.safetensors");
+        StateDict.Save(saved, ("", layer));
+        var expected = SafeTensors.Read(source);
+        var actual = SafeTensors.Read(saved);
+        Assert.Equal(expected.Keys.Order(), actual.Keys.Order());
+        foreach (var (key, e) in expected)
+        {
+            Assert.Equal(e.DType, actual[key].DType);
+            Assert.Equal(e.Shape, actual[key].Shape);
+            Assert.Equal(e.Bytes, actual[key].Bytes);
+        }
+    }
+
+    [Fact]
+    public void Prefixes_and_num_batches_tracked_forms()
+    {
+        var a = new BatchNorm1d<double>(2); var b = new LayerNorm<double>(3);
+        a.Forward(new double[] { 1, 2, 3, 5 }, [2, 2], new double[4]);
+        string path = Path.Combine(_tmp, "two.safetensors");
+        StateDict.Save(path, ("block.0.norm", a), ("head", b));
+        var keys = SafeTensors.Read(path).Keys.ToHashSet();
+        Assert.Equal(new HashSet<string> { "block.0.norm.weight", "block.0.norm.bias", "block.0.norm.running_mean", "block.0.norm.running_var",
+            "block.0.norm.num_batches_tracked", "head.weight", "head.bias" }, keys);
+        var a2 = new BatchNorm1d<double>(2); var b2 = new LayerNorm<double>(3);
+        StateDict.Load(path, ("block.0.norm", a2), ("head", b2));
+        Assert.Equal(1, a2.NumBatchesTracked);
+        Assert.Equal(Guard.Span(a.RunningVar!).ToArray(), Guard.Span(a2.RunningVar!).ToArray());
+
+        // num_batches_tracked of shape [1], and absent (loads as 0).
+        var st = SafeTensors.Read(path);
+        SafeTensors.Write(path, st.Select(kv => (kv.Key, kv.Key.EndsWith("num_batches_tracked") ? kv.Value with { Shape = [1] } : kv.Value)));
+        StateDict.Load(path, ("block.0.norm", a2), ("head", b2));
+        Assert.Equal(1, a2.NumBatchesTracked);
+        SafeTensors.Write(path, st.Where(kv => !kv.Key.EndsWith("num_batches_tracked")).Select(kv => (kv.Key, kv.Value)));
+        StateDict.Load(path, ("block.0.norm", a2), ("head", b2));
+        Assert.Equal(0, a2.NumBatchesTracked);
+    }
+
+    [Fact]
+    public void Bad_files_give_clear_errors_and_change_nothing()
+    {
+        string good = Path.Combine(Fixtures(), "batchnorm2d.state.safetensors");
+        byte[] bytes = File.ReadAllBytes(good);
+        var bn = new BatchNorm2d<float>(3);
+        var ln = new LayerNorm<float>(6);
+        Guard.Span(ln.Weight!).Fill(7);
+        float[] before = Guard.Span(bn.RunningVar!).ToArray();
+        string Write(byte[] b) { string p = Path.Combine(_tmp, Guid.NewGuid() + ".safetensors"); File.WriteAllBytes(p, b); return p; }
+        void Fails(string path, string fragment, params (string, NormLayer<float>)[] modules)
+        {
+            var e = Assert.Throws<InvalidDataException>(() => StateDict.Load(path, modules.Length > 0 ? modules : [("", bn)]));
+            Assert.Contains(fragment, e.Message);
+            Assert.Equal(before, Guard.Span(bn.RunningVar!).ToArray());
+            Assert.Equal(0, bn.NumBatchesTracked);
+            Assert.All(Guard.Span(ln.Weight!).ToArray(), v => Assert.Equal(7f, v));
+        }
+        Fails(Write(bytes[..5]), "truncated");
+        Fails(Write(bytes[..(bytes.Length - 4)]), "truncated");
+        var wrongLength = (byte[])bytes.Clone();
+        BitConverter.GetBytes((ulong)bytes.Length).CopyTo(wrongLength, 0);
+        Fails(Write(wrongLength), "wrong header length");
+        var st = SafeTensors.Read(good);
+        string Rewrite(Func<KeyValuePair<string, SafeTensor>, (string, SafeTensor)?> f)
+        {
+            string p = Path.Combine(_tmp, Guid.NewGuid() + ".safetensors");
+            SafeTensors.Write(p, st.Select(f).Where(v => v != null).Select(v => v!.Value));
+            return p;
+        }
+        Fails(Rewrite(kv => kv.Key == "bias" ? null : (kv.Key, kv.Value)), "missing key 'bias'");
+        Fails(Rewrite(kv => (kv.Key == "bias" ? "biases" : kv.Key, kv.Value)), "missing key 'bias'");
+        Fails(Rewrite(kv => kv.Key == "weight" ? (kv.Key, kv.Value with { Shape = [1, 3] }) : (kv.Key, kv.Value)), "key 'weight' has shape [1, 3] in the file but the layer expects [3]");
+        var extra = Rewrite(kv => (kv.Key, kv.Value));
+        SafeTensors.Write(extra, st.Select(kv => (kv.Key, kv.Value)).Append(("extra.weight", SafeTensors.FromFloats([1f], [1]))));
+        Fails(extra, "unexpected key 'extra.weight'");
+        var raw = System.Text.Encoding.UTF8.GetString(bytes);
+        Fails(Write(System.Text.Encoding.UTF8.GetBytes(raw.Replace("\"F32\"", "\"Q32\""))), "unknown dtype 'Q32'");
+        // All or nothing over several modules: the LayerNorm part is fine, the BatchNorm part is not.
+        string both = Path.Combine(_tmp, "both.safetensors");
+        StateDict.Save(both, ("a", (NormLayer<float>)new LayerNorm<float>(6)), ("b", new BatchNorm2d<float>(4)));
+        Fails(both, "key 'b.weight' has shape [4] in the file but the layer expects [3]", ("a", ln), ("b", bn));
+    }
+}
