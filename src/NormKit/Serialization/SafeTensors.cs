@@ -7,6 +7,7 @@ namespace NormKit.Serialization;
 /// <summary>One tensor of a safetensors file: its dtype ("F32", "F64", "I64", ...), shape and raw little-endian bytes.</summary>
 public sealed record SafeTensor(string DType, int[] Shape, byte[] Bytes)
 {
+    /// <summary>The number of elements: the product of the shape (1 for a scalar).</summary>
     public long Elements => Shape.Aggregate(1L, (a, d) => a * d);
 
     /// <summary>The values as doubles (F16, BF16, F32, F64, I64, I32).</summary>
@@ -41,12 +42,14 @@ public static class SafeTensors
         ["F64"] = 8, ["F32"] = 4, ["F16"] = 2, ["BF16"] = 2, ["I64"] = 8, ["I32"] = 4, ["I16"] = 2, ["I8"] = 1, ["U8"] = 1, ["BOOL"] = 1,
     };
 
+    /// <summary>Reads and validates a safetensors file; keys map to tensors (the metadata is skipped).</summary>
     public static Dictionary<string, SafeTensor> Read(string path)
     {
         if (!File.Exists(path)) throw new FileNotFoundException($"safetensors file not found: {path}", path);
         return Read(File.ReadAllBytes(path), path);
     }
 
+    /// <summary>Reads and validates safetensors bytes; <paramref name="source"/> names them in error messages.</summary>
     public static Dictionary<string, SafeTensor> Read(byte[] file, string source = "safetensors data")
     {
         if (file.Length < 8)
@@ -140,6 +143,7 @@ public static class SafeTensors
         foreach (var (_, t) in list) file.Write(t.Bytes);
     }
 
+    /// <summary>An F32 tensor of the given values and shape.</summary>
     public static SafeTensor FromFloats(ReadOnlySpan<float> values, int[] shape)
     {
         var b = new byte[values.Length * 4];
@@ -147,6 +151,7 @@ public static class SafeTensors
         return new SafeTensor("F32", shape, b);
     }
 
+    /// <summary>An F64 tensor of the given values and shape.</summary>
     public static SafeTensor FromDoubles(ReadOnlySpan<double> values, int[] shape)
     {
         var b = new byte[values.Length * 8];
@@ -154,6 +159,7 @@ public static class SafeTensors
         return new SafeTensor("F64", shape, b);
     }
 
+    /// <summary>An I64 scalar (shape []), as PyTorch stores num_batches_tracked.</summary>
     public static SafeTensor FromInt64(long value) => new("I64", [], BitConverter.GetBytes(value));
 
     internal static string ShapeText(int[] shape) => "[" + string.Join(", ", shape) + "]";
