@@ -234,6 +234,7 @@ public class RmsNormTests
                 // Backward against finite differences of the reference (in double, central differences).
                 var dx = new T[x.Length]; var dw = new T[cols];
                 Functional.RmsNormBackward<T>(Check.Arr<T>(dy), Check.Arr<T>(x), [rows, cols], [cols], rstd, Check.Arr<T>(w), dx, dw);
+                Check.Close(Oracle.RmsNormBackward(dy, x, rows, cols, w, eps), dx, tol, $"{typeof(T).Name} dx against the analytic reference ({p})");
                 if (cols <= 40)
                 {
                     var edx = Oracle.NumericalGradient(v => Oracle.Dot(Oracle.RmsNorm(v, rows, cols, w, eps).Y, dy), x);

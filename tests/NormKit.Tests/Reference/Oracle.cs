@@ -192,6 +192,21 @@ public static class Oracle
         return (y, rstd);
     }
 
+    /// <summary>RMSNorm backward per row: dx = rstd * (g - x_hat * mean(g * x_hat)), g = dy * w, x_hat = x * rstd.</summary>
+    public static double[] RmsNormBackward(double[] dy, double[] x, int rows, int cols, double[]? w, double eps)
+    {
+        var (_, rstd) = RmsNorm(x, rows, cols, null, eps);
+        var dx = new double[x.Length];
+        for (int r = 0; r < rows; r++)
+        {
+            double m = 0;
+            for (int j = 0; j < cols; j++) m += dy[r * cols + j] * (w?[j] ?? 1) * x[r * cols + j] * rstd[r] / cols;
+            for (int j = 0; j < cols; j++)
+                dx[r * cols + j] = rstd[r] * (dy[r * cols + j] * (w?[j] ?? 1) - x[r * cols + j] * rstd[r] * m);
+        }
+        return dx;
+    }
+
     /// <summary>BatchNorm training forward over the unmasked positions only; masked outputs are 0.</summary>
     public static double[] MaskedBatchNorm(double[] x, bool[] mask, int N, int C, int S, bool cl, double[]? w, double[]? b, double eps,
         out double[] mean, out double[] biasedVar, out double count)

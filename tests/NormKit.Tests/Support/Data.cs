@@ -28,6 +28,8 @@ public readonly record struct Tol(double Rtol, double Atol)
     public static readonly Tol F64 = new(1e-7, 1e-7);
     public static readonly Tol GradCheck = new(1e-3, 1e-5);
     public static readonly Tol Onnx = new(1e-3, 1e-7);
+    public static readonly Tol F16 = new(1e-3, 1e-5);
+    public static readonly Tol BF16 = new(1.6e-2, 1e-5);
     public static Tol For<T>() => typeof(T) == typeof(float) ? F32 : F64;
 }
 
