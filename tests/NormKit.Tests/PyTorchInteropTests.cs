@@ -2,6 +2,7 @@ using System.Numerics.Tensors;
 using NormKit.Layers;
 using NormKit.Serialization;
 using NormKit.Tests.Support;
+using Xunit.Abstractions;
 
 namespace NormKit.Tests;
 
@@ -10,9 +11,19 @@ namespace NormKit.Tests;
 /// NormKit's layers and gives PyTorch's outputs and gradients, in training and eval; NormKit
 /// saves the same keys, dtypes, shapes and values.
 /// </summary>
-public sealed class PyTorchInteropTests : IDisposable
+public sealed class PyTorchInteropTests(ITestOutputHelper output) : IDisposable
 {
     private readonly string _tmp = Directory.CreateTempSubdirectory("normkit-state-").FullName;
+
+    // Compares at float32 tolerance and reports the largest absolute difference.
+    private void Compare(SafeTensor expected, ReadOnlySpan<float> actual, string what)
+    {
+        var e = expected.ToDoubles();
+        Check.Close(e, actual, Tol.F32, what);
+        double worst = 0;
+        for (int i = 0; i < e.Length; i++) worst = Math.Max(worst, Math.Abs(e[i] - actual[i]));
+        output.WriteLine($"{what}: largest |difference| {worst:E2} over {e.Length} values");
+    }
     public void Dispose() => Directory.Delete(_tmp, recursive: true);
 
     private static string Fixtures()
@@ -72,16 +83,16 @@ public sealed class PyTorchInteropTests : IDisposable
             Assert.Equal((long)nbt.ToDoubles()[0], ((TrackedChannelNorm<float>)layer).NumBatchesTracked);
 
         var y = Forward(layer, T(io["x"]));
-        Check.Close(io["y_train"].ToDoubles(), Guard.Span(y), Tol.F32, $"{name} training output");
+        Compare(io["y_train"], Guard.Span(y), $"{name} training output");
         var dx = Backward(layer, T(io["dy"]));
-        Check.Close(io["dx_train"].ToDoubles(), Guard.Span(dx), Tol.F32, $"{name} input gradient");
+        Compare(io["dx_train"], Guard.Span(dx), $"{name} input gradient");
         var p = Parts(layer);
-        if (io.TryGetValue("grad_weight", out var gw)) Check.Close(gw.ToDoubles(), Guard.Span(p.Wg!), Tol.F32, $"{name} weight gradient");
-        if (io.TryGetValue("grad_bias", out var gb)) Check.Close(gb.ToDoubles(), Guard.Span(p.Bg!), Tol.F32, $"{name} bias gradient");
-        if (io.TryGetValue("after_running_mean", out var rm)) Check.Close(rm.ToDoubles(), Guard.Span(p.Rm!), Tol.F32, $"{name} running_mean after training forward");
-        if (io.TryGetValue("after_running_var", out var rv)) Check.Close(rv.ToDoubles(), Guard.Span(p.Rv!), Tol.F32, $"{name} running_var after training forward");
+        if (io.TryGetValue("grad_weight", out var gw)) Compare(gw, Guard.Span(p.Wg!), $"{name} weight gradient");
+        if (io.TryGetValue("grad_bias", out var gb)) Compare(gb, Guard.Span(p.Bg!), $"{name} bias gradient");
+        if (io.TryGetValue("after_running_mean", out var rm)) Compare(rm, Guard.Span(p.Rm!), $"{name} running_mean after training forward");
+        if (io.TryGetValue("after_running_var", out var rv)) Compare(rv, Guard.Span(p.Rv!), $"{name} running_var after training forward");
         layer.Eval();
-        Check.Close(io["y_eval"].ToDoubles(), Guard.Span(Forward(layer, T(io["x"]))), Tol.F32, $"{name} eval output");
+        Compare(io["y_eval"], Guard.Span(Forward(layer, T(io["x"]))), $"{name} eval output");
     }
 
     [Theory, MemberData(nameof(Names))]
