@@ -1,0 +1,227 @@
+using System.Numerics;
+using System.Numerics.Tensors;
+using System.Runtime.InteropServices;
+using NormKit.Layers;
+
+namespace NormKit.Lab.Training;
+
+/// <summary>
+/// A trainable array and its gradient (which accumulates until the optimizer clears it):
+/// either arrays of the lab's own layers, or the tensors of a NormKit layer (the same memory).
+/// </summary>
+public sealed class Param<T> where T : unmanaged, IFloatingPointIeee754<T>
+{
+    private readonly T[]? _value, _grad;
+    private readonly Tensor<T>? _valueTensor, _gradTensor;
+    public string Name { get; }
+
+    public Param(string name, T[] value) { Name = name; _value = value; _grad = new T[value.Length]; }
+    public Param(string name, Tensor<T> value, Tensor<T> grad) { Name = name; _valueTensor = value; _gradTensor = grad; }
+
+    public Span<T> Value => _value ?? Of(_valueTensor!);
+    public Span<T> Grad => _grad ?? Of(_gradTensor!);
+    private static Span<T> Of(Tensor<T> t) => MemoryMarshal.CreateSpan(ref t.GetPinnableReference(), (int)t.FlattenedLength);
+}
+
+/// <summary>
+/// A layer of the lab's small training stack: activations are (batch x features) row-major
+/// arrays; Forward keeps what Backward needs; Backward returns the input gradient and adds
+/// to the parameter gradients.
+/// </summary>
+public interface ILayer<T> where T : unmanaged, IFloatingPointIeee754<T>
+{
+    T[] Forward(T[] x, int batch, bool training);
+    T[] Backward(T[] dy);
+    IEnumerable<Param<T>> Parameters { get; }
+}
+
+/// <summary>Weight initializations.</summary>
+public enum Init { Glorot, Kaiming, SmallNormal }
+
+/// <summary>Seeded random numbers: the same seed gives the same run.</summary>
+public sealed class Rng(int seed)
+{
+    private readonly Random _r = new(seed);
+    public double Uniform() => _r.NextDouble();
+    public int Next(int max) => _r.Next(max);
+    public double Normal()
+    {
+        double u1 = 1 - _r.NextDouble(), u2 = _r.NextDouble();
+        return Math.Sqrt(-2 * Math.Log(u1)) * Math.Cos(2 * Math.PI * u2);
+    }
+}
+
+/// <summary>y = x W^T + b with W of shape [out, in].</summary>
+public sealed class Linear<T> : ILayer<T> where T : unmanaged, IFloatingPointIeee754<T>
+{
+    public Param<T> Weight { get; }
+    public Param<T> Bias { get; }
+    public int In { get; }
+    public int Out { get; }
+    private T[] _x = [];
+    private int _batch;
+
+    /// <param name="init">Glorot: U(+-sqrt(6 / (in + out))); Kaiming: N(0, 2 / in); SmallNormal: N(0, std^2).</param>
+    public Linear(int inFeatures, int outFeatures, Init init, Rng rng, double std = 0.01)
+    {
+        In = inFeatures; Out = outFeatures;
+        var w = new T[inFeatures * outFeatures];
+        double limit = Math.Sqrt(6.0 / (inFeatures + outFeatures)), kaiming = Math.Sqrt(2.0 / inFeatures);
+        for (int i = 0; i < w.Length; i++)
+            w[i] = T.CreateTruncating(init switch
+            {
+                Init.Glorot => (2 * rng.Uniform() - 1) * limit,
+                Init.Kaiming => rng.Normal() * kaiming,
+                _ => rng.Normal() * std,
+            });
+        Weight = new Param<T>("weight", w);
+        Bias = new Param<T>("bias", new T[outFeatures]);
+    }
+
+    public IEnumerable<Param<T>> Parameters => [Weight, Bias];
+
+    public T[] Forward(T[] x, int batch, bool training)
+    {
+        _x = x; _batch = batch;
+        var y = new T[batch * Out];
+        Span<T> w = Weight.Value, b = Bias.Value;
+        for (int n = 0; n < batch; n++)
+        {
+            var xr = x.AsSpan(n * In, In);
+            for (int o = 0; o < Out; o++)
+                y[n * Out + o] = TensorPrimitives.Dot<T>(xr, w.Slice(o * In, In)) + b[o];
+        }
+        return y;
+    }
+
+    public T[] Backward(T[] dy)
+    {
+        var dx = new T[_batch * In];
+        Span<T> w = Weight.Value, gWeight = Weight.Grad, gBias = Bias.Grad;
+        for (int n = 0; n < _batch; n++)
+        {
+            var dxr = dx.AsSpan(n * In, In);
+            var xr = _x.AsSpan(n * In, In);
+            for (int o = 0; o < Out; o++)
+            {
+                T g = dy[n * Out + o];
+                if (g == T.Zero) continue;
+                TensorPrimitives.MultiplyAdd(w.Slice(o * In, In), g, dxr, dxr);
+                var gw = gWeight.Slice(o * In, In);
+                TensorPrimitives.MultiplyAdd(xr, g, gw, gw);
+                gBias[o] += g;
+            }
+        }
+        return dx;
+    }
+}
+
+/// <summary>Element-wise activations with their derivatives.</summary>
+public sealed class Activation<T>(Activation<T>.Kind kind) : ILayer<T> where T : unmanaged, IFloatingPointIeee754<T>
+{
+    public enum Kind { Sigmoid, ReLU, Tanh, GELU }
+    public Kind Function { get; } = kind;
+    private T[] _x = [], _y = [];
+
+    /// <summary>The last forward's input (the pre-activations), for saturation statistics.</summary>
+    public ReadOnlySpan<T> LastInput => _x;
+
+    public IEnumerable<Param<T>> Parameters => [];
+
+    public T[] Forward(T[] x, int batch, bool training)
+    {
+        _x = x;
+        _y = new T[x.Length];
+        switch (Function)
+        {
+            case Kind.Sigmoid: TensorPrimitives.Sigmoid<T>(x, _y); break;
+            case Kind.Tanh: TensorPrimitives.Tanh<T>(x, _y); break;
+            case Kind.ReLU: TensorPrimitives.Max<T>(x, T.Zero, _y); break;
+            default:
+                for (int i = 0; i < x.Length; i++) _y[i] = Gelu(x[i]);
+                break;
+        }
+        return _y;
+    }
+
+    public T[] Backward(T[] dy)
+    {
+        var dx = new T[dy.Length];
+        for (int i = 0; i < dy.Length; i++)
+        {
+            T y = _y[i], x = _x[i];
+            T d = Function switch
+            {
+                Kind.Sigmoid => y * (T.One - y),
+                Kind.Tanh => T.One - y * y,
+                Kind.ReLU => x > T.Zero ? T.One : T.Zero,
+                _ => GeluDerivative(x),
+            };
+            dx[i] = dy[i] * d;
+        }
+        return dx;
+    }
+
+    // The tanh approximation: 0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3))).
+    private static readonly T C = T.CreateTruncating(Math.Sqrt(2 / Math.PI)), K = T.CreateTruncating(0.044715), Half = T.CreateTruncating(0.5);
+    private static T Gelu(T x) => Half * x * (T.One + T.Tanh(C * (x + K * x * x * x)));
+    private static T GeluDerivative(T x)
+    {
+        T u = C * (x + K * x * x * x), t = T.Tanh(u);
+        return Half * (T.One + t) + Half * x * (T.One - t * t) * C * (T.One + T.CreateTruncating(3) * K * x * x);
+    }
+}
+
+/// <summary>A NormKit layer on (batch x features) activations: BatchNorm1d, LayerNorm or GroupNorm.</summary>
+public sealed class Norm<T> : ILayer<T> where T : unmanaged, IFloatingPointIeee754<T>
+{
+    public NormLayer<T> Layer { get; }
+    private readonly int _features;
+    private T[] _x = [];
+    private int _batch;
+
+    public Norm(NormLayer<T> layer, int features) { Layer = layer; _features = features; }
+
+    public IEnumerable<Param<T>> Parameters
+    {
+        get
+        {
+            var (w, b, gw, gb) = Layer switch
+            {
+                ChannelNorm<T> c => (c.Weight, c.Bias, c.WeightGrad, c.BiasGrad),
+                RowNorm<T> r => (r.Weight, r.Bias, r.WeightGrad, r.BiasGrad),
+                _ => (null, null, null, null),
+            };
+            if (w != null) yield return Wrap("weight", w, gw!);
+            if (b != null) yield return Wrap("bias", b, gb!);
+        }
+    }
+
+    private Param<T> Wrap(string name, Tensor<T> value, Tensor<T> grad) =>
+        _params.TryGetValue(name, out var p) ? p : _params[name] = new Param<T>(name, value, grad);
+    private readonly Dictionary<string, Param<T>> _params = new();
+
+    public T[] Forward(T[] x, int batch, bool training)
+    {
+        Layer.Train(training);
+        _x = x; _batch = batch;
+        var y = new T[x.Length];
+        switch (Layer)
+        {
+            case ChannelNorm<T> c: c.Forward(x, [batch, _features], y); break;
+            case RowNorm<T> r: r.Forward(x, [batch, _features], y); break;
+        }
+        return y;
+    }
+
+    public T[] Backward(T[] dy)
+    {
+        var dx = new T[dy.Length];
+        switch (Layer)
+        {
+            case ChannelNorm<T> c: c.Backward(dy, _x, [_batch, _features], dx); break;
+            case RowNorm<T> r: r.Backward(dy, _x, [_batch, _features], dx); break;
+        }
+        return dx;
+    }
+}

@@ -1,0 +1,106 @@
+using NormKit.Layers;
+using NormKit.Lab.Training;
+
+namespace NormKit.Lab.Tests;
+
+/// <summary>The training stack's gradients against central finite differences, in double.</summary>
+public class TrainingStackTests
+{
+    private static Sequential<double> Model(Rng rng) => new(
+    [
+        new Linear<double>(5, 6, Init.Glorot, rng),
+        new Norm<double>(new BatchNorm1d<double>(6), 6),
+        new Activation<double>(Activation<double>.Kind.Sigmoid),
+        new Linear<double>(6, 6, Init.Kaiming, rng),
+        new Norm<double>(new LayerNorm<double>(6), 6),
+        new Activation<double>(Activation<double>.Kind.GELU),
+        new Linear<double>(6, 4, Init.SmallNormal, rng, std: 0.5),
+        new Norm<double>(new GroupNorm<double>(2, 4), 4),
+        new Activation<double>(Activation<double>.Kind.Tanh),
+        new Linear<double>(4, 3, Init.Glorot, rng),
+    ]);
+
+    [Fact]
+    public void Every_parameter_gradient_matches_finite_differences()
+    {
+        var rng = new Rng(1);
+        var model = Model(rng);
+        // Random affine parameters, so the norms' weights and biases are not at their defaults.
+        foreach (var p in model.Parameters) for (int i = 0; i < p.Value.Length; i++) p.Value[i] += 0.3 * rng.Normal();
+        const int batch = 7;
+        var x = Enumerable.Range(0, batch * 5).Select(_ => rng.Normal()).ToArray();
+        var labels = Enumerable.Range(0, batch).Select(i => (byte)(i % 3)).ToArray();
+        double Loss()
+        {
+            var z = model.Forward(x, batch, training: true);
+            return CrossEntropy.LossAndGradient<double>(z, labels, batch, 3, new double[z.Length]);
+        }
+        var logits = model.Forward(x, batch, training: true);
+        var g = new double[logits.Length];
+        CrossEntropy.LossAndGradient<double>(logits, labels, batch, 3, g);
+        model.Backward(g);
+        int checkedCount = 0;
+        foreach (var p in model.Parameters)
+        {
+            var analytic = p.Grad.ToArray();
+            for (int i = 0; i < p.Value.Length; i++)
+            {
+                double keep = p.Value[i];
+                p.Value[i] = keep + 1e-6; double up = Loss();
+                p.Value[i] = keep - 1e-6; double down = Loss();
+                p.Value[i] = keep;
+                double numeric = (up - down) / 2e-6;
+                Assert.True(Math.Abs(numeric - analytic[i]) <= 1e-5 + 1e-3 * Math.Abs(numeric),
+                    $"{p.Name}[{i}]: backward {analytic[i]}, finite differences {numeric}");
+                checkedCount++;
+            }
+        }
+        Assert.True(checkedCount > 100);
+    }
+
+    [Fact]
+    public void ReLU_and_input_gradients_match_finite_differences()
+    {
+        var rng = new Rng(2);
+        var model = new Sequential<double>([new Linear<double>(4, 5, Init.Glorot, rng), new Activation<double>(Activation<double>.Kind.ReLU), new Linear<double>(5, 3, Init.Glorot, rng)]);
+        var x = Enumerable.Range(0, 3 * 4).Select(_ => rng.Normal()).ToArray();
+        var labels = new byte[] { 0, 2, 1 };
+        var z = model.Forward(x, 3, true);
+        var g = new double[z.Length];
+        CrossEntropy.LossAndGradient<double>(z, labels, 3, 3, g);
+        var dx = model.Layers.Reverse().Aggregate(g, (d, l) => l.Backward(d));
+        for (int i = 0; i < x.Length; i++)
+        {
+            double keep = x[i];
+            x[i] = keep + 1e-6; var zu = model.Forward(x, 3, true);
+            double up = CrossEntropy.LossAndGradient<double>(zu, labels, 3, 3, new double[9]);
+            x[i] = keep - 1e-6; var zd = model.Forward(x, 3, true);
+            double down = CrossEntropy.LossAndGradient<double>(zd, labels, 3, 3, new double[9]);
+            x[i] = keep;
+            Assert.Equal((up - down) / 2e-6, dx[i], 5);
+        }
+    }
+
+    [Fact]
+    public void Optimizers_reduce_a_simple_loss()
+    {
+        foreach (var opt in new IOptimizer<double>[] { new Sgd<double>(0.5, 0.9), new AdamW<double>(0.05) })
+        {
+            var rng = new Rng(3);
+            var model = new Sequential<double>([new Linear<double>(2, 2, Init.Glorot, rng)]);
+            var x = new double[] { 1, 0, 0, 1, 1, 1, -1, 0 };
+            var labels = new byte[] { 0, 1, 0, 1 };
+            double first = 0, last = 0;
+            for (int step = 0; step < 50; step++)
+            {
+                var z = model.Forward(x, 4, true);
+                var g = new double[z.Length];
+                last = CrossEntropy.LossAndGradient<double>(z, labels, 4, 2, g);
+                if (step == 0) first = last;
+                model.Backward(g);
+                opt.Step(model.Parameters);
+            }
+            Assert.True(last < first / 4, $"{opt.GetType().Name}: loss {first} -> {last}");
+        }
+    }
+}
