@@ -1,0 +1,157 @@
+using System.Globalization;
+using System.Text;
+using NormKit.Lab.Data;
+using NormKit.Lab.Training;
+using NormKit.Layers;
+
+namespace NormKit.Lab.Experiments;
+
+/// <summary>
+/// The BatchNorm paper's Figure 1 on Fashion-MNIST: an MLP of sigmoid layers (3 x 100 by
+/// default) trained with SGD at batch 60, with no normalization, BatchNorm or LayerNorm before
+/// each sigmoid, under two initializations (N(0, 0.01^2) and Glorot). It records test accuracy,
+/// the 15th/50th/85th percentiles of one last-layer sigmoid input over the test set, the fraction
+/// of saturated sigmoid inputs (|x| &gt; 4), the mean sigmoid derivative and each layer's weight
+/// gradient norm: the seed article's claim (a) measured, not assumed.
+/// </summary>
+public static class Saturation
+{
+    public sealed record Config(int Steps, int EvalEvery, int Seeds, int HiddenLayers = 3, int Hidden = 100, int Batch = 60,
+        double LearningRate = 0.1, double Momentum = 0.9, int TestImages = 2000)
+    {
+        public static Config Quick => new(Steps: 1000, EvalEvery: 100, Seeds: 1, TestImages: 1000);
+        public static Config Full => new(Steps: 8000, EvalEvery: 500, Seeds: 3);
+        public static Config Deep => new(Steps: 6000, EvalEvery: 500, Seeds: 1, HiddenLayers: 10);
+    }
+
+    public static readonly string[] Arms = ["none", "BatchNorm", "LayerNorm"];
+    public static readonly string[] Inits = ["N(0,0.01^2)", "Glorot"];
+
+    /// <summary>One evaluation point of one run.</summary>
+    public sealed record Point(string Arm, string Init, int Seed, int Step, double TrainLoss, double TestAccuracy,
+        double P15, double P50, double P85, double SaturatedFraction, double MeanSigmoidDerivative, double[] GradNorms);
+
+    public static Sequential<float> Model(string arm, string init, Config c, Rng rng)
+    {
+        var layers = new List<ILayer<float>>();
+        int inputs = 784;
+        for (int l = 0; l < c.HiddenLayers; l++)
+        {
+            layers.Add(NewLinear(inputs, c.Hidden, init, rng));
+            if (arm == "BatchNorm") layers.Add(new Norm<float>(new BatchNorm1d<float>(c.Hidden), c.Hidden));
+            if (arm == "LayerNorm") layers.Add(new Norm<float>(new LayerNorm<float>(c.Hidden), c.Hidden));
+            layers.Add(new Activation<float>(Activation<float>.Kind.Sigmoid));
+            inputs = c.Hidden;
+        }
+        layers.Add(NewLinear(inputs, 10, init, rng));
+        return new Sequential<float>(layers);
+    }
+
+    private static Linear<float> NewLinear(int i, int o, string init, Rng rng) =>
+        init == "Glorot" ? new Linear<float>(i, o, Init.Glorot, rng) : new Linear<float>(i, o, Init.SmallNormal, rng, std: 0.01);
+
+    /// <summary>Runs every arm and initialization for each seed; reports each finished run.</summary>
+    public static List<Point> Run(Config c, FashionMnist.Split train, FashionMnist.Split test, Action<string>? progress = null)
+    {
+        var points = new List<Point>();
+        foreach (string init in Inits)
+            foreach (string arm in Arms)
+                for (int seed = 1; seed <= c.Seeds; seed++)
+                {
+                    points.AddRange(RunOne(arm, init, seed, c, train, test));
+                    progress?.Invoke($"{arm}, {init}, seed {seed}");
+                }
+        return points;
+    }
+
+    public static List<Point> RunOne(string arm, string init, int seed, Config c, FashionMnist.Split train, FashionMnist.Split test)
+    {
+        var rng = new Rng(seed);
+        var model = Model(arm, init, c, rng);
+        var opt = new Sgd<float>(c.LearningRate, c.Momentum);
+        var linears = model.Layers.OfType<Linear<float>>().ToList();
+        var points = new List<Point>();
+        int d = train.Features;
+        var x = new float[c.Batch * d];
+        var y = new byte[c.Batch];
+        double lossSum = 0; int lossCount = 0;
+        for (int step = 1; step <= c.Steps; step++)
+        {
+            for (int b = 0; b < c.Batch; b++)
+            {
+                int k = rng.Next(train.Count);
+                train.Pixels.AsSpan(k * d, d).CopyTo(x.AsSpan(b * d, d));
+                y[b] = train.Labels[k];
+            }
+            var logits = model.Forward(x, c.Batch, training: true);
+            var g = new float[logits.Length];
+            lossSum += CrossEntropy.LossAndGradient<float>(logits, y, c.Batch, 10, g);
+            lossCount++;
+            model.Backward(g);
+            if (step % c.EvalEvery == 0 || step == c.Steps)
+            {
+                double[] norms = linears.Select(l => Math.Sqrt(l.Weight.Grad.ToArray().Sum(v => (double)v * v))).ToArray();
+                var (acc, p15, p50, p85, sat, deriv) = Evaluate(model, test, c);
+                points.Add(new Point(arm, init, seed, step, lossSum / lossCount, acc, p15, p50, p85, sat, deriv, norms));
+                lossSum = 0; lossCount = 0;
+            }
+            opt.Step(model.Parameters);
+        }
+        return points;
+    }
+
+    // Test accuracy in eval mode, and the statistics of the last hidden layer's sigmoid inputs.
+    private static (double Acc, double P15, double P50, double P85, double Saturated, double Derivative) Evaluate(Sequential<float> model, FashionMnist.Split test, Config c)
+    {
+        int n = Math.Min(c.TestImages, test.Count), d = test.Features, right = 0;
+        var lastSigmoid = model.Layers.OfType<Activation<float>>().Last();
+        var unit0 = new List<double>();
+        long saturated = 0, total = 0;
+        double derivative = 0;
+        for (int start = 0; start < n; start += 500)
+        {
+            int m = Math.Min(500, n - start);
+            var logits = model.Forward(test.Pixels.AsSpan(start * d, m * d).ToArray(), m, training: false);
+            right += (int)Math.Round(CrossEntropy.Accuracy<float>(logits, test.Labels.AsSpan(start, m), m, 10) * m);
+            var inputs = lastSigmoid.LastInput;
+            int h = inputs.Length / m;
+            for (int i = 0; i < inputs.Length; i++)
+            {
+                double v = inputs[i], s = 1 / (1 + Math.Exp(-v));
+                if (Math.Abs(v) > 4) saturated++;
+                derivative += s * (1 - s);
+                if (i % h == 0) unit0.Add(v);
+            }
+            total += inputs.Length;
+        }
+        unit0.Sort();
+        double P(double q) => unit0[(int)Math.Clamp(Math.Round(q * (unit0.Count - 1)), 0, unit0.Count - 1)];
+        return ((double)right / n, P(0.15), P(0.50), P(0.85), (double)saturated / total, derivative / total);
+    }
+
+    public static string Csv(IEnumerable<Point> points)
+    {
+        var sb = new StringBuilder("arm,init,seed,step,train_loss,test_accuracy,p15,p50,p85,saturated_fraction,mean_sigmoid_derivative,grad_norms\n");
+        foreach (var p in points)
+            sb.AppendLine(string.Join(",", p.Arm, $"\"{p.Init}\"", p.Seed, p.Step, F(p.TrainLoss), F(p.TestAccuracy), F(p.P15), F(p.P50), F(p.P85),
+                F(p.SaturatedFraction), F(p.MeanSigmoidDerivative), string.Join(";", p.GradNorms.Select(F))));
+        return sb.ToString();
+    }
+
+    private static string F(double v) => v.ToString("G6", CultureInfo.InvariantCulture);
+
+    /// <summary>Training and test data: the full set when installed, else the shipped batch split 800/200.</summary>
+    public static (FashionMnist.Split Train, FashionMnist.Split Test) Data(string? folder)
+    {
+        string dir = FashionMnist.Locate(folder);
+        var test = FashionMnist.LoadTest(dir);
+        try { return (FashionMnist.LoadTrain(dir), test); }
+        catch (FileNotFoundException)
+        {
+            int d = test.Features, cut = test.Count * 4 / 5;
+            var train = test with { Count = cut, Pixels = test.Pixels[..(cut * d)], Labels = test.Labels[..cut], Source = test.Source + " (first 80% as training data)" };
+            var rest = test with { Count = test.Count - cut, Pixels = test.Pixels[(cut * d)..], Labels = test.Labels[cut..], Source = test.Source + " (last 20% as test data)" };
+            return (train, rest);
+        }
+    }
+}
