@@ -16,8 +16,9 @@ const string Usage = """
     normkit lab saturation [--quick | --deep] [--data DIR] [--out DIR]
         The BatchNorm paper's Figure 1 on Fashion-MNIST: sigmoid MLPs without normalization,
         with BatchNorm and with LayerNorm, under N(0, 0.01^2) and Glorot initialization.
-        Prints the final test accuracy, saturation and gradient norms per arm and writes every
-        evaluation point to DIR/saturation.csv (default DIR: lab-results). --quick takes about
+        Prints the final test accuracy, saturation and gradient norms per arm, writes every
+        evaluation point to DIR/saturation.csv and charts of accuracy, last-layer input
+        percentiles and saturation against steps (PNG and SVG) (default DIR: lab-results). --quick takes about
         a minute (one seed, 1000 steps); the default runs 8000 steps and three seeds; --deep uses
         ten hidden layers.
     """;
@@ -122,6 +123,8 @@ static int SaturationCommand(string[] args)
             $"{f0.Average(p => p.P15),7:F2}..{f0.Average(p => p.P85),-7:F2} {l.Average(p => p.P15),7:F2}..{l.Average(p => p.P85),-7:F2} {l.Average(p => p.GradNorms[0]),16:E2}");
     }
     Console.WriteLine($"Every evaluation point: {csv}");
+    var charts = SaturationPlots.Write(points, outDir, Path.GetFileNameWithoutExtension(csv));
+    Console.WriteLine($"Charts (PNG and SVG): {string.Join(", ", charts.Select(Path.GetFileName))}");
     return 0;
 }
 

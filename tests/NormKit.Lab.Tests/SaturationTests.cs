@@ -48,3 +48,29 @@ public class SaturationTests
         Assert.Equal(2, points.Count);
     }
 }
+
+public sealed class SaturationPlotTests : IDisposable
+{
+    private readonly string _dir = Directory.CreateTempSubdirectory("normkit-plots-").FullName;
+    public void Dispose() => Directory.Delete(_dir, recursive: true);
+
+    [Fact]
+    public void Charts_render_as_png_and_svg()
+    {
+        var (train, test) = Saturation.Data(FashionMnist.SampleFolder);
+        var config = new Saturation.Config(Steps: 40, EvalEvery: 20, Seeds: 1, TestImages: 100);
+        var points = Saturation.RunOne("none", "Glorot", 1, config, train, test)
+            .Concat(Saturation.RunOne("BatchNorm", "Glorot", 1, config, train, test)).ToList();
+        var charts = SaturationPlots.Write(points, _dir, "saturation");
+        Assert.Equal(3, charts.Count);
+        foreach (var c in charts)
+        {
+            var png = File.ReadAllBytes(c + ".png");
+            Assert.True(png.Length > 5000, $"{c}.png has {png.Length} bytes");
+            Assert.Equal(new byte[] { 0x89, (byte)'P', (byte)'N', (byte)'G' }, png[..4]);
+            string svg = File.ReadAllText(c + ".svg");
+            Assert.Contains("<svg", svg);
+            Assert.Contains("BatchNorm", svg);   // the legend's text
+        }
+    }
+}

@@ -155,3 +155,38 @@ public static class Saturation
         }
     }
 }
+
+/// <summary>The saturation experiment's charts: accuracy, last-layer input percentiles and saturation against steps.</summary>
+public static class SaturationPlots
+{
+    /// <summary>Writes three charts per initialization into <paramref name="dir"/> (PNG and SVG); returns their paths without extension.</summary>
+    public static List<string> Write(IReadOnlyList<Saturation.Point> points, string dir, string prefix)
+    {
+        var written = new List<string>();
+        foreach (string init in points.Select(p => p.Init).Distinct())
+        {
+            string tag = init.StartsWith("Glorot") ? "glorot" : "small-init";
+            var arms = points.Where(p => p.Init == init).GroupBy(p => p.Arm).ToList();
+            // Means over seeds, per step.
+            (double[] X, double[] Y) Mean(IGrouping<string, Saturation.Point> arm, Func<Saturation.Point, double> f)
+            {
+                var steps = arm.GroupBy(p => p.Step).OrderBy(g => g.Key).ToList();
+                return (steps.Select(g => (double)g.Key).ToArray(), steps.Select(g => g.Average(f)).ToArray());
+            }
+            string path = Path.Combine(dir, $"{prefix}-{tag}-accuracy");
+            Plots.Charts.Lines(path, $"Test accuracy, {init} initialization", "training step", "test accuracy",
+                arms.Select(a => { var (x, y) = Mean(a, p => p.TestAccuracy); return new Plots.Charts.Series(a.Key, x, y); }));
+            written.Add(path);
+            path = Path.Combine(dir, $"{prefix}-{tag}-percentiles");
+            Plots.Charts.Lines(path, $"Last-layer sigmoid input: 15/50/85th percentiles, {init}", "training step", "input to the sigmoid",
+                arms.SelectMany(a => new[] { ("p15", (Func<Saturation.Point, double>)(p => p.P15)), ("p50", p => p.P50), ("p85", p => p.P85) }
+                    .Select(q => { var (x, y) = Mean(a, q.Item2); return new Plots.Charts.Series($"{a.Key} {q.Item1}", x, y, Dashed: a.Key == "none"); })));
+            written.Add(path);
+            path = Path.Combine(dir, $"{prefix}-{tag}-saturation");
+            Plots.Charts.Lines(path, $"Saturated last-layer sigmoid inputs (|x| > 4), {init}", "training step", "fraction saturated",
+                arms.Select(a => { var (x, y) = Mean(a, p => p.SaturatedFraction); return new Plots.Charts.Series(a.Key, x, y); }));
+            written.Add(path);
+        }
+        return written;
+    }
+}
