@@ -21,6 +21,11 @@ const string Usage = """
         percentiles and saturation against steps (PNG and SVG) (default DIR: lab-results). --quick takes about
         a minute (one seed, 1000 steps); the default runs 8000 steps and three seeds; --deep uses
         ten hidden layers.
+
+    normkit lab batch-size [--quick] [--data DIR] [--out DIR]
+        ReLU MLPs with no normalization, BatchNorm, LayerNorm and GroupNorm trained on the same
+        number of examples at batch sizes 2..128: test error against batch size, and BatchNorm's
+        error with batch statistics at test time. Writes DIR/batch-size.csv and a chart.
     """;
 
 if (args.Length == 0 || args[0] is "-h" or "--help" or "help")
@@ -34,6 +39,7 @@ try
     {
         "demo" => Demo(args[1..]),
         "lab" when args.Length > 1 && args[1] == "saturation" => SaturationCommand(args[2..]),
+        "lab" when args.Length > 1 && args[1] == "batch-size" => BatchSizeCommand(args[2..]),
         _ => Fail($"Unknown command '{args[0]}'."),
     };
 }
@@ -125,6 +131,37 @@ static int SaturationCommand(string[] args)
     Console.WriteLine($"Every evaluation point: {csv}");
     var charts = SaturationPlots.Write(points, outDir, Path.GetFileNameWithoutExtension(csv));
     Console.WriteLine($"Charts (PNG and SVG): {string.Join(", ", charts.Select(Path.GetFileName))}");
+    return 0;
+}
+
+static int BatchSizeCommand(string[] args)
+{
+    var config = BatchSize.Config.Full;
+    string? data = null, outDir = "lab-results";
+    for (int i = 0; i < args.Length; i++)
+    {
+        switch (args[i])
+        {
+            case "--quick": config = BatchSize.Config.Quick; break;
+            case "--data" when i + 1 < args.Length: data = args[++i]; break;
+            case "--out" when i + 1 < args.Length: outDir = args[++i]; break;
+            default: return Fail($"Unexpected argument '{args[i]}'.");
+        }
+    }
+    var (train, test) = Saturation.Data(data);
+    Console.WriteLine($"Training on {train.Count} images, {config.Examples} examples per run, AdamW lr {config.LearningRate}; testing on {Math.Min(test.Count, config.TestImages)}.");
+    var watch = System.Diagnostics.Stopwatch.StartNew();
+    var points = BatchSize.Run(config, train, test, run => Console.WriteLine($"  done: {run} ({watch.Elapsed.TotalSeconds:F0} s)"));
+    Directory.CreateDirectory(outDir);
+    string csv = Path.Combine(outDir, "batch-size.csv");
+    File.WriteAllText(csv, BatchSize.Csv(points));
+    Console.WriteLine();
+    Console.WriteLine($"{"batch",6} " + string.Join(" ", BatchSize.Arms.Select(a => $"{a,10}")) + $" {"BN train-mode",14}");
+    foreach (var g in points.GroupBy(p => p.Batch).OrderBy(g => g.Key))
+        Console.WriteLine($"{g.Key,6} " + string.Join(" ", BatchSize.Arms.Select(a => $"{g.Where(p => p.Arm == a).Average(p => p.TestError),10:F3}"))
+            + $" {g.Where(p => p.Arm == "BatchNorm").Average(p => p.TestErrorTrainMode),14:F3}");
+    Console.WriteLine($"Test error (eval mode) per arm; every run: {csv}");
+    Console.WriteLine($"Chart (PNG and SVG): {Path.GetFileName(BatchSize.Plot(points, outDir, "batch-size"))}");
     return 0;
 }
 

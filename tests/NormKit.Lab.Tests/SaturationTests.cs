@@ -74,3 +74,25 @@ public sealed class SaturationPlotTests : IDisposable
         }
     }
 }
+
+public class BatchSizeTests
+{
+    private static readonly BatchSize.Config Tiny = new([2, 64], Examples: 3000, Seeds: 1, Hidden: 64, TestImages: 128);
+
+    [Fact]
+    public void BatchNorm_with_batch_statistics_fails_at_batch_2_and_LayerNorm_does_not()
+    {
+        // Stated: after 3000 examples at batch 2 on the shipped batch, normalizing test batches of 2
+        // with their own statistics (x_hat is always +-1 per feature) gives BatchNorm a test error at
+        // least 0.15 above LayerNorm's; at batch 64 the two are within 0.15 of each other.
+        var (train, test) = Saturation.Data(FashionMnist.SampleFolder);
+        var bn2 = BatchSize.RunOne("BatchNorm", 2, 1, Tiny, train, test);
+        var ln2 = BatchSize.RunOne("LayerNorm", 2, 1, Tiny, train, test);
+        var bn64 = BatchSize.RunOne("BatchNorm", 64, 1, Tiny, train, test);
+        var ln64 = BatchSize.RunOne("LayerNorm", 64, 1, Tiny, train, test);
+        Assert.True(bn2.TestErrorTrainMode > ln2.TestError + 0.15, $"batch 2: BatchNorm (batch statistics) {bn2.TestErrorTrainMode}, LayerNorm {ln2.TestError}");
+        Assert.True(Math.Abs(bn64.TestError - ln64.TestError) < 0.15, $"batch 64: BatchNorm {bn64.TestError}, LayerNorm {ln64.TestError}");
+        Assert.True(double.IsNaN(ln2.TestErrorTrainMode));
+        Assert.Equal(BatchSize.Csv([bn2]), BatchSize.Csv([BatchSize.RunOne("BatchNorm", 2, 1, Tiny, train, test)]));
+    }
+}

@@ -1,0 +1,135 @@
+using System.Globalization;
+using System.Text;
+using NormKit.Lab.Data;
+using NormKit.Lab.Training;
+using NormKit.Layers;
+
+namespace NormKit.Lab.Experiments;
+
+/// <summary>
+/// Batch size: a ReLU MLP (784-256-256-10) with no normalization, BatchNorm, LayerNorm or
+/// GroupNorm (16 groups of features) before each ReLU, trained with AdamW on the same number of
+/// examples at batch sizes 2..128. Reports test error (eval mode) and BatchNorm's train/eval gap:
+/// the test error with the batch's own statistics (train mode, test batches of the training batch
+/// size) against eval mode (running statistics). Ba et al. and Wu &amp; He report that BatchNorm
+/// degrades at small batches while LayerNorm and GroupNorm do not.
+/// </summary>
+public static class BatchSize
+{
+    public sealed record Config(int[] BatchSizes, int Examples, int Seeds, int Hidden = 256, double LearningRate = 1e-3, int TestImages = 2000)
+    {
+        public static Config Quick => new([2, 8, 32, 128], Examples: 8_000, Seeds: 1, TestImages: 1000);
+        public static Config Full => new([2, 4, 8, 16, 32, 64, 128], Examples: 24_000, Seeds: 2);
+    }
+
+    public static readonly string[] Arms = ["none", "BatchNorm", "LayerNorm", "GroupNorm"];
+
+    /// <param name="TestErrorTrainMode">Test error when normalizing with each test batch's own statistics (BatchNorm only; otherwise NaN).</param>
+    public sealed record Point(string Arm, int Batch, int Seed, double FinalTrainLoss, double TestError, double TestErrorTrainMode);
+
+    public static Sequential<float> Model(string arm, Config c, Rng rng)
+    {
+        var layers = new List<ILayer<float>>();
+        int inputs = 784;
+        for (int l = 0; l < 2; l++)
+        {
+            layers.Add(new Linear<float>(inputs, c.Hidden, Init.Kaiming, rng));
+            ILayer<float>? norm = arm switch
+            {
+                "BatchNorm" => new Norm<float>(new BatchNorm1d<float>(c.Hidden), c.Hidden),
+                "LayerNorm" => new Norm<float>(new LayerNorm<float>(c.Hidden), c.Hidden),
+                "GroupNorm" => new Norm<float>(new GroupNorm<float>(16, c.Hidden), c.Hidden),
+                _ => null,
+            };
+            if (norm != null) layers.Add(norm);
+            layers.Add(new Activation<float>(Activation<float>.Kind.ReLU));
+            inputs = c.Hidden;
+        }
+        layers.Add(new Linear<float>(inputs, 10, Init.Glorot, rng));
+        return new Sequential<float>(layers);
+    }
+
+    public static List<Point> Run(Config c, FashionMnist.Split train, FashionMnist.Split test, Action<string>? progress = null)
+    {
+        var points = new List<Point>();
+        foreach (int batch in c.BatchSizes)
+            foreach (string arm in Arms)
+                for (int seed = 1; seed <= c.Seeds; seed++)
+                {
+                    points.Add(RunOne(arm, batch, seed, c, train, test));
+                    progress?.Invoke($"{arm}, batch {batch}, seed {seed}");
+                }
+        return points;
+    }
+
+    public static Point RunOne(string arm, int batch, int seed, Config c, FashionMnist.Split train, FashionMnist.Split test)
+    {
+        var rng = new Rng(seed);
+        var model = Model(arm, c, rng);
+        var opt = new AdamW<float>(c.LearningRate, weightDecay: 0);
+        int d = train.Features, steps = Math.Max(1, c.Examples / batch);
+        var x = new float[batch * d];
+        var y = new byte[batch];
+        double recent = 0; int recentCount = 0;
+        for (int step = 1; step <= steps; step++)
+        {
+            for (int b = 0; b < batch; b++)
+            {
+                int k = rng.Next(train.Count);
+                train.Pixels.AsSpan(k * d, d).CopyTo(x.AsSpan(b * d, d));
+                y[b] = train.Labels[k];
+            }
+            var logits = model.Forward(x, batch, training: true);
+            var g = new float[logits.Length];
+            double loss = CrossEntropy.LossAndGradient<float>(logits, y, batch, 10, g);
+            if (step > steps * 9 / 10) { recent += loss; recentCount++; }
+            model.Backward(g);
+            opt.Step(model.Parameters);
+        }
+        double evalError = 1 - Accuracy(model, test, c.TestImages, 500, training: false);
+        double trainModeError = arm == "BatchNorm" && batch > 1 ? 1 - Accuracy(model, test, c.TestImages, batch, training: true) : double.NaN;
+        return new Point(arm, batch, seed, recent / Math.Max(1, recentCount), evalError, trainModeError);
+    }
+
+    // Accuracy over the first n test images in chunks of the given size (train mode: each chunk's own statistics).
+    private static double Accuracy(Sequential<float> model, FashionMnist.Split test, int images, int chunk, bool training)
+    {
+        int available = Math.Min(images, test.Count);
+        chunk = Math.Min(chunk, available);
+        int n = available / chunk * chunk, d = test.Features;
+        double right = 0;
+        for (int start = 0; start < n; start += chunk)
+        {
+            var logits = model.Forward(test.Pixels.AsSpan(start * d, chunk * d).ToArray(), chunk, training);
+            right += CrossEntropy.Accuracy<float>(logits, test.Labels.AsSpan(start, chunk), chunk, 10) * chunk;
+        }
+        return right / n;
+    }
+
+    public static string Csv(IEnumerable<Point> points)
+    {
+        var sb = new StringBuilder("arm,batch,seed,final_train_loss,test_error,test_error_train_mode\n");
+        foreach (var p in points)
+            sb.AppendLine(string.Join(",", p.Arm, p.Batch, p.Seed, F(p.FinalTrainLoss), F(p.TestError), F(p.TestErrorTrainMode)));
+        return sb.ToString();
+    }
+
+    private static string F(double v) => double.IsNaN(v) ? "" : v.ToString("G6", CultureInfo.InvariantCulture);
+
+    /// <summary>Test error against batch size, one line per arm, plus BatchNorm in train mode.</summary>
+    public static string Plot(IReadOnlyList<Point> points, string dir, string name)
+    {
+        var series = points.GroupBy(p => p.Arm).Select(a =>
+        {
+            var byBatch = a.GroupBy(p => p.Batch).OrderBy(g => g.Key).ToList();
+            return new Plots.Charts.Series(a.Key, byBatch.Select(g => Math.Log2(g.Key)).ToArray(), byBatch.Select(g => g.Average(p => p.TestError)).ToArray());
+        }).ToList();
+        var bn = points.Where(p => p.Arm == "BatchNorm" && !double.IsNaN(p.TestErrorTrainMode)).GroupBy(p => p.Batch).OrderBy(g => g.Key).ToList();
+        if (bn.Count > 0)
+            series.Add(new Plots.Charts.Series("BatchNorm, batch statistics at test", bn.Select(g => Math.Log2(g.Key)).ToArray(),
+                bn.Select(g => g.Average(p => p.TestErrorTrainMode)).ToArray(), Dashed: true));
+        string path = Path.Combine(dir, name);
+        Plots.Charts.Lines(path, "Test error against batch size (same number of examples)", "log2(batch size)", "test error", series);
+        return path;
+    }
+}
