@@ -127,7 +127,7 @@ public static class BatchSize
         var bn = points.Where(p => p.Arm == "BatchNorm" && !double.IsNaN(p.TestErrorTrainMode)).GroupBy(p => p.Batch).OrderBy(g => g.Key).ToList();
         if (bn.Count > 0)
             series.Add(new Plots.Charts.Series("BatchNorm, batch statistics at test", bn.Select(g => Math.Log2(g.Key)).ToArray(),
-                bn.Select(g => g.Average(p => p.TestErrorTrainMode)).ToArray(), Dashed: true));
+                bn.Select(g => g.Average(p => p.TestErrorTrainMode)).ToArray(), OpenMarkers: true));
         string path = Path.Combine(dir, name);
         Plots.Charts.Lines(path, "Test error against batch size (same number of examples)", "log2(batch size)", "test error", series);
         return path;

@@ -180,7 +180,7 @@ public static class SaturationPlots
             path = Path.Combine(dir, $"{prefix}-{tag}-percentiles");
             Plots.Charts.Lines(path, $"Last-layer sigmoid input: 15/50/85th percentiles, {init}", "training step", "input to the sigmoid",
                 arms.SelectMany(a => new[] { ("p15", (Func<Saturation.Point, double>)(p => p.P15)), ("p50", p => p.P50), ("p85", p => p.P85) }
-                    .Select(q => { var (x, y) = Mean(a, q.Item2); return new Plots.Charts.Series($"{a.Key} {q.Item1}", x, y, Dashed: a.Key == "none"); })));
+                    .Select(q => { var (x, y) = Mean(a, q.Item2); return new Plots.Charts.Series($"{a.Key} {q.Item1}", x, y, OpenMarkers: a.Key == "none"); })));
             written.Add(path);
             path = Path.Combine(dir, $"{prefix}-{tag}-saturation");
             Plots.Charts.Lines(path, $"Saturated last-layer sigmoid inputs (|x| > 4), {init}", "training step", "fraction saturated",

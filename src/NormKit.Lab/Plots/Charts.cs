@@ -5,8 +5,8 @@ namespace NormKit.Lab.Plots;
 /// <summary>Line charts saved as PNG and SVG, with the DejaVu font (Debian's fonts-dejavu-core).</summary>
 public static class Charts
 {
-    /// <summary>One series: a legend label and its points; Dashed series are drawn with open markers (the SVG backend has no dash effect).</summary>
-    public sealed record Series(string Label, double[] X, double[] Y, bool Dashed = false);
+    /// <summary>One series: a legend label and its points; OpenMarkers series are told apart by hollow markers (the SVG backend draws no dashes).</summary>
+    public sealed record Series(string Label, double[] X, double[] Y, bool OpenMarkers = false);
 
     /// <summary>Draws the series on one chart and writes <paramref name="pathWithoutExtension"/>.png and .svg.</summary>
     public static void Lines(string pathWithoutExtension, string title, string xLabel, string yLabel, IEnumerable<Series> series, int width = 800, int height = 500)
@@ -21,7 +21,7 @@ public static class Charts
             var line = plot.Add.Scatter(s.X, s.Y);
             line.LegendText = s.Label;
             line.MarkerSize = 3;
-            if (s.Dashed) line.MarkerShape = MarkerShape.OpenCircle;
+            if (s.OpenMarkers) line.MarkerShape = MarkerShape.OpenCircle;
         }
         plot.ShowLegend(Edge.Right);
         Directory.CreateDirectory(Path.GetDirectoryName(Path.GetFullPath(pathWithoutExtension))!);

@@ -30,7 +30,6 @@ public abstract class RowNorm<T> : NormLayer<T> where T : unmanaged, IFloatingPo
     private readonly T[]? _weight, _bias, _dWeight, _dBias;
     private double[] _mean = [], _rstd = [];   // per row of the last forward; grown, never shrunk
     private int _rows;
-    private bool _residualForward;
 
     private protected RowNorm(int[] normalizedShape, double eps, bool elementwiseAffine, bool bias, bool centered)
     {
@@ -98,7 +97,6 @@ public abstract class RowNorm<T> : NormLayer<T> where T : unmanaged, IFloatingPo
     {
         ForwardCore(input, residual, shape, output, sum, fused: true);
         RecordForward(shape, null, usedBatchStats: false);
-        _residualForward = true;
     }
 
     /// <summary>
@@ -126,7 +124,6 @@ public abstract class RowNorm<T> : NormLayer<T> where T : unmanaged, IFloatingPo
         else if (fused) Functional.AddRmsNorm<T>(input, residual, shape, _normalizedShape, sum, output, _weight, Eps, r);
         else Functional.RmsNorm<T>(input, shape, _normalizedShape, output, _weight, Eps, r);
         _mean = mean; _rstd = rstd; _rows = rows;
-        _residualForward = false;
     }
 
     /// <summary>
@@ -158,9 +155,6 @@ public abstract class RowNorm<T> : NormLayer<T> where T : unmanaged, IFloatingPo
         else
             Functional.AddRmsNormBackward<T>(gradOutput, gradSum, input, shape, _normalizedShape, _rstd.AsSpan(0, _rows), _weight, gradInput, _dWeight);
     }
-
-    /// <summary>Whether the last forward was <see cref="ForwardResidual"/>.</summary>
-    public bool LastForwardWasResidual => _residualForward;
 }
 
 /// <summary>

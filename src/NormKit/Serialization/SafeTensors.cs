@@ -163,5 +163,4 @@ public static class SafeTensors
     public static SafeTensor FromInt64(long value) => new("I64", [], BitConverter.GetBytes(value));
 
     internal static string ShapeText(int[] shape) => "[" + string.Join(", ", shape) + "]";
-    internal static string Text(byte[] utf8) => Encoding.UTF8.GetString(utf8);
 }
