@@ -26,6 +26,10 @@ const string Usage = """
         ReLU MLPs with no normalization, BatchNorm, LayerNorm and GroupNorm trained on the same
         number of examples at batch sizes 2..128: test error against batch size, and BatchNorm's
         error with batch statistics at test time. Writes DIR/batch-size.csv and a chart.
+
+    normkit lab vision [--quick] [--data DIR] [--out DIR]
+        A small CNN with no normalization, BatchNorm, LayerNorm, GroupNorm and InstanceNorm:
+        final test accuracy, mean and standard deviation over seeds. Writes DIR/vision.csv.
     """;
 
 if (args.Length == 0 || args[0] is "-h" or "--help" or "help")
@@ -40,6 +44,7 @@ try
         "demo" => Demo(args[1..]),
         "lab" when args.Length > 1 && args[1] == "saturation" => SaturationCommand(args[2..]),
         "lab" when args.Length > 1 && args[1] == "batch-size" => BatchSizeCommand(args[2..]),
+        "lab" when args.Length > 1 && args[1] == "vision" => VisionCommand(args[2..]),
         _ => Fail($"Unknown command '{args[0]}'."),
     };
 }
@@ -162,6 +167,39 @@ static int BatchSizeCommand(string[] args)
             + $" {g.Where(p => p.Arm == "BatchNorm").Average(p => p.TestErrorTrainMode),14:F3}");
     Console.WriteLine($"Test error (eval mode) per arm; every run: {csv}");
     Console.WriteLine($"Chart (PNG and SVG): {Path.GetFileName(BatchSize.Plot(points, outDir, "batch-size"))}");
+    return 0;
+}
+
+static int VisionCommand(string[] args)
+{
+    var config = Vision.Config.Full;
+    string? data = null, outDir = "lab-results";
+    for (int i = 0; i < args.Length; i++)
+    {
+        switch (args[i])
+        {
+            case "--quick": config = Vision.Config.Quick; break;
+            case "--data" when i + 1 < args.Length: data = args[++i]; break;
+            case "--out" when i + 1 < args.Length: outDir = args[++i]; break;
+            default: return Fail($"Unexpected argument '{args[i]}'.");
+        }
+    }
+    var (train, test) = Saturation.Data(data);
+    Console.WriteLine($"Training on {train.Count} images, {config.Steps} AdamW steps (lr {config.LearningRate}) at batch {config.Batch}, {config.Seeds} seed(s); testing on {Math.Min(test.Count, config.TestImages)}.");
+    var watch = System.Diagnostics.Stopwatch.StartNew();
+    var results = Vision.Run(config, train, test, run => Console.WriteLine($"  done: {run} ({watch.Elapsed.TotalSeconds:F0} s)"));
+    Directory.CreateDirectory(outDir);
+    string csv = Path.Combine(outDir, "vision.csv");
+    File.WriteAllText(csv, Vision.Csv(results));
+    Console.WriteLine();
+    Console.WriteLine($"{"arm",-13} {"test accuracy",14} {"sd",7} {"test error %",13}");
+    foreach (var g in results.GroupBy(r => r.Arm))
+    {
+        double mean = g.Average(r => r.TestAccuracy);
+        double sd = g.Count() > 1 ? Math.Sqrt(g.Sum(r => (r.TestAccuracy - mean) * (r.TestAccuracy - mean)) / (g.Count() - 1)) : 0;
+        Console.WriteLine($"{g.Key,-13} {mean,14:F4} {sd,7:F4} {100 * (1 - mean),13:F2}");
+    }
+    Console.WriteLine($"Every run: {csv}");
     return 0;
 }
 

@@ -96,3 +96,23 @@ public class BatchSizeTests
         Assert.Equal(BatchSize.Csv([bn2]), BatchSize.Csv([BatchSize.RunOne("BatchNorm", 2, 1, Tiny, train, test)]));
     }
 }
+
+public class VisionTests
+{
+    [Fact]
+    public void Every_arm_learns_within_its_budget_and_runs_repeat()
+    {
+        // Stated budget: 150 AdamW steps at batch 32 on the shipped 800 training images; every arm
+        // must pass 55% test accuracy (chance is 10%) on the 200 held-out images.
+        var (train, test) = Saturation.Data(FashionMnist.SampleFolder);
+        var config = new Vision.Config(Steps: 150, Seeds: 1, TestImages: 200);
+        foreach (string arm in Vision.Arms)
+        {
+            var r = Vision.RunOne(arm, 1, config, train, test);
+            Assert.True(r.TestAccuracy > 0.55, $"{arm}: test accuracy {r.TestAccuracy}");
+        }
+        var a = Vision.RunOne("GroupNorm", 2, config with { Steps = 20 }, train, test);
+        var b = Vision.RunOne("GroupNorm", 2, config with { Steps = 20 }, train, test);
+        Assert.Equal(Vision.Csv([a]), Vision.Csv([b]));
+    }
+}

@@ -104,3 +104,50 @@ public class TrainingStackTests
         }
     }
 }
+
+public class ConvolutionTests
+{
+    public static TheoryData<string> Norms() => new(["none", "BatchNorm", "LayerNorm", "GroupNorm", "InstanceNorm"]);
+
+    [Theory, MemberData(nameof(Norms))]
+    public void Cnn_gradients_match_finite_differences(string norm)
+    {
+        var rng = new Rng(4);
+        ILayer<double>? Norm(int c, int h) => norm switch
+        {
+            "BatchNorm" => new Norm<double>(new BatchNorm2d<double>(c), c, h, h),
+            "LayerNorm" => new Norm<double>(new LayerNorm<double>([c, h, h]), c, h, h),
+            "GroupNorm" => new Norm<double>(new GroupNorm<double>(2, c), c, h, h),
+            "InstanceNorm" => new Norm<double>(new InstanceNorm2d<double>(c, affine: true), c, h, h),
+            _ => null,
+        };
+        var layers = new List<ILayer<double>> { new Conv2d<double>(2, 4, 3, 1, 4, 4, rng) };
+        if (Norm(4, 4) is { } n1) layers.Add(n1);
+        layers.AddRange([new Activation<double>(Activation<double>.Kind.ReLU), new MaxPool2<double>(4, 4, 4), new Conv2d<double>(4, 2, 3, 1, 2, 2, rng)]);
+        if (Norm(2, 2) is { } n2) layers.Add(n2);
+        layers.Add(new Linear<double>(2 * 2 * 2, 3, Init.Glorot, rng));
+        var model = new Sequential<double>(layers);
+        foreach (var p in model.Parameters) for (int i = 0; i < p.Value.Length; i++) p.Value[i] += 0.2 * rng.Normal();
+        const int batch = 3;
+        var x = Enumerable.Range(0, batch * 2 * 4 * 4).Select(_ => rng.Normal()).ToArray();
+        var labels = new byte[] { 0, 2, 1 };
+        double Loss() => CrossEntropy.LossAndGradient<double>(model.Forward(x, batch, true), labels, batch, 3, new double[batch * 3]);
+        var z = model.Forward(x, batch, true);
+        var g = new double[z.Length];
+        CrossEntropy.LossAndGradient<double>(z, labels, batch, 3, g);
+        model.Backward(g);
+        foreach (var p in model.Parameters)
+        {
+            var analytic = p.Grad.ToArray();
+            for (int i = 0; i < p.Value.Length; i++)
+            {
+                double keep = p.Value[i];
+                p.Value[i] = keep + 1e-6; double up = Loss();
+                p.Value[i] = keep - 1e-6; double down = Loss();
+                p.Value[i] = keep;
+                double numeric = (up - down) / 2e-6;
+                Assert.True(Math.Abs(numeric - analytic[i]) <= 1e-5 + 1e-3 * Math.Abs(numeric), $"{norm}: {p.Name}[{i}] backward {analytic[i]}, finite differences {numeric}");
+            }
+        }
+    }
+}

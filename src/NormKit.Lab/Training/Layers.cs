@@ -172,15 +172,17 @@ public sealed class Activation<T>(Activation<T>.Kind kind) : ILayer<T> where T :
     }
 }
 
-/// <summary>A NormKit layer on (batch x features) activations: BatchNorm1d, LayerNorm or GroupNorm.</summary>
+/// <summary>
+/// A NormKit layer on activations of shape (batch, *sampleShape): (batch, features) for an MLP,
+/// (batch, C, H, W) for a CNN.
+/// </summary>
 public sealed class Norm<T> : ILayer<T> where T : unmanaged, IFloatingPointIeee754<T>
 {
     public NormLayer<T> Layer { get; }
-    private readonly int _features;
+    private readonly int[] _shape;   // [batch, *sampleShape]; the batch is filled in per call
     private T[] _x = [];
-    private int _batch;
 
-    public Norm(NormLayer<T> layer, int features) { Layer = layer; _features = features; }
+    public Norm(NormLayer<T> layer, params int[] sampleShape) { Layer = layer; _shape = [0, .. sampleShape]; }
 
     public IEnumerable<Param<T>> Parameters
     {
@@ -204,12 +206,12 @@ public sealed class Norm<T> : ILayer<T> where T : unmanaged, IFloatingPointIeee7
     public T[] Forward(T[] x, int batch, bool training)
     {
         Layer.Train(training);
-        _x = x; _batch = batch;
+        _x = x; _shape[0] = batch;
         var y = new T[x.Length];
         switch (Layer)
         {
-            case ChannelNorm<T> c: c.Forward(x, [batch, _features], y); break;
-            case RowNorm<T> r: r.Forward(x, [batch, _features], y); break;
+            case ChannelNorm<T> c: c.Forward(x, _shape, y); break;
+            case RowNorm<T> r: r.Forward(x, _shape, y); break;
         }
         return y;
     }
@@ -219,8 +221,8 @@ public sealed class Norm<T> : ILayer<T> where T : unmanaged, IFloatingPointIeee7
         var dx = new T[dy.Length];
         switch (Layer)
         {
-            case ChannelNorm<T> c: c.Backward(dy, _x, [_batch, _features], dx); break;
-            case RowNorm<T> r: r.Backward(dy, _x, [_batch, _features], dx); break;
+            case ChannelNorm<T> c: c.Backward(dy, _x, _shape, dx); break;
+            case RowNorm<T> r: r.Backward(dy, _x, _shape, dx); break;
         }
         return dx;
     }

@@ -1,0 +1,99 @@
+using System.Globalization;
+using System.Text;
+using NormKit.Lab.Data;
+using NormKit.Lab.Training;
+using NormKit.Layers;
+
+namespace NormKit.Lab.Experiments;
+
+/// <summary>
+/// Vision: a small CNN on Fashion-MNIST (conv 3x3 1->8, norm, ReLU, max-pool, conv 3x3 8->16,
+/// norm, ReLU, max-pool, linear 784->10) with no normalization, BatchNorm2d, LayerNorm over
+/// (C, H, W), GroupNorm (4 groups) or InstanceNorm2d (affine), trained with AdamW at batch 32.
+/// Final test accuracy, mean and standard deviation over seeds: the seed article's claim (c)
+/// ("BatchNorm suits vision") set beside Wu &amp; He's Table 1.
+/// </summary>
+public static class Vision
+{
+    public sealed record Config(int Steps, int Seeds, int Batch = 32, double LearningRate = 2e-3, int TestImages = 2000)
+    {
+        public static Config Quick => new(Steps: 250, Seeds: 1, TestImages: 1000);
+        public static Config Full => new(Steps: 2000, Seeds: 3);
+    }
+
+    public static readonly string[] Arms = ["none", "BatchNorm", "LayerNorm", "GroupNorm", "InstanceNorm"];
+
+    public sealed record Result(string Arm, int Seed, double FinalTrainLoss, double TestAccuracy);
+
+    public static Sequential<float> Model(string arm, Rng rng)
+    {
+        ILayer<float>? Norm(int c, int h) => arm switch
+        {
+            "BatchNorm" => new Norm<float>(new BatchNorm2d<float>(c), c, h, h),
+            "LayerNorm" => new Norm<float>(new LayerNorm<float>([c, h, h]), c, h, h),
+            "GroupNorm" => new Norm<float>(new GroupNorm<float>(4, c), c, h, h),
+            "InstanceNorm" => new Norm<float>(new InstanceNorm2d<float>(c, affine: true), c, h, h),
+            _ => null,
+        };
+        var layers = new List<ILayer<float>> { new Conv2d<float>(1, 8, 3, 1, 28, 28, rng) };
+        if (Norm(8, 28) is { } n1) layers.Add(n1);
+        layers.AddRange([new Activation<float>(Activation<float>.Kind.ReLU), new MaxPool2<float>(8, 28, 28), new Conv2d<float>(8, 16, 3, 1, 14, 14, rng)]);
+        if (Norm(16, 14) is { } n2) layers.Add(n2);
+        layers.AddRange([new Activation<float>(Activation<float>.Kind.ReLU), new MaxPool2<float>(16, 14, 14), new Linear<float>(16 * 7 * 7, 10, Init.Glorot, rng)]);
+        return new Sequential<float>(layers);
+    }
+
+    public static List<Result> Run(Config c, FashionMnist.Split train, FashionMnist.Split test, Action<string>? progress = null)
+    {
+        var results = new List<Result>();
+        foreach (string arm in Arms)
+            for (int seed = 1; seed <= c.Seeds; seed++)
+            {
+                results.Add(RunOne(arm, seed, c, train, test));
+                progress?.Invoke($"{arm}, seed {seed}");
+            }
+        return results;
+    }
+
+    public static Result RunOne(string arm, int seed, Config c, FashionMnist.Split train, FashionMnist.Split test)
+    {
+        var rng = new Rng(seed);
+        var model = Model(arm, rng);
+        var opt = new AdamW<float>(c.LearningRate, weightDecay: 0);
+        int d = train.Features;
+        var x = new float[c.Batch * d];
+        var y = new byte[c.Batch];
+        double recent = 0; int recentCount = 0;
+        for (int step = 1; step <= c.Steps; step++)
+        {
+            for (int b = 0; b < c.Batch; b++)
+            {
+                int k = rng.Next(train.Count);
+                train.Pixels.AsSpan(k * d, d).CopyTo(x.AsSpan(b * d, d));
+                y[b] = train.Labels[k];
+            }
+            var logits = model.Forward(x, c.Batch, training: true);
+            var g = new float[logits.Length];
+            double loss = CrossEntropy.LossAndGradient<float>(logits, y, c.Batch, 10, g);
+            if (step > c.Steps * 9 / 10) { recent += loss; recentCount++; }
+            model.Backward(g);
+            opt.Step(model.Parameters);
+        }
+        int n = Math.Min(c.TestImages, test.Count), chunk = Math.Min(250, n);
+        double right = 0;
+        for (int start = 0; start + chunk <= n; start += chunk)
+        {
+            var logits = model.Forward(test.Pixels.AsSpan(start * d, chunk * d).ToArray(), chunk, training: false);
+            right += CrossEntropy.Accuracy<float>(logits, test.Labels.AsSpan(start, chunk), chunk, 10) * chunk;
+        }
+        return new Result(arm, seed, recent / Math.Max(1, recentCount), right / (n / chunk * chunk));
+    }
+
+    public static string Csv(IEnumerable<Result> results)
+    {
+        var sb = new StringBuilder("arm,seed,final_train_loss,test_accuracy\n");
+        foreach (var r in results)
+            sb.AppendLine(string.Join(",", r.Arm, r.Seed, r.FinalTrainLoss.ToString("G6", CultureInfo.InvariantCulture), r.TestAccuracy.ToString("G6", CultureInfo.InvariantCulture)));
+        return sb.ToString();
+    }
+}
