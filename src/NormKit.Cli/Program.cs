@@ -13,6 +13,11 @@ const string Usage = """
         to the N x 784 matrix (default N = 64) and prints per-feature and per-sample
         mean/std before and after: the seed article's Figure 1 in numbers.
 
+    normkit report [--full] [--data DIR] [--out DIR]
+        The lab's tour: the figure and every experiment (quick modes, about two minutes; --full
+        takes about twenty), then DIR/report.html (default DIR: lab-report) with the charts and,
+        per claim of the seed article, what was measured, the published result and a verdict.
+
     normkit lab saturation [--quick | --deep] [--data DIR] [--out DIR]
         The BatchNorm paper's Figure 1 on Fashion-MNIST: sigmoid MLPs without normalization,
         with BatchNorm and with LayerNorm, under N(0, 0.01^2) and Glorot initialization.
@@ -26,6 +31,10 @@ const string Usage = """
         ReLU MLPs with no normalization, BatchNorm, LayerNorm and GroupNorm trained on the same
         number of examples at batch sizes 2..128: test error against batch size, and BatchNorm's
         error with batch statistics at test time. Writes DIR/batch-size.csv and a chart.
+
+    normkit lab figure [--data DIR] [--out DIR]
+        The seed article's Figure 1 drawn from a real batch, and which cells share one
+        statistic in BatchNorm, LayerNorm, InstanceNorm and GroupNorm.
 
     normkit lab vision [--quick] [--data DIR] [--out DIR]
         A small CNN with no normalization, BatchNorm, LayerNorm, GroupNorm and InstanceNorm:
@@ -45,6 +54,8 @@ try
         "lab" when args.Length > 1 && args[1] == "saturation" => SaturationCommand(args[2..]),
         "lab" when args.Length > 1 && args[1] == "batch-size" => BatchSizeCommand(args[2..]),
         "lab" when args.Length > 1 && args[1] == "vision" => VisionCommand(args[2..]),
+        "lab" when args.Length > 1 && args[1] == "figure" => FigureCommand(args[2..]),
+        "report" => ReportCommand(args[1..]),
         _ => Fail($"Unknown command '{args[0]}'."),
     };
 }
@@ -200,6 +211,43 @@ static int VisionCommand(string[] args)
         Console.WriteLine($"{g.Key,-13} {mean,14:F4} {sd,7:F4} {100 * (1 - mean),13:F2}");
     }
     Console.WriteLine($"Every run: {csv}");
+    return 0;
+}
+
+static int ReportCommand(string[] args)
+{
+    bool full = false;
+    string? data = null, outDir = "lab-report";
+    for (int i = 0; i < args.Length; i++)
+    {
+        switch (args[i])
+        {
+            case "--full": full = true; break;
+            case "--data" when i + 1 < args.Length: data = args[++i]; break;
+            case "--out" when i + 1 < args.Length: outDir = args[++i]; break;
+            default: return Fail($"Unexpected argument '{args[i]}'.");
+        }
+    }
+    var watch = System.Diagnostics.Stopwatch.StartNew();
+    string path = Report.Run(outDir, data, full, step => Console.WriteLine($"[{watch.Elapsed.TotalSeconds,4:F0} s] {step}"));
+    Console.WriteLine($"Report: {Path.GetFullPath(path)}");
+    return 0;
+}
+
+static int FigureCommand(string[] args)
+{
+    string? data = null, outDir = "lab-results";
+    for (int i = 0; i < args.Length; i++)
+    {
+        switch (args[i])
+        {
+            case "--data" when i + 1 < args.Length: data = args[++i]; break;
+            case "--out" when i + 1 < args.Length: outDir = args[++i]; break;
+            default: return Fail($"Unexpected argument '{args[i]}'.");
+        }
+    }
+    var paths = Figure.Write(FashionMnist.LoadTest(data), outDir);
+    Console.WriteLine($"Figures (PNG and SVG): {string.Join(", ", paths)}");
     return 0;
 }
 

@@ -116,3 +116,24 @@ public class VisionTests
         Assert.Equal(Vision.Csv([a]), Vision.Csv([b]));
     }
 }
+
+public sealed class ReportTests : IDisposable
+{
+    private readonly string _dir = Directory.CreateTempSubdirectory("normkit-report-").FullName;
+    public void Dispose() => Directory.Delete(_dir, recursive: true);
+
+    [Fact]
+    public void The_quick_tour_renders_the_report()
+    {
+        var steps = new List<string>();
+        string path = Report.Run(_dir, FashionMnist.SampleFolder, full: false, steps.Add);
+        string html = File.ReadAllText(path);
+        Assert.StartsWith("<!DOCTYPE html>", html);
+        foreach (string verdictClass in new[] { "class=\"holds\"", "class=\"none\"" }) Assert.Contains(verdictClass, html);
+        Assert.Contains("(a) Normalization keeps activations", html);
+        Assert.Contains("Wu &amp; He 2018", html);
+        foreach (var img in System.Text.RegularExpressions.Regex.Matches(html, "src=\"([^\"]+)\"").Select(m => m.Groups[1].Value))
+            Assert.True(File.Exists(Path.Combine(_dir, img)), $"the report shows {img}, which is missing");
+        Assert.Contains(steps, s => s.StartsWith("vision"));
+    }
+}
