@@ -3,6 +3,7 @@ using NormKit.Kernels;
 using NormKit.Lab.Data;
 using NormKit.Lab.Demos;
 using NormKit.Lab.Experiments;
+using Spectre.Console;
 
 // The normkit command: parses, runs, prints. The work itself lives in NormKit.Lab.
 CultureInfo.CurrentCulture = CultureInfo.InvariantCulture;
@@ -229,7 +230,23 @@ static int ReportCommand(string[] args)
         }
     }
     var watch = System.Diagnostics.Stopwatch.StartNew();
-    string path = Report.Run(outDir, data, full, step => Console.WriteLine($"[{watch.Elapsed.TotalSeconds,4:F0} s] {step}"));
+    string path;
+    int total = Report.Units(full);
+    if (AnsiConsole.Profile.Capabilities.Interactive)
+    {
+        // A live progress bar on a terminal; plain lines when the output is redirected (CI, logs).
+        path = AnsiConsole.Progress().Columns(new TaskDescriptionColumn(), new ProgressBarColumn(), new PercentageColumn(), new ElapsedTimeColumn())
+            .Start(ctx =>
+            {
+                var task = ctx.AddTask("lab tour", maxValue: total);
+                return Report.Run(outDir, data, full, step => { task.Increment(1); task.Description = step; });
+            });
+    }
+    else
+    {
+        int done = 0;
+        path = Report.Run(outDir, data, full, step => Console.WriteLine($"[{watch.Elapsed.TotalSeconds,4:F0} s] {++done}/{total} {step}"));
+    }
     Console.WriteLine($"Report: {Path.GetFullPath(path)}");
     return 0;
 }

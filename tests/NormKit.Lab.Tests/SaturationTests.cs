@@ -135,5 +135,6 @@ public sealed class ReportTests : IDisposable
         foreach (var img in System.Text.RegularExpressions.Regex.Matches(html, "src=\"([^\"]+)\"").Select(m => m.Groups[1].Value))
             Assert.True(File.Exists(Path.Combine(_dir, img)), $"the report shows {img}, which is missing");
         Assert.Contains(steps, s => s.StartsWith("vision"));
+        Assert.Equal(Report.Units(full: false), steps.Count);   // one progress call per unit of work
     }
 }

@@ -15,15 +15,27 @@ public static class Report
 {
     public sealed record Claim(string Text, string Measured, string Published, string Verdict);
 
+    /// <summary>How many units of work (the figure, then one per training run) a tour reports through its progress callback.</summary>
+    public static int Units(bool full)
+    {
+        var (sc, bc, vc) = Configs(full);
+        return 1 + Saturation.Arms.Length * Saturation.Inits.Length * sc.Seeds + BatchSize.Arms.Length * bc.BatchSizes.Length * bc.Seeds + Vision.Arms.Length * vc.Seeds;
+    }
+
+    private static (Saturation.Config, BatchSize.Config, Vision.Config) Configs(bool full) =>
+        full ? (Saturation.Config.Full, BatchSize.Config.Full, Vision.Config.Full) : (Saturation.Config.Quick, BatchSize.Config.Quick, Vision.Config.Quick);
+
+    /// <summary>Runs the tour; <paramref name="progress"/> is called once per finished unit (see <see cref="Units"/>).</summary>
     public static string Run(string outDir, string? data, bool full, Action<string> progress)
     {
         Directory.CreateDirectory(outDir);
         var (train, test) = Saturation.Data(data);
+        var (sc, bc, vc) = Configs(full);
         var claims = new List<Claim>();
 
-        progress("figure");
         var testSplit = FashionMnist.LoadTest(data);
         Figure.Write(testSplit, outDir);
+        progress("figure");
         var stages = Figure1.Run(testSplit.Pixels, 64, testSplit.Features);
         var (input, bn, ln) = (stages[0], stages[1], stages[2]);
         bool bHolds = bn.PerFeature.MaxAbsMean < 1e-4 && ln.PerSample.MaxAbsMean < 1e-4 && bn.PerSample.MaxAbsMean > 0.05 && ln.PerFeature.MaxAbsMean > 0.05;
@@ -31,8 +43,6 @@ public static class Report
             $"64 x 784 batch: after BatchNorm the largest column mean is {bn.PerFeature.MaxAbsMean:E1} (rows: {bn.PerSample.MaxAbsMean:F2}); after LayerNorm the largest row mean is {ln.PerSample.MaxAbsMean:E1} (columns: {ln.PerFeature.MaxAbsMean:F2}).",
             "By definition (Ioffe & Szegedy 2015; Ba et al. 2016).", bHolds ? "holds" : "does not hold here"));
 
-        progress("saturation");
-        var sc = full ? Saturation.Config.Full : Saturation.Config.Quick;
         var sat = Saturation.Run(sc, train, test, run => progress($"saturation: {run}"));
         File.WriteAllText(Path.Combine(outDir, "saturation.csv"), Saturation.Csv(sat));
         SaturationPlots.Write(sat, outDir, "saturation");
@@ -51,8 +61,6 @@ public static class Report
             "Ioffe & Szegedy 2015, Fig. 1: with BN accuracy rises faster and higher and the sigmoid input percentiles stay stable.",
             lessSaturated && faster && higher ? "holds" : lessSaturated || faster ? "holds partly" : "does not hold here"));
 
-        progress("batch size");
-        var bc = full ? BatchSize.Config.Full : BatchSize.Config.Quick;
         var bs = BatchSize.Run(bc, train, test, run => progress($"batch size: {run}"));
         File.WriteAllText(Path.Combine(outDir, "batch-size.csv"), BatchSize.Csv(bs));
         BatchSize.Plot(bs, outDir, "batch-size");
@@ -66,8 +74,6 @@ public static class Report
             "Wu & He 2018: BN 23.6 -> 34.7% error from 32 to 2 images/GPU, GN ~24.1% throughout; Ba et al. 2016: LN robust at batch 4.",
             degrades && fineLarge ? "holds" : degrades ? "holds partly" : "does not hold here"));
 
-        progress("vision");
-        var vc = full ? Vision.Config.Full : Vision.Config.Quick;
         var vis = Vision.Run(vc, train, test, run => progress($"vision: {run}"));
         File.WriteAllText(Path.Combine(outDir, "vision.csv"), Vision.Csv(vis));
         var acc = vis.GroupBy(r => r.Arm).ToDictionary(g => g.Key, g => g.Average(r => r.TestAccuracy));
