@@ -39,23 +39,7 @@ public class TrainingStackTests
         var g = new double[logits.Length];
         CrossEntropy.LossAndGradient<double>(logits, labels, batch, 3, g);
         model.Backward(g);
-        int checkedCount = 0;
-        foreach (var p in model.Parameters)
-        {
-            var analytic = p.Grad.ToArray();
-            for (int i = 0; i < p.Value.Length; i++)
-            {
-                double keep = p.Value[i];
-                p.Value[i] = keep + 1e-6; double up = Loss();
-                p.Value[i] = keep - 1e-6; double down = Loss();
-                p.Value[i] = keep;
-                double numeric = (up - down) / 2e-6;
-                Assert.True(Math.Abs(numeric - analytic[i]) <= 1e-5 + 1e-3 * Math.Abs(numeric),
-                    $"{p.Name}[{i}]: backward {analytic[i]}, finite differences {numeric}");
-                checkedCount++;
-            }
-        }
-        Assert.True(checkedCount > 100);
+        Assert.True(GradCheck.Parameters(model, Loss, "MLP") > 100);
     }
 
     [Fact]
@@ -136,18 +120,30 @@ public class ConvolutionTests
         var g = new double[z.Length];
         CrossEntropy.LossAndGradient<double>(z, labels, batch, 3, g);
         model.Backward(g);
+        GradCheck.Parameters(model, Loss, norm);
+    }
+}
+
+/// <summary>Central differences (step 1e-6, atol 1e-5, rtol 1e-3) of a loss against every parameter's accumulated gradient.</summary>
+internal static class GradCheck
+{
+    public static int Parameters(Sequential<double> model, Func<double> loss, string what)
+    {
+        int count = 0;
         foreach (var p in model.Parameters)
         {
             var analytic = p.Grad.ToArray();
-            for (int i = 0; i < p.Value.Length; i++)
+            for (int i = 0; i < p.Value.Length; i++, count++)
             {
                 double keep = p.Value[i];
-                p.Value[i] = keep + 1e-6; double up = Loss();
-                p.Value[i] = keep - 1e-6; double down = Loss();
+                p.Value[i] = keep + 1e-6; double up = loss();
+                p.Value[i] = keep - 1e-6; double down = loss();
                 p.Value[i] = keep;
                 double numeric = (up - down) / 2e-6;
-                Assert.True(Math.Abs(numeric - analytic[i]) <= 1e-5 + 1e-3 * Math.Abs(numeric), $"{norm}: {p.Name}[{i}] backward {analytic[i]}, finite differences {numeric}");
+                Assert.True(Math.Abs(numeric - analytic[i]) <= 1e-5 + 1e-3 * Math.Abs(numeric),
+                    $"{what}: {p.Name}[{i}] backward {analytic[i]}, finite differences {numeric}");
             }
         }
+        return count;
     }
 }

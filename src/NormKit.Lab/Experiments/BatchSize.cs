@@ -73,17 +73,9 @@ public static class BatchSize
         double recent = 0; int recentCount = 0;
         for (int step = 1; step <= steps; step++)
         {
-            for (int b = 0; b < batch; b++)
-            {
-                int k = rng.Next(train.Count);
-                train.Pixels.AsSpan(k * d, d).CopyTo(x.AsSpan(b * d, d));
-                y[b] = train.Labels[k];
-            }
-            var logits = model.Forward(x, batch, training: true);
-            var g = new float[logits.Length];
-            double loss = CrossEntropy.LossAndGradient<float>(logits, y, batch, 10, g);
+            MiniBatch.Sample(train, rng, x, y);
+            double loss = MiniBatch.ForwardBackward(model, x, y);
             if (step > steps * 9 / 10) { recent += loss; recentCount++; }
-            model.Backward(g);
             opt.Step(model.Parameters);
         }
         double evalError = 1 - Accuracy(model, test, c.TestImages, 500, training: false);

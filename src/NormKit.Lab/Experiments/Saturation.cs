@@ -77,17 +77,9 @@ public static class Saturation
         double lossSum = 0; int lossCount = 0;
         for (int step = 1; step <= c.Steps; step++)
         {
-            for (int b = 0; b < c.Batch; b++)
-            {
-                int k = rng.Next(train.Count);
-                train.Pixels.AsSpan(k * d, d).CopyTo(x.AsSpan(b * d, d));
-                y[b] = train.Labels[k];
-            }
-            var logits = model.Forward(x, c.Batch, training: true);
-            var g = new float[logits.Length];
-            lossSum += CrossEntropy.LossAndGradient<float>(logits, y, c.Batch, 10, g);
+            MiniBatch.Sample(train, rng, x, y);
+            lossSum += MiniBatch.ForwardBackward(model, x, y);
             lossCount++;
-            model.Backward(g);
             if (step % c.EvalEvery == 0 || step == c.Steps)
             {
                 double[] norms = linears.Select(l => Math.Sqrt(l.Weight.Grad.ToArray().Sum(v => (double)v * v))).ToArray();

@@ -66,17 +66,9 @@ public static class Vision
         double recent = 0; int recentCount = 0;
         for (int step = 1; step <= c.Steps; step++)
         {
-            for (int b = 0; b < c.Batch; b++)
-            {
-                int k = rng.Next(train.Count);
-                train.Pixels.AsSpan(k * d, d).CopyTo(x.AsSpan(b * d, d));
-                y[b] = train.Labels[k];
-            }
-            var logits = model.Forward(x, c.Batch, training: true);
-            var g = new float[logits.Length];
-            double loss = CrossEntropy.LossAndGradient<float>(logits, y, c.Batch, 10, g);
+            MiniBatch.Sample(train, rng, x, y);
+            double loss = MiniBatch.ForwardBackward(model, x, y);
             if (step > c.Steps * 9 / 10) { recent += loss; recentCount++; }
-            model.Backward(g);
             opt.Step(model.Parameters);
         }
         int n = Math.Min(c.TestImages, test.Count), chunk = Math.Min(250, n);
