@@ -147,3 +147,43 @@ internal static class GradCheck
         return count;
     }
 }
+
+public class TransformerTests
+{
+    public static TheoryData<string> Norms() => new(["none", "LayerNorm", "RMSNorm", "BatchNorm"]);
+
+    internal static Sequential<double> Tiny(string norm, Rng rng, int vocab, int dim, int heads, int length)
+    {
+        ILayer<double>[] N() => norm switch
+        {
+            "LayerNorm" => [new Norm<double>(new LayerNorm<double>(dim), dim)],
+            "RMSNorm" => [new Norm<double>(new RMSNorm<double>(dim, eps: 1e-5), dim)],
+            "BatchNorm" => [new Norm<double>(new BatchNorm1d<double>(dim), dim)],
+            _ => [],
+        };
+        return new Sequential<double>([
+            new Embedding<double>(vocab, dim, length, rng),
+            new Residual<double>([.. N(), new CausalSelfAttention<double>(dim, heads, length, rng)]),
+            new Residual<double>([.. N(), new Linear<double>(dim, 2 * dim, Init.Glorot, rng), new Activation<double>(Activation<double>.Kind.GELU), new Linear<double>(2 * dim, dim, Init.Glorot, rng)]),
+            .. N(),
+            new Linear<double>(dim, vocab, Init.Glorot, rng),
+        ]);
+    }
+
+    [Theory, MemberData(nameof(Norms))]
+    public void Transformer_gradients_match_finite_differences(string norm)
+    {
+        var rng = new Rng(5);
+        const int vocab = 5, dim = 8, heads = 2, length = 4, sequences = 2, rows = sequences * length;
+        var model = Tiny(norm, rng, vocab, dim, heads, length);
+        foreach (var p in model.Parameters) for (int i = 0; i < p.Value.Length; i++) p.Value[i] += 0.2 * rng.Normal();
+        var tokens = Enumerable.Range(0, rows).Select(i => (double)((i * 3 + 1) % vocab)).ToArray();
+        var targets = Enumerable.Range(0, rows).Select(i => (byte)((i * 2 + 3) % vocab)).ToArray();
+        double Loss() => CrossEntropy.LossAndGradient<double>(model.Forward(tokens, rows, true), targets, rows, vocab, new double[rows * vocab]);
+        var z = model.Forward(tokens, rows, true);
+        var g = new double[z.Length];
+        CrossEntropy.LossAndGradient<double>(z, targets, rows, vocab, g);
+        model.Backward(g);
+        Assert.True(GradCheck.Parameters(model, Loss, norm) > 300);
+    }
+}
