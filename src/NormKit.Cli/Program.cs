@@ -14,9 +14,9 @@ const string Usage = """
         to the N x 784 matrix (default N = 64) and prints per-feature and per-sample
         mean/std before and after: the seed article's Figure 1 in numbers.
 
-    normkit report [--full] [--data DIR] [--out DIR]
-        The lab's tour: the figure and every experiment (quick modes, about two minutes; --full
-        takes about twenty), then DIR/report.html (default DIR: lab-report) with the charts and,
+    normkit report [--full] [--data DIR] [--text FILE] [--out DIR]
+        The lab's tour: the figure and every experiment (quick modes, about a minute and a half;
+        --full takes about half an hour), then DIR/report.html (default DIR: lab-report) with the charts and,
         per claim of the seed article, what was measured, the published result and a verdict.
 
     normkit lab saturation [--quick | --deep] [--data DIR] [--out DIR]
@@ -37,6 +37,11 @@ const string Usage = """
         The seed article's Figure 1 drawn from a real batch, and which cells share one
         statistic in BatchNorm, LayerNorm, InstanceNorm and GroupNorm.
 
+    normkit lab language [--quick] [--text FILE] [--out DIR]
+        A tiny pre-norm Transformer on characters (default text: the .NET SDK's XML docs) with
+        no normalization, LayerNorm, RMSNorm and BatchNorm: validation bits per character, and
+        how far BatchNorm's batch means stray from its running mean. Writes DIR/language.csv.
+
     normkit lab vision [--quick] [--data DIR] [--out DIR]
         A small CNN with no normalization, BatchNorm, LayerNorm, GroupNorm and InstanceNorm:
         final test accuracy, mean and standard deviation over seeds. Writes DIR/vision.csv.
@@ -56,6 +61,7 @@ try
         "lab" when args.Length > 1 && args[1] == "batch-size" => BatchSizeCommand(args[2..]),
         "lab" when args.Length > 1 && args[1] == "vision" => VisionCommand(args[2..]),
         "lab" when args.Length > 1 && args[1] == "figure" => FigureCommand(args[2..]),
+        "lab" when args.Length > 1 && args[1] == "language" => LanguageCommand(args[2..]),
         "report" => ReportCommand(args[1..]),
         _ => Fail($"Unknown command '{args[0]}'."),
     };
@@ -204,12 +210,12 @@ static int VisionCommand(string[] args)
     string csv = Path.Combine(outDir, "vision.csv");
     File.WriteAllText(csv, Vision.Csv(results));
     Console.WriteLine();
-    Console.WriteLine($"{"arm",-13} {"test accuracy",14} {"sd",7} {"test error %",13}");
+    Console.WriteLine($"{"arm",-13} {"test accuracy",14} {"sd",7} {"test error %",13} {"batch mean fluctuation",23}");
     foreach (var g in results.GroupBy(r => r.Arm))
     {
         double mean = g.Average(r => r.TestAccuracy);
         double sd = g.Count() > 1 ? Math.Sqrt(g.Sum(r => (r.TestAccuracy - mean) * (r.TestAccuracy - mean)) / (g.Count() - 1)) : 0;
-        Console.WriteLine($"{g.Key,-13} {mean,14:F4} {sd,7:F4} {100 * (1 - mean),13:F2}");
+        Console.WriteLine($"{g.Key,-13} {mean,14:F4} {sd,7:F4} {100 * (1 - mean),13:F2} {g.Average(r => r.BatchMeanFluctuation),23:E2}");
     }
     Console.WriteLine($"Every run: {csv}");
     return 0;
@@ -218,12 +224,13 @@ static int VisionCommand(string[] args)
 static int ReportCommand(string[] args)
 {
     bool full = false;
-    string? data = null, outDir = "lab-report";
+    string? data = null, text = null, outDir = "lab-report";
     for (int i = 0; i < args.Length; i++)
     {
         switch (args[i])
         {
             case "--full": full = true; break;
+            case "--text" when i + 1 < args.Length: text = args[++i]; break;
             case "--data" when i + 1 < args.Length: data = args[++i]; break;
             case "--out" when i + 1 < args.Length: outDir = args[++i]; break;
             default: return Fail($"Unexpected argument '{args[i]}'.");
@@ -239,15 +246,44 @@ static int ReportCommand(string[] args)
             .Start(ctx =>
             {
                 var task = ctx.AddTask("lab tour", maxValue: total);
-                return Report.Run(outDir, data, full, step => { task.Increment(1); task.Description = step; });
+                return Report.Run(outDir, data, full, step => { task.Increment(1); task.Description = step; }, text);
             });
     }
     else
     {
         int done = 0;
-        path = Report.Run(outDir, data, full, step => Console.WriteLine($"[{watch.Elapsed.TotalSeconds,4:F0} s] {++done}/{total} {step}"));
+        path = Report.Run(outDir, data, full, step => Console.WriteLine($"[{watch.Elapsed.TotalSeconds,4:F0} s] {++done}/{total} {step}"), text);
     }
     Console.WriteLine($"Report: {Path.GetFullPath(path)}");
+    return 0;
+}
+
+static int LanguageCommand(string[] args)
+{
+    var config = Language.Config.Full;
+    string? text = null, outDir = "lab-results";
+    for (int i = 0; i < args.Length; i++)
+    {
+        switch (args[i])
+        {
+            case "--quick": config = Language.Config.Quick; break;
+            case "--text" when i + 1 < args.Length: text = args[++i]; break;
+            case "--out" when i + 1 < args.Length: outDir = args[++i]; break;
+            default: return Fail($"Unexpected argument '{args[i]}'.");
+        }
+    }
+    var corpus = TextData.Load(text);
+    Console.WriteLine($"Text: {corpus.Ids.Length} characters from {corpus.Source}; {config.Steps} AdamW steps of {config.Sequences} x {config.Length} characters, {config.Seeds} seed(s).");
+    var watch = System.Diagnostics.Stopwatch.StartNew();
+    var results = Language.Run(config, corpus, run => Console.WriteLine($"  done: {run} ({watch.Elapsed.TotalSeconds:F0} s)"));
+    Directory.CreateDirectory(outDir);
+    string csv = Path.Combine(outDir, "language.csv");
+    File.WriteAllText(csv, Language.Csv(results));
+    Console.WriteLine();
+    Console.WriteLine($"{"arm",-10} {"validation bits/char",21} {"batch mean fluctuation",23}");
+    foreach (var g in results.GroupBy(r => r.Arm))
+        Console.WriteLine($"{g.Key,-10} {g.Average(r => r.ValidationBitsPerChar),21:F3} {g.Average(r => r.BatchMeanFluctuation),23:E2}");
+    Console.WriteLine($"Every run: {csv}");
     return 0;
 }
 

@@ -129,12 +129,58 @@ public sealed class ReportTests : IDisposable
         string path = Report.Run(_dir, FashionMnist.SampleFolder, full: false, steps.Add);
         string html = File.ReadAllText(path);
         Assert.StartsWith("<!DOCTYPE html>", html);
-        foreach (string verdictClass in new[] { "class=\"holds\"", "class=\"none\"" }) Assert.Contains(verdictClass, html);
+        Assert.Contains("class=\"holds\"", html);
+        Assert.DoesNotContain("class=\"none\"", html);   // every claim is measured
         Assert.Contains("(a) Normalization keeps activations", html);
+        Assert.Contains("(c) LayerNorm suits language", html);
         Assert.Contains("Wu &amp; He 2018", html);
         foreach (var img in System.Text.RegularExpressions.Regex.Matches(html, "src=\"([^\"]+)\"").Select(m => m.Groups[1].Value))
             Assert.True(File.Exists(Path.Combine(_dir, img)), $"the report shows {img}, which is missing");
         Assert.Contains(steps, s => s.StartsWith("vision"));
         Assert.Equal(Report.Units(full: false), steps.Count);   // one progress call per unit of work
+    }
+}
+
+public sealed class LanguageTests : IDisposable
+{
+    private readonly string _dir = Directory.CreateTempSubdirectory("normkit-text-").FullName;
+    public void Dispose() => Directory.Delete(_dir, recursive: true);
+
+    private string TextFile()
+    {
+        var rng = new Random(1);
+        string[] words = ["the", "norm", "layer", "batch", "mean", "variance", "of", "each", "sample", "feature", "is", "computed"];
+        var sb = new System.Text.StringBuilder();
+        while (sb.Length < 60_000) sb.Append(words[rng.Next(words.Length)]).Append(rng.Next(8) == 0 ? ". " : " ");
+        string path = Path.Combine(_dir, "text.txt");
+        File.WriteAllText(path, sb.ToString());
+        return path;
+    }
+
+    [Fact]
+    public void A_tiny_Transformer_learns_characters_and_runs_repeat()
+    {
+        // Stated budget: 150 AdamW steps of 16 x 32 characters; chance is log2(96) = 6.58 bits.
+        // With LayerNorm the validation loss must fall below 3.5 bits per character.
+        var corpus = TextData.Load(TextFile());
+        var config = new Language.Config(Steps: 150, Seeds: 1, ValidationSequences: 32);
+        var ln = Language.RunOne("LayerNorm", 1, config, corpus);
+        Assert.True(ln.ValidationBitsPerChar < 3.5, $"LayerNorm: {ln.ValidationBitsPerChar} bits per character");
+        var bn = Language.RunOne("BatchNorm", 1, config with { Steps = 30 }, corpus);
+        Assert.True(bn.BatchMeanFluctuation > 0 && double.IsFinite(bn.BatchMeanFluctuation));
+        Assert.Equal(Language.Csv([bn]), Language.Csv([Language.RunOne("BatchNorm", 1, config with { Steps = 30 }, corpus)]));
+    }
+
+    [Fact]
+    public void Text_sources_and_their_errors()
+    {
+        var sdk = TextData.Load(null, maxChars: 200_000);
+        Assert.Equal(200_000, sdk.Ids.Length);
+        Assert.Contains("tags stripped", sdk.Source);
+        Assert.All(sdk.Ids, id => Assert.InRange(id, 0, 94));
+        Assert.Throws<FileNotFoundException>(() => TextData.Load(Path.Combine(_dir, "missing.txt")));
+        string tiny = Path.Combine(_dir, "tiny.txt");
+        File.WriteAllText(tiny, "too short");
+        Assert.Contains("at least 1000", Assert.Throws<InvalidDataException>(() => TextData.Load(tiny)).Message);
     }
 }

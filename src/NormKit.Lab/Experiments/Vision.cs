@@ -23,7 +23,8 @@ public static class Vision
 
     public static readonly string[] Arms = ["none", "BatchNorm", "LayerNorm", "GroupNorm", "InstanceNorm"];
 
-    public sealed record Result(string Arm, int Seed, double FinalTrainLoss, double TestAccuracy);
+    /// <param name="BatchMeanFluctuation">Mean over training of (1/C) ||mu_B - mu|| at the first BatchNorm (NaN for other arms).</param>
+    public sealed record Result(string Arm, int Seed, double FinalTrainLoss, double TestAccuracy, double BatchMeanFluctuation);
 
     public static Sequential<float> Model(string arm, Rng rng)
     {
@@ -63,12 +64,14 @@ public static class Vision
         int d = train.Features;
         var x = new float[c.Batch * d];
         var y = new byte[c.Batch];
-        double recent = 0; int recentCount = 0;
+        var firstNorm = model.Layers.OfType<Norm<float>>().FirstOrDefault();
+        double recent = 0, fluctuation = 0; int recentCount = 0, fluctuationCount = 0;
         for (int step = 1; step <= c.Steps; step++)
         {
             MiniBatch.Sample(train, rng, x, y);
             double loss = MiniBatch.ForwardBackward(model, x, y);
             if (step > c.Steps * 9 / 10) { recent += loss; recentCount++; }
+            if (arm == "BatchNorm" && step > c.Steps / 10) { fluctuation += BatchStatistics.MeanFluctuation(firstNorm!); fluctuationCount++; }
             opt.Step(model.Parameters);
         }
         int n = Math.Min(c.TestImages, test.Count), chunk = Math.Min(250, n);
@@ -78,14 +81,16 @@ public static class Vision
             var logits = model.Forward(test.Pixels.AsSpan(start * d, chunk * d).ToArray(), chunk, training: false);
             right += CrossEntropy.Accuracy<float>(logits, test.Labels.AsSpan(start, chunk), chunk, 10) * chunk;
         }
-        return new Result(arm, seed, recent / Math.Max(1, recentCount), right / (n / chunk * chunk));
+        return new Result(arm, seed, recent / Math.Max(1, recentCount), right / (n / chunk * chunk),
+            fluctuationCount > 0 ? fluctuation / fluctuationCount : double.NaN);
     }
 
     public static string Csv(IEnumerable<Result> results)
     {
-        var sb = new StringBuilder("arm,seed,final_train_loss,test_accuracy\n");
+        static string F(double v) => double.IsNaN(v) ? "" : v.ToString("G6", CultureInfo.InvariantCulture);
+        var sb = new StringBuilder("arm,seed,final_train_loss,test_accuracy,batch_mean_fluctuation\n");
         foreach (var r in results)
-            sb.AppendLine(string.Join(",", r.Arm, r.Seed, r.FinalTrainLoss.ToString("G6", CultureInfo.InvariantCulture), r.TestAccuracy.ToString("G6", CultureInfo.InvariantCulture)));
+            sb.AppendLine(string.Join(",", r.Arm, r.Seed, F(r.FinalTrainLoss), F(r.TestAccuracy), F(r.BatchMeanFluctuation)));
         return sb.ToString();
     }
 }

@@ -184,6 +184,9 @@ public sealed class Norm<T> : ILayer<T> where T : unmanaged, IFloatingPointIeee7
 
     public Norm(NormLayer<T> layer, params int[] sampleShape) { Layer = layer; _shape = [0, .. sampleShape]; }
 
+    /// <summary>The last forward's input and its shape (batch first), for statistics of what the norm sees.</summary>
+    public (T[] Input, int[] Shape) LastInput => (_x, _shape);
+
     public IEnumerable<Param<T>> Parameters
     {
         get

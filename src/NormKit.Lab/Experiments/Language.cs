@@ -1,0 +1,113 @@
+using System.Globalization;
+using System.Text;
+using NormKit.Lab.Data;
+using NormKit.Lab.Training;
+using NormKit.Layers;
+
+namespace NormKit.Lab.Experiments;
+
+/// <summary>
+/// Language: a tiny pre-norm Transformer (2 blocks, width 64, 4 heads, context 32) trained on
+/// characters of text with LayerNorm, RMSNorm, BatchNorm (statistics over batch x time) or no
+/// normalization, AdamW. Reports validation bits per character, and for BatchNorm how far each
+/// batch's mean strays from the running mean, (1/d) ||mu_B - mu||, to set beside the same measure
+/// in the vision CNN (Shen et al. 2020, PowerNorm, Fig. 2): the seed article's claim (c),
+/// "LayerNorm suits language".
+/// </summary>
+public static class Language
+{
+    public sealed record Config(int Steps, int Seeds, int Dim = 64, int Heads = 4, int Length = 32, int Sequences = 16, int Blocks = 2,
+        double LearningRate = 2e-3, int ValidationSequences = 256)
+    {
+        public static Config Quick => new(Steps: 300, Seeds: 1, ValidationSequences: 128);
+        public static Config Full => new(Steps: 1500, Seeds: 2);
+    }
+
+    public static readonly string[] Arms = ["none", "LayerNorm", "RMSNorm", "BatchNorm"];
+
+    /// <param name="BatchMeanFluctuation">Mean over training of (1/d) ||mu_B - mu|| at the first BatchNorm (NaN for other arms).</param>
+    public sealed record Result(string Arm, int Seed, double FinalTrainLoss, double ValidationBitsPerChar, double BatchMeanFluctuation);
+
+    public static Sequential<float> Model(string arm, Config c, int vocabulary, Rng rng)
+    {
+        ILayer<float>[] N() => arm switch
+        {
+            "LayerNorm" => [new Norm<float>(new LayerNorm<float>(c.Dim), c.Dim)],
+            "RMSNorm" => [new Norm<float>(new RMSNorm<float>(c.Dim, eps: 1e-6), c.Dim)],
+            "BatchNorm" => [new Norm<float>(new BatchNorm1d<float>(c.Dim), c.Dim)],
+            _ => [],
+        };
+        var layers = new List<ILayer<float>> { new Embedding<float>(vocabulary, c.Dim, c.Length, rng) };
+        for (int b = 0; b < c.Blocks; b++)
+        {
+            layers.Add(new Residual<float>([.. N(), new CausalSelfAttention<float>(c.Dim, c.Heads, c.Length, rng)]));
+            layers.Add(new Residual<float>([.. N(), new Linear<float>(c.Dim, 4 * c.Dim, Init.Glorot, rng), new Activation<float>(Activation<float>.Kind.GELU),
+                new Linear<float>(4 * c.Dim, c.Dim, Init.Glorot, rng)]));
+        }
+        layers.AddRange(N());
+        layers.Add(new Linear<float>(c.Dim, vocabulary, Init.Glorot, rng));
+        return new Sequential<float>(layers);
+    }
+
+    public static List<Result> Run(Config c, TextCorpus corpus, Action<string>? progress = null)
+    {
+        var results = new List<Result>();
+        foreach (string arm in Arms)
+            for (int seed = 1; seed <= c.Seeds; seed++)
+            {
+                results.Add(RunOne(arm, seed, c, corpus));
+                progress?.Invoke($"{arm}, seed {seed}");
+            }
+        return results;
+    }
+
+    public static Result RunOne(string arm, int seed, Config c, TextCorpus corpus)
+    {
+        var rng = new Rng(seed);
+        var model = Model(arm, c, corpus.Vocabulary, rng);
+        var opt = new AdamW<float>(c.LearningRate, weightDecay: 0);
+        int split = corpus.Ids.Length * 9 / 10, rows = c.Sequences * c.Length;
+        var x = new float[rows];
+        var y = new byte[rows];
+        var firstNorm = model.Layers.OfType<Residual<float>>().First().Inner.OfType<Norm<float>>().FirstOrDefault();
+        double recent = 0, fluctuation = 0; int recentCount = 0, fluctuationCount = 0;
+        for (int step = 1; step <= c.Steps; step++)
+        {
+            for (int s = 0; s < c.Sequences; s++)
+                Window(corpus.Ids, rng.Next(split - c.Length - 1), c.Length, x.AsSpan(s * c.Length), y.AsSpan(s * c.Length));
+            var logits = model.Forward(x, rows, training: true);
+            var g = new float[logits.Length];
+            double loss = CrossEntropy.LossAndGradient<float>(logits, y, rows, corpus.Vocabulary, g);
+            if (step > c.Steps * 9 / 10) { recent += loss; recentCount++; }
+            if (arm == "BatchNorm" && step > c.Steps / 10) { fluctuation += BatchStatistics.MeanFluctuation(firstNorm!); fluctuationCount++; }
+            model.Backward(g);
+            opt.Step(model.Parameters);
+        }
+        // Validation: consecutive windows of the held-out tenth, in eval mode.
+        double nats = 0; int counted = 0;
+        for (int v = 0; v < c.ValidationSequences; v += c.Sequences)
+        {
+            for (int s = 0; s < c.Sequences; s++)
+                Window(corpus.Ids, split + ((v + s) * c.Length) % (corpus.Ids.Length - split - c.Length - 1), c.Length, x.AsSpan(s * c.Length), y.AsSpan(s * c.Length));
+            var logits = model.Forward(x, rows, training: false);
+            nats += CrossEntropy.LossAndGradient<float>(logits, y, rows, corpus.Vocabulary, new float[logits.Length]) * rows;
+            counted += rows;
+        }
+        return new Result(arm, seed, recent / Math.Max(1, recentCount), nats / counted / Math.Log(2),
+            fluctuationCount > 0 ? fluctuation / fluctuationCount : double.NaN);
+    }
+
+    // Inputs are the ids at start..start+length-1 (as numbers), targets the next characters.
+    private static void Window(byte[] ids, int start, int length, Span<float> x, Span<byte> y)
+    {
+        for (int t = 0; t < length; t++) { x[t] = ids[start + t]; y[t] = ids[start + t + 1]; }
+    }
+
+    public static string Csv(IEnumerable<Result> results)
+    {
+        static string F(double v) => double.IsNaN(v) ? "" : v.ToString("G6", CultureInfo.InvariantCulture);
+        var sb = new StringBuilder("arm,seed,final_train_loss,validation_bits_per_char,batch_mean_fluctuation\n");
+        foreach (var r in results) sb.AppendLine(string.Join(",", r.Arm, r.Seed, F(r.FinalTrainLoss), F(r.ValidationBitsPerChar), F(r.BatchMeanFluctuation)));
+        return sb.ToString();
+    }
+}
