@@ -50,3 +50,24 @@ public class OrtBench
     [GlobalCleanup] public void Cleanup() => _op?.Dispose();
     [Benchmark] public void Run() => _op!.Run();
 }
+
+/// <summary>The lab's matrix products: a Linear layer's forward and backward (three products of the same size).</summary>
+public class LabGemmBench
+{
+    public static IEnumerable<(int Batch, int In, int Out)> ShapeValues => [(60, 784, 100), (512, 64, 256), (512, 256, 64)];
+    [ParamsSource(nameof(ShapeValues))] public (int Batch, int In, int Out) Shape { get; set; }
+    private NormKit.Lab.Training.Linear<float>? _linear;
+    private float[] _x = [], _dy = [];
+    [GlobalSetup]
+    public void Setup()
+    {
+        var rng = new NormKit.Lab.Training.Rng(1);
+        _linear = new NormKit.Lab.Training.Linear<float>(Shape.In, Shape.Out, NormKit.Lab.Training.Init.Glorot, rng);
+        _x = Enumerable.Range(0, Shape.Batch * Shape.In).Select(i => (float)(i % 7) / 7).ToArray();
+        _dy = Enumerable.Range(0, Shape.Batch * Shape.Out).Select(i => (float)(i % 5) / 5 - 0.4f).ToArray();
+    }
+    [Benchmark] public void ForwardBackward() { _linear!.Forward(_x, Shape.Batch, true); _linear.Backward(_dy); }
+
+    /// <summary>Floating-point operations of one call: three products of Batch x In x Out multiply-adds.</summary>
+    public static double Flops((int Batch, int In, int Out) s) => 6.0 * s.Batch * s.In * s.Out;
+}

@@ -217,7 +217,7 @@ static int VisionCommand(string[] args)
         double sd = g.Count() > 1 ? Math.Sqrt(g.Sum(r => (r.TestAccuracy - mean) * (r.TestAccuracy - mean)) / (g.Count() - 1)) : 0;
         Console.WriteLine($"{g.Key,-13} {mean,14:F4} {sd,7:F4} {100 * (1 - mean),13:F2} {g.Average(r => r.BatchMeanFluctuation),23:E2}");
     }
-    Console.WriteLine($"Every run: {csv}");
+    Console.WriteLine($"Every run: {csv}; chart: {Vision.Plot(results, outDir)}");
     return 0;
 }
 
@@ -282,8 +282,11 @@ static int LanguageCommand(string[] args)
     Console.WriteLine();
     Console.WriteLine($"{"arm",-10} {"validation bits/char",21} {"batch mean fluctuation",23}");
     foreach (var g in results.GroupBy(r => r.Arm))
-        Console.WriteLine($"{g.Key,-10} {g.Average(r => r.ValidationBitsPerChar),21:F3} {g.Average(r => r.BatchMeanFluctuation),23:E2}");
-    Console.WriteLine($"Every run: {csv}");
+    {
+        var (mean, diverged, runs) = Language.BitsPerChar(g);
+        Console.WriteLine($"{g.Key,-10} {mean,21:F3} {g.Average(r => r.BatchMeanFluctuation),23:E2}{(diverged > 0 ? $"   ({diverged} of {runs} runs diverged to NaN)" : "")}");
+    }
+    Console.WriteLine($"Every run: {csv}; chart: {Language.Plot(results, outDir)}");
     return 0;
 }
 

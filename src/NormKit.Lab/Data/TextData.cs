@@ -9,7 +9,8 @@ public sealed class TextCorpus
 {
     public string Source { get; }
     public byte[] Ids { get; }
-    public int Vocabulary => 96;   // ' '..'~' (95 characters) and '?' for the rest, which is already one of them; id 95 unused
+    /// <summary>Output classes: ids 0..94 are ' '..'~' (anything else is read as '?'); class 95 is never a target.</summary>
+    public int Vocabulary => 96;
 
     public TextCorpus(string source, string text)
     {

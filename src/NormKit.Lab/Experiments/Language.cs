@@ -110,4 +110,23 @@ public static class Language
         foreach (var r in results) sb.AppendLine(string.Join(",", r.Arm, r.Seed, F(r.FinalTrainLoss), F(r.ValidationBitsPerChar), F(r.BatchMeanFluctuation)));
         return sb.ToString();
     }
+
+    /// <summary>Mean validation bits per character over the runs that did not diverge (NaN), and how many did.</summary>
+    public static (double Mean, int Diverged, int Runs) BitsPerChar(IEnumerable<Result> arm)
+    {
+        var all = arm.ToList();
+        var finite = all.Where(r => double.IsFinite(r.ValidationBitsPerChar)).ToList();
+        return (finite.Count > 0 ? finite.Average(r => r.ValidationBitsPerChar) : double.NaN, all.Count - finite.Count, all.Count);
+    }
+
+    /// <summary>Validation bits per character per arm as a bar chart; diverged runs are named in the label.</summary>
+    public static string Plot(IReadOnlyList<Result> results, string dir)
+    {
+        var arms = results.GroupBy(r => r.Arm).Select(g => (g.Key, Stats: BitsPerChar(g))).ToList();
+        string path = Path.Combine(dir, "language");
+        Plots.Charts.Bars(path, "Tiny Transformer on characters: validation bits per character (lower is better)", "bits per character",
+            arms.Select(a => a.Stats.Diverged > 0 ? $"{a.Key} ({a.Stats.Diverged} of {a.Stats.Runs} diverged)" : a.Key).ToArray(),
+            arms.Select(a => double.IsNaN(a.Stats.Mean) ? 0 : a.Stats.Mean).ToArray());
+        return path;
+    }
 }

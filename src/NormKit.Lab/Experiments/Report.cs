@@ -78,6 +78,7 @@ public static class Report
 
         var vis = Vision.Run(vc, train, test, run => progress($"vision: {run}"));
         File.WriteAllText(Path.Combine(outDir, "vision.csv"), Vision.Csv(vis));
+        Vision.Plot(vis, outDir);
         var acc = vis.GroupBy(r => r.Arm).ToDictionary(g => g.Key, g => g.Average(r => r.TestAccuracy));
         double best = acc.Where(kv => kv.Key != "BatchNorm").Max(kv => kv.Value);
         claims.Add(new("(c) BatchNorm suits vision (here: a small CNN on Fashion-MNIST).",
@@ -88,7 +89,8 @@ public static class Report
         var corpus = TextData.Load(text);
         var lang = Language.Run(lc, corpus, run => progress($"language: {run}"));
         File.WriteAllText(Path.Combine(outDir, "language.csv"), Language.Csv(lang));
-        var bpc = lang.GroupBy(r => r.Arm).ToDictionary(g => g.Key, g => g.Average(r => r.ValidationBitsPerChar));
+        Language.Plot(lang, outDir);
+        var bpc = lang.GroupBy(r => r.Arm).ToDictionary(g => g.Key, g => Language.BitsPerChar(g).Mean);
         double textFluct = lang.Where(r => r.Arm == "BatchNorm").Average(r => r.BatchMeanFluctuation);
         double imageFluct = vis.Where(r => r.Arm == "BatchNorm").Average(r => r.BatchMeanFluctuation);
         bool lnBeatsBn = bpc["LayerNorm"] < bpc["BatchNorm"] - 0.02, fluctuatesMore = textFluct > imageFluct;
@@ -127,6 +129,7 @@ public static class Report
             foreach (string chart in new[] { "accuracy", "percentiles", "saturation" })
                 sb.Append($"<img src=\"saturation-{tag}-{chart}.png\">");
         sb.Append("<h2>Batch size</h2><img src=\"batch-size.png\">")
+          .Append("<h2>Vision</h2><img src=\"vision.png\"><h2>Language</h2><img src=\"language.png\">")
           .Append("<p>The full-mode results, with a discussion of each verdict, are in the repository's docs/lab/README.md.</p></body></html>");
         return sb.ToString();
     }

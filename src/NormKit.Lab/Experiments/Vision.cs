@@ -93,4 +93,15 @@ public static class Vision
             sb.AppendLine(string.Join(",", r.Arm, r.Seed, F(r.FinalTrainLoss), F(r.TestAccuracy), F(r.BatchMeanFluctuation)));
         return sb.ToString();
     }
+
+    /// <summary>Test accuracy per arm (mean +- sd over seeds) as a bar chart.</summary>
+    public static string Plot(IReadOnlyList<Result> results, string dir)
+    {
+        var arms = results.GroupBy(r => r.Arm).ToList();
+        double Sd(IGrouping<string, Result> g) { double m = g.Average(r => r.TestAccuracy); return g.Count() > 1 ? Math.Sqrt(g.Sum(r => (r.TestAccuracy - m) * (r.TestAccuracy - m)) / (g.Count() - 1)) : 0; }
+        string path = Path.Combine(dir, "vision");
+        Plots.Charts.Bars(path, "Small CNN on Fashion-MNIST: test accuracy (mean +- sd over seeds)", "test accuracy",
+            arms.Select(g => g.Key).ToArray(), arms.Select(g => g.Average(r => r.TestAccuracy)).ToArray(), arms.Select(Sd).ToArray());
+        return path;
+    }
 }

@@ -28,4 +28,25 @@ public static class Charts
         plot.SavePng(pathWithoutExtension + ".png", width, height);
         plot.SaveSvg(pathWithoutExtension + ".svg", width, height);
     }
+
+    /// <summary>A bar per label with optional error bars (one standard deviation); writes PNG and SVG.</summary>
+    public static void Bars(string pathWithoutExtension, string title, string yLabel, string[] labels, double[] values, double[]? errors = null, int width = 800, int height = 450)
+    {
+        var plot = new Plot();
+        plot.Font.Set("DejaVu Sans");
+        plot.Title(title);
+        plot.YLabel(yLabel);
+        var bars = plot.Add.Bars(values);
+        for (int i = 0; i < values.Length; i++)
+        {
+            bars.Bars[i].Label = values[i].ToString(values[i] < 0.01 ? "E2" : "F3", System.Globalization.CultureInfo.InvariantCulture);
+            if (errors != null) bars.Bars[i].Error = errors[i];
+        }
+        bars.ValueLabelStyle.FontSize = 13;
+        plot.Axes.Bottom.SetTicks(Enumerable.Range(0, labels.Length).Select(i => (double)i).ToArray(), labels);
+        plot.Axes.Margins(bottom: 0);
+        Directory.CreateDirectory(Path.GetDirectoryName(Path.GetFullPath(pathWithoutExtension))!);
+        plot.SavePng(pathWithoutExtension + ".png", width, height);
+        plot.SaveSvg(pathWithoutExtension + ".svg", width, height);
+    }
 }
