@@ -265,41 +265,34 @@ internal static unsafe class ChannelKernel
         {
             var job = new Job<T> { X = px, Y = py, P2 = weight.IsEmpty ? null : pw, P3 = bias.IsEmpty ? null : pb,
                 Out0 = pm, Out1 = pq, Out2 = pc, Eps = eps, L = l, Path = path };
-            WorkerPool.For(l.C, &job, &TrainForwardChannel<T>);
+            WorkerPool.For(l.C, &job, &Chunk<T, TrainForwardOp<T>>);
         }
     }
 
-    private static void TrainForwardChannel<T>(void* state, int c) where T : unmanaged, IFloatingPointIeee754<T>
+    private readonly struct TrainForwardOp<T> : IChunkOp<T> where T : unmanaged, IFloatingPointIeee754<T>
     {
-        ref Job<T> j = ref Unsafe.AsRef<Job<T>>(state);
-        var l = j.L;
-        double cnt = 0, mu = 0, q = 0;
-        for (int n = 0; n < l.N; n++)
+        public static void Run<W, TV, TD>(ref Job<T> j, int c, bool simd) where W : IWidth<T, TV, TD>
         {
-            SegmentMoments(ref j.X[(nint)(n * l.C + c) * l.S], l.S, j.Path, out double pc, out double pm, out double pq);
-            Reductions.ChanMerge(ref cnt, ref mu, ref q, pc, pm, pq);
-        }
-        j.Out2[c] = cnt; j.Out0[c] = mu; j.Out1[c] = q;
-        double rs = 1.0 / Math.Sqrt(q / cnt + j.Eps);
-        RowKernel.Split(mu, out T hi, out T lo);
-        T a = Num.From<T>(j.P2 == null ? rs : rs * Num.D(j.P2[c]));
-        T b = j.P3 == null ? T.Zero : j.P3[c];
-        for (int n = 0; n < l.N; n++)
-        {
-            nint at = (nint)(n * l.C + c) * l.S;
-            switch (j.Path)
+            var l = j.L;
+            double cnt = 0, mu = 0, q = 0;
+            for (int n = 0; n < l.N; n++)
             {
-                case SimdPath.Vector512: NormalizePlane<T, W512<T>, Vector512<T>, Vector512<double>>(ref j.X[at], ref j.Y[at], l.S, hi, lo, a, b, true); break;
-                case SimdPath.Vector256: NormalizePlane<T, W256<T>, Vector256<T>, Vector256<double>>(ref j.X[at], ref j.Y[at], l.S, hi, lo, a, b, true); break;
-                case SimdPath.Vector128: NormalizePlane<T, W128<T>, Vector128<T>, Vector128<double>>(ref j.X[at], ref j.Y[at], l.S, hi, lo, a, b, true); break;
-                default: NormalizePlane<T, W128<T>, Vector128<T>, Vector128<double>>(ref j.X[at], ref j.Y[at], l.S, hi, lo, a, b, false); break;
+                SegmentMoments(ref j.X[(nint)(n * l.C + c) * l.S], l.S, j.Path, out double pc, out double pm, out double pq);
+                Reductions.ChanMerge(ref cnt, ref mu, ref q, pc, pm, pq);
+            }
+            j.Out2[c] = cnt; j.Out0[c] = mu; j.Out1[c] = q;
+            double rs = 1.0 / Math.Sqrt(q / cnt + j.Eps);
+            RowKernel.Split(mu, out T hi, out T lo);
+            T a = Num.From<T>(j.P2 == null ? rs : rs * Num.D(j.P2[c]));
+            T b = j.P3 == null ? T.Zero : j.P3[c];
+            for (int n = 0; n < l.N; n++)
+            {
+                nint at = (nint)(n * l.C + c) * l.S;
+                NormalizeSpan<T, W, TV, TD, Broadcast<T, TV>>(ref j.X[at], ref j.Y[at], l.S,
+                    new(W.Splat(hi), hi), new(W.Splat(lo), lo), new(W.Splat(a), a), new(W.Splat(b), b), simd);
             }
         }
     }
-
-    private static void NormalizePlane<T, W, TV, TD>(ref T x, ref T y, int n, T hi, T lo, T a, T b, bool simd)
-        where T : unmanaged, IFloatingPointIeee754<T> where W : IWidth<T, TV, TD> =>
-        NormalizeSpan<T, W, TV, TD, Broadcast<T, TV>>(ref x, ref y, n, new(W.Splat(hi), hi), new(W.Splat(lo), lo), new(W.Splat(a), a), new(W.Splat(b), b), simd);
 
     /// <summary>
     /// BatchNorm training backward, fused per channel: the channel's sum(dy) and
@@ -318,42 +311,34 @@ internal static unsafe class ChannelKernel
         fixed (double* pm = mean, pr = rstd, ps = sum, pd = dot)
         {
             var job = new Job<T> { Dy = pdy, X = px, Y = pdx, P2 = weight.IsEmpty ? null : pw, Mean = pm, Out2 = pr, Out0 = ps, Out1 = pd, L = l, Path = path };
-            WorkerPool.For(l.C, &job, &TrainBackwardChannel<T>);
+            WorkerPool.For(l.C, &job, &Chunk<T, TrainBackwardOp<T>>);
         }
     }
 
-    private static void TrainBackwardChannel<T>(void* state, int c) where T : unmanaged, IFloatingPointIeee754<T>
+    private readonly struct TrainBackwardOp<T> : IChunkOp<T> where T : unmanaged, IFloatingPointIeee754<T>
     {
-        ref Job<T> j = ref Unsafe.AsRef<Job<T>>(state);
-        var l = j.L;
-        double m = j.Mean[c], sum = 0, dot = 0;
-        for (int n = 0; n < l.N; n++)
+        public static void Run<W, TV, TD>(ref Job<T> j, int c, bool simd) where W : IWidth<T, TV, TD>
         {
-            nint at = (nint)(n * l.C + c) * l.S;
-            Reductions.SumAndDot(ref j.Dy[at], ref j.X[at], l.S, m, j.Path, out double s, out double d);
-            sum += s; dot += d;
-        }
-        j.Out0[c] = sum; j.Out1[c] = dot;
-        double rs = j.Out2[c], w = j.P2 == null ? 1 : Num.D(j.P2[c]), cnt = l.Count;
-        RowKernel.Split(m, out T hi, out T lo);
-        T p = Num.From<T>(rs * w), q = Num.From<T>(-dot * rs * rs * rs * w / cnt), r = Num.From<T>(-sum / cnt * rs * w);
-        for (int n = 0; n < l.N; n++)
-        {
-            nint at = (nint)(n * l.C + c) * l.S;
-            switch (j.Path)
+            var l = j.L;
+            double m = j.Mean[c], sum = 0, dot = 0;
+            for (int n = 0; n < l.N; n++)
             {
-                case SimdPath.Vector512: InputGradPlane<T, W512<T>, Vector512<T>, Vector512<double>>(ref j.Dy[at], ref j.X[at], ref j.Y[at], l.S, hi, lo, p, q, r, true); break;
-                case SimdPath.Vector256: InputGradPlane<T, W256<T>, Vector256<T>, Vector256<double>>(ref j.Dy[at], ref j.X[at], ref j.Y[at], l.S, hi, lo, p, q, r, true); break;
-                case SimdPath.Vector128: InputGradPlane<T, W128<T>, Vector128<T>, Vector128<double>>(ref j.Dy[at], ref j.X[at], ref j.Y[at], l.S, hi, lo, p, q, r, true); break;
-                default: InputGradPlane<T, W128<T>, Vector128<T>, Vector128<double>>(ref j.Dy[at], ref j.X[at], ref j.Y[at], l.S, hi, lo, p, q, r, false); break;
+                nint at = (nint)(n * l.C + c) * l.S;
+                Reductions.SumAndDot(ref j.Dy[at], ref j.X[at], l.S, m, j.Path, out double s, out double d);
+                sum += s; dot += d;
+            }
+            j.Out0[c] = sum; j.Out1[c] = dot;
+            double rs = j.Out2[c], w = j.P2 == null ? 1 : Num.D(j.P2[c]), cnt = l.Count;
+            RowKernel.Split(m, out T hi, out T lo);
+            T p = Num.From<T>(rs * w), q = Num.From<T>(-dot * rs * rs * rs * w / cnt), r = Num.From<T>(-sum / cnt * rs * w);
+            for (int n = 0; n < l.N; n++)
+            {
+                nint at = (nint)(n * l.C + c) * l.S;
+                InputGradSpan<T, W, TV, TD, Broadcast<T, TV>>(ref j.Dy[at], ref j.X[at], ref j.Y[at], l.S, new(W.Splat(hi), hi), new(W.Splat(lo), lo),
+                    new(W.Splat(p), p), new(W.Splat(q), q), new(W.Splat(r), r), simd);
             }
         }
     }
-
-    private static void InputGradPlane<T, W, TV, TD>(ref T dy, ref T x, ref T dx, int n, T hi, T lo, T p, T q, T r, bool simd)
-        where T : unmanaged, IFloatingPointIeee754<T> where W : IWidth<T, TV, TD> =>
-        InputGradSpan<T, W, TV, TD, Broadcast<T, TV>>(ref dy, ref x, ref dx, n, new(W.Splat(hi), hi), new(W.Splat(lo), lo),
-            new(W.Splat(p), p), new(W.Splat(q), q), new(W.Splat(r), r), simd);
 
     // ============================ backward sums ============================
 
@@ -478,7 +463,7 @@ internal static unsafe class ChannelKernel
         fixed (bool* pk = mask)
         {
             var job = new Job<T> { X = px, Y = py, P0 = ph, P1 = pl, P2 = pa, P3 = pb, Mask = mask.IsEmpty ? null : pk, L = l, Path = path, PerPlane = perPlane };
-            RunElementwise(ref job, &NormalizeChunk<T>);
+            RunElementwise(ref job, &Chunk<T, NormalizeOp<T>>);
         }
     }
 
@@ -496,7 +481,7 @@ internal static unsafe class ChannelKernel
         fixed (bool* pk = mask)
         {
             var job = new Job<T> { Dy = pdy, X = px, Y = pdx, P0 = ph, P1 = pl, P2 = pp, P3 = pq, P4 = pr, Mask = mask.IsEmpty ? null : pk, L = l, Path = path, PerPlane = perPlane };
-            RunElementwise(ref job, &InputGradChunk<T>);
+            RunElementwise(ref job, &Chunk<T, InputGradOp<T>>);
         }
     }
 
@@ -510,7 +495,7 @@ internal static unsafe class ChannelKernel
         fixed (bool* pk = mask)
         {
             var job = new Job<T> { Dy = pdy, Y = pdx, P2 = pp, Mask = mask.IsEmpty ? null : pk, L = l, Path = path, PerPlane = perPlane };
-            RunElementwise(ref job, &ScaleChunk<T>);
+            RunElementwise(ref job, &Chunk<T, ScaleOp<T>>);
         }
     }
 
@@ -522,6 +507,29 @@ internal static unsafe class ChannelKernel
         job.PerChunk = Math.Max(1, ChunkElements / unitLength);
         int chunks = (units + job.PerChunk - 1) / job.PerChunk;
         fixed (Job<T>* pj = &job) WorkerPool.For(chunks, pj, body);
+    }
+
+    /// <summary>
+    /// One unit of parallel work (a chunk, or a channel for the fused passes) written once as a
+    /// generic body over the vector width; <see cref="Chunk{T, TOp}"/> picks the width.
+    /// </summary>
+    private interface IChunkOp<T> where T : unmanaged, IFloatingPointIeee754<T>
+    {
+        static abstract void Run<W, TV, TD>(ref Job<T> j, int unit, bool simd) where W : IWidth<T, TV, TD>;
+    }
+
+    // The worker-pool entry of every channel pass: the job's path picks the width; the scalar
+    // path runs the same body's scalar loop from the start (simd = false).
+    private static void Chunk<T, TOp>(void* state, int unit) where T : unmanaged, IFloatingPointIeee754<T> where TOp : IChunkOp<T>
+    {
+        ref Job<T> j = ref Unsafe.AsRef<Job<T>>(state);
+        switch (j.Path)
+        {
+            case SimdPath.Vector512: TOp.Run<W512<T>, Vector512<T>, Vector512<double>>(ref j, unit, true); break;
+            case SimdPath.Vector256: TOp.Run<W256<T>, Vector256<T>, Vector256<double>>(ref j, unit, true); break;
+            case SimdPath.Vector128: TOp.Run<W128<T>, Vector128<T>, Vector128<double>>(ref j, unit, true); break;
+            default: TOp.Run<W128<T>, Vector128<T>, Vector128<double>>(ref j, unit, false); break;
+        }
     }
 
     private interface IParam<T, TV> where T : unmanaged
@@ -561,16 +569,9 @@ internal static unsafe class ChannelKernel
         }
     }
 
-    private static void NormalizeChunk<T>(void* state, int chunk) where T : unmanaged, IFloatingPointIeee754<T>
+    private readonly struct NormalizeOp<T> : IChunkOp<T> where T : unmanaged, IFloatingPointIeee754<T>
     {
-        ref Job<T> j = ref Unsafe.AsRef<Job<T>>(state);
-        switch (j.Path)
-        {
-            case SimdPath.Vector512: NormalizeChunk<T, W512<T>, Vector512<T>, Vector512<double>>(ref j, chunk, true); break;
-            case SimdPath.Vector256: NormalizeChunk<T, W256<T>, Vector256<T>, Vector256<double>>(ref j, chunk, true); break;
-            case SimdPath.Vector128: NormalizeChunk<T, W128<T>, Vector128<T>, Vector128<double>>(ref j, chunk, true); break;
-            default: NormalizeChunk<T, W128<T>, Vector128<T>, Vector128<double>>(ref j, chunk, false); break;
-        }
+        public static void Run<W, TV, TD>(ref Job<T> j, int chunk, bool simd) where W : IWidth<T, TV, TD> => NormalizeChunk<T, W, TV, TD>(ref j, chunk, simd);
     }
 
     private static void NormalizeChunk<T, W, TV, TD>(ref Job<T> j, int chunk, bool simd)
@@ -614,16 +615,9 @@ internal static unsafe class ChannelKernel
             Unsafe.Add(ref y, i) = (Unsafe.Add(ref x, i) - hi.S(i) - lo.S(i)) * a.S(i) + b.S(i);
     }
 
-    private static void InputGradChunk<T>(void* state, int chunk) where T : unmanaged, IFloatingPointIeee754<T>
+    private readonly struct InputGradOp<T> : IChunkOp<T> where T : unmanaged, IFloatingPointIeee754<T>
     {
-        ref Job<T> j = ref Unsafe.AsRef<Job<T>>(state);
-        switch (j.Path)
-        {
-            case SimdPath.Vector512: InputGradChunk<T, W512<T>, Vector512<T>, Vector512<double>>(ref j, chunk, true); break;
-            case SimdPath.Vector256: InputGradChunk<T, W256<T>, Vector256<T>, Vector256<double>>(ref j, chunk, true); break;
-            case SimdPath.Vector128: InputGradChunk<T, W128<T>, Vector128<T>, Vector128<double>>(ref j, chunk, true); break;
-            default: InputGradChunk<T, W128<T>, Vector128<T>, Vector128<double>>(ref j, chunk, false); break;
-        }
+        public static void Run<W, TV, TD>(ref Job<T> j, int chunk, bool simd) where W : IWidth<T, TV, TD> => InputGradChunk<T, W, TV, TD>(ref j, chunk, simd);
     }
 
     private static void InputGradChunk<T, W, TV, TD>(ref Job<T> j, int chunk, bool simd)
@@ -668,16 +662,9 @@ internal static unsafe class ChannelKernel
             Unsafe.Add(ref dx, i) = Unsafe.Add(ref dy, i) * p.S(i) + (Unsafe.Add(ref x, i) - hi.S(i) - lo.S(i)) * q.S(i) + r.S(i);
     }
 
-    private static void ScaleChunk<T>(void* state, int chunk) where T : unmanaged, IFloatingPointIeee754<T>
+    private readonly struct ScaleOp<T> : IChunkOp<T> where T : unmanaged, IFloatingPointIeee754<T>
     {
-        ref Job<T> j = ref Unsafe.AsRef<Job<T>>(state);
-        switch (j.Path)
-        {
-            case SimdPath.Vector512: ScaleChunk<T, W512<T>, Vector512<T>, Vector512<double>>(ref j, chunk, true); break;
-            case SimdPath.Vector256: ScaleChunk<T, W256<T>, Vector256<T>, Vector256<double>>(ref j, chunk, true); break;
-            case SimdPath.Vector128: ScaleChunk<T, W128<T>, Vector128<T>, Vector128<double>>(ref j, chunk, true); break;
-            default: ScaleChunk<T, W128<T>, Vector128<T>, Vector128<double>>(ref j, chunk, false); break;
-        }
+        public static void Run<W, TV, TD>(ref Job<T> j, int chunk, bool simd) where W : IWidth<T, TV, TD> => ScaleChunk<T, W, TV, TD>(ref j, chunk, simd);
     }
 
     private static void ScaleChunk<T, W, TV, TD>(ref Job<T> j, int chunk, bool simd)
