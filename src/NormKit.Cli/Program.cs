@@ -16,7 +16,7 @@ const string Usage = """
 
     normkit report [--full] [--data DIR] [--text FILE] [--out DIR]
         The lab's tour: the figure and every experiment (quick modes, about a minute and a half;
-        --full takes about half an hour), then DIR/report.html (default DIR: lab-report) with the charts and,
+        --full about twenty), then DIR/report.html (default DIR: lab-report) with the charts and,
         per claim of the seed article, what was measured, the published result and a verdict.
 
     normkit lab saturation [--quick | --deep] [--data DIR] [--out DIR]
@@ -24,8 +24,8 @@ const string Usage = """
         with BatchNorm and with LayerNorm, under N(0, 0.01^2) and Glorot initialization.
         Prints the final test accuracy, saturation and gradient norms per arm, writes every
         evaluation point to DIR/saturation.csv and charts of accuracy, last-layer input
-        percentiles and saturation against steps (PNG and SVG) (default DIR: lab-results). --quick takes about
-        a minute (one seed, 1000 steps); the default runs 8000 steps and three seeds; --deep uses
+        percentiles and saturation against steps (PNG and SVG) (default DIR: lab-results). --quick takes
+        about 15 seconds (one seed, 1000 steps); the default runs 8000 steps and three seeds; --deep uses
         ten hidden layers.
 
     normkit lab batch-size [--quick] [--data DIR] [--out DIR]
@@ -83,18 +83,10 @@ static int Demo(string[] args)
 {
     string? data = null;
     int batch = 64;
-    for (int i = 0; i < args.Length; i++)
-    {
-        switch (args[i])
-        {
-            case "--data" when i + 1 < args.Length: data = args[++i]; break;
-            case "--batch" when i + 1 < args.Length:
-                if (!int.TryParse(args[++i], out batch) || batch < 2)
-                    return Fail($"--batch must be an integer >= 2 but was '{args[i]}'.");
-                break;
-            default: return Fail($"Unexpected argument '{args[i]}'.");
-        }
-    }
+    if (Options.Parse(args, [], ["--data", "--batch"], out var o) is { } error) return Fail(error);
+    data = o.Value("--data") ?? data;
+    if (o.Value("--batch") is { } b && (!int.TryParse(b, out batch) || batch < 2))
+        return Fail($"--batch must be an integer >= 2 but was '{b}'.");
     var split = FashionMnist.LoadTest(data);
     if (batch > split.Count) return Fail($"--batch {batch} is larger than the {split.Count} images in {split.Source}.");
     int d = split.Features;
@@ -122,17 +114,11 @@ static int SaturationCommand(string[] args)
 {
     var config = Saturation.Config.Full;
     string? data = null, outDir = "lab-results";
-    for (int i = 0; i < args.Length; i++)
-    {
-        switch (args[i])
-        {
-            case "--quick": config = Saturation.Config.Quick; break;
-            case "--deep": config = Saturation.Config.Deep; break;
-            case "--data" when i + 1 < args.Length: data = args[++i]; break;
-            case "--out" when i + 1 < args.Length: outDir = args[++i]; break;
-            default: return Fail($"Unexpected argument '{args[i]}'.");
-        }
-    }
+    if (Options.Parse(args, ["--quick", "--deep"], ["--data", "--out"], out var o) is { } error) return Fail(error);
+    if (o.Has("--quick")) config = Saturation.Config.Quick;
+    if (o.Has("--deep")) config = Saturation.Config.Deep;
+    data = o.Value("--data") ?? data;
+    outDir = o.Value("--out") ?? outDir;
     var (train, test) = Saturation.Data(data);
     Console.WriteLine($"Training on {train.Count} images ({train.Source}), testing on {Math.Min(test.Count, config.TestImages)} ({test.Source}).");
     Console.WriteLine($"{config.HiddenLayers} x {config.Hidden} sigmoid, batch {config.Batch}, SGD lr {config.LearningRate} momentum {config.Momentum}, {config.Steps} steps, {config.Seeds} seed(s).");
@@ -161,16 +147,10 @@ static int BatchSizeCommand(string[] args)
 {
     var config = BatchSize.Config.Full;
     string? data = null, outDir = "lab-results";
-    for (int i = 0; i < args.Length; i++)
-    {
-        switch (args[i])
-        {
-            case "--quick": config = BatchSize.Config.Quick; break;
-            case "--data" when i + 1 < args.Length: data = args[++i]; break;
-            case "--out" when i + 1 < args.Length: outDir = args[++i]; break;
-            default: return Fail($"Unexpected argument '{args[i]}'.");
-        }
-    }
+    if (Options.Parse(args, ["--quick"], ["--data", "--out"], out var o) is { } error) return Fail(error);
+    if (o.Has("--quick")) config = BatchSize.Config.Quick;
+    data = o.Value("--data") ?? data;
+    outDir = o.Value("--out") ?? outDir;
     var (train, test) = Saturation.Data(data);
     Console.WriteLine($"Training on {train.Count} images, {config.Examples} examples per run, AdamW lr {config.LearningRate}; testing on {Math.Min(test.Count, config.TestImages)}.");
     var watch = System.Diagnostics.Stopwatch.StartNew();
@@ -192,16 +172,10 @@ static int VisionCommand(string[] args)
 {
     var config = Vision.Config.Full;
     string? data = null, outDir = "lab-results";
-    for (int i = 0; i < args.Length; i++)
-    {
-        switch (args[i])
-        {
-            case "--quick": config = Vision.Config.Quick; break;
-            case "--data" when i + 1 < args.Length: data = args[++i]; break;
-            case "--out" when i + 1 < args.Length: outDir = args[++i]; break;
-            default: return Fail($"Unexpected argument '{args[i]}'.");
-        }
-    }
+    if (Options.Parse(args, ["--quick"], ["--data", "--out"], out var o) is { } error) return Fail(error);
+    if (o.Has("--quick")) config = Vision.Config.Quick;
+    data = o.Value("--data") ?? data;
+    outDir = o.Value("--out") ?? outDir;
     var (train, test) = Saturation.Data(data);
     Console.WriteLine($"Training on {train.Count} images, {config.Steps} AdamW steps (lr {config.LearningRate}) at batch {config.Batch}, {config.Seeds} seed(s); testing on {Math.Min(test.Count, config.TestImages)}.");
     var watch = System.Diagnostics.Stopwatch.StartNew();
@@ -225,17 +199,11 @@ static int ReportCommand(string[] args)
 {
     bool full = false;
     string? data = null, text = null, outDir = "lab-report";
-    for (int i = 0; i < args.Length; i++)
-    {
-        switch (args[i])
-        {
-            case "--full": full = true; break;
-            case "--text" when i + 1 < args.Length: text = args[++i]; break;
-            case "--data" when i + 1 < args.Length: data = args[++i]; break;
-            case "--out" when i + 1 < args.Length: outDir = args[++i]; break;
-            default: return Fail($"Unexpected argument '{args[i]}'.");
-        }
-    }
+    if (Options.Parse(args, ["--full"], ["--text", "--data", "--out"], out var o) is { } error) return Fail(error);
+    if (o.Has("--full")) full = true;
+    text = o.Value("--text") ?? text;
+    data = o.Value("--data") ?? data;
+    outDir = o.Value("--out") ?? outDir;
     var watch = System.Diagnostics.Stopwatch.StartNew();
     string path;
     int total = Report.Units(full);
@@ -262,16 +230,10 @@ static int LanguageCommand(string[] args)
 {
     var config = Language.Config.Full;
     string? text = null, outDir = "lab-results";
-    for (int i = 0; i < args.Length; i++)
-    {
-        switch (args[i])
-        {
-            case "--quick": config = Language.Config.Quick; break;
-            case "--text" when i + 1 < args.Length: text = args[++i]; break;
-            case "--out" when i + 1 < args.Length: outDir = args[++i]; break;
-            default: return Fail($"Unexpected argument '{args[i]}'.");
-        }
-    }
+    if (Options.Parse(args, ["--quick"], ["--text", "--out"], out var o) is { } error) return Fail(error);
+    if (o.Has("--quick")) config = Language.Config.Quick;
+    text = o.Value("--text") ?? text;
+    outDir = o.Value("--out") ?? outDir;
     var corpus = TextData.Load(text);
     Console.WriteLine($"Text: {corpus.Ids.Length} characters from {corpus.Source}; {config.Steps} AdamW steps of {config.Sequences} x {config.Length} characters, {config.Seeds} seed(s).");
     var watch = System.Diagnostics.Stopwatch.StartNew();
@@ -293,15 +255,9 @@ static int LanguageCommand(string[] args)
 static int FigureCommand(string[] args)
 {
     string? data = null, outDir = "lab-results";
-    for (int i = 0; i < args.Length; i++)
-    {
-        switch (args[i])
-        {
-            case "--data" when i + 1 < args.Length: data = args[++i]; break;
-            case "--out" when i + 1 < args.Length: outDir = args[++i]; break;
-            default: return Fail($"Unexpected argument '{args[i]}'.");
-        }
-    }
+    if (Options.Parse(args, [], ["--data", "--out"], out var o) is { } error) return Fail(error);
+    data = o.Value("--data") ?? data;
+    outDir = o.Value("--out") ?? outDir;
     var paths = Figure.Write(FashionMnist.LoadTest(data), outDir);
     Console.WriteLine($"Figures (PNG and SVG): {string.Join(", ", paths)}");
     return 0;
@@ -309,3 +265,26 @@ static int FigureCommand(string[] args)
 
 static string Cells(Figure1.AxisStats a) =>
     $"{a.MeanOfMeans,10:F4} {a.MaxAbsMean,9:F4} {a.MeanOfStds,10:F4} {a.MinStd,6:F3}..{a.MaxStd,-6:F3}";
+
+/// <summary>Parsed command-line options: switches ("--quick") and valued options ("--out DIR").</summary>
+sealed class Options
+{
+    private readonly HashSet<string> _switches = [];
+    private readonly Dictionary<string, string> _values = [];
+
+    public bool Has(string name) => _switches.Contains(name);
+    public string? Value(string name) => _values.TryGetValue(name, out var v) ? v : null;
+
+    /// <summary>Returns null on success, else the error message (an unknown argument or a missing value).</summary>
+    public static string? Parse(string[] args, string[] switches, string[] valued, out Options options)
+    {
+        options = new Options();
+        for (int i = 0; i < args.Length; i++)
+        {
+            if (switches.Contains(args[i])) options._switches.Add(args[i]);
+            else if (valued.Contains(args[i]) && i + 1 < args.Length) options._values[args[i]] = args[++i];
+            else return $"Unexpected argument '{args[i]}'.";
+        }
+        return null;
+    }
+}
