@@ -3,6 +3,7 @@ using NormKit.Kernels;
 using NormKit.Lab.Data;
 using NormKit.Lab.Demos;
 using NormKit.Lab.Experiments;
+using NormKit.Mpi;
 using Spectre.Console;
 
 // The normkit command: parses, runs, prints. The work itself lives in NormKit.Lab.
@@ -45,6 +46,14 @@ const string Usage = """
     normkit lab vision [--quick] [--data DIR] [--out DIR]
         A small CNN with no normalization, BatchNorm, LayerNorm, GroupNorm and InstanceNorm:
         final test accuracy, mean and standard deviation over seeds. Writes DIR/vision.csv.
+
+    mpirun -np K normkit lab data-parallel [--steps N] [--batch B] [--double] [--adamw] [--check] [--data DIR] [--out DIR]
+        The vision CNN with SyncBatchNorm trained data-parallel over MPI: each of the K processes
+        takes B/K of every batch (default B = 64, N = 40 steps of SGD with momentum; --adamw for
+        AdamW), gradients are summed over the ranks. Rank 0 prints the loss, the time per step and the part spent exchanging, and writes
+        DIR/data-parallel-npK-losses.csv and -weights.bin. --check then trains the same model in
+        one process on the whole batch and compares losses and weights. Started without mpirun
+        it runs as one process (no MPI needed).
     """;
 
 if (args.Length == 0 || args[0] is "-h" or "--help" or "help")
@@ -62,6 +71,7 @@ try
         "lab" when args.Length > 1 && args[1] == "vision" => VisionCommand(args[2..]),
         "lab" when args.Length > 1 && args[1] == "figure" => FigureCommand(args[2..]),
         "lab" when args.Length > 1 && args[1] == "language" => LanguageCommand(args[2..]),
+        "lab" when args.Length > 1 && args[1] == "data-parallel" => DataParallelCommand(args[2..]),
         "report" => ReportCommand(args[1..]),
         _ => Fail($"Unknown command '{args[0]}'."),
     };
@@ -267,6 +277,75 @@ static string Cells(Figure1.AxisStats a) =>
     $"{a.MeanOfMeans,10:F4} {a.MaxAbsMean,9:F4} {a.MeanOfStds,10:F4} {a.MinStd,6:F3}..{a.MaxStd,-6:F3}";
 
 /// <summary>Parsed command-line options: switches ("--quick") and valued options ("--out DIR").</summary>
+static int DataParallelCommand(string[] args)
+{
+    string? data = null, outDir = "lab-results";
+    var config = new DataParallelVision.Config();
+    if (Options.Parse(args, ["--check", "--double", "--adamw"], ["--steps", "--batch", "--data", "--out"], out var o) is { } error) return Fail(error);
+    if (o.Value("--steps") is { } s && (!int.TryParse(s, out int steps) || steps < 1)) return Fail($"--steps must be an integer >= 1 but was '{s}'.");
+    else if (o.Value("--steps") != null) config = config with { Steps = int.Parse(o.Value("--steps")!) };
+    if (o.Value("--batch") is { } b && (!int.TryParse(b, out int batch) || batch < 2)) return Fail($"--batch must be an integer >= 2 but was '{b}'.");
+    else if (o.Value("--batch") != null) config = config with { Batch = int.Parse(o.Value("--batch")!) };
+    if (o.Has("--adamw")) config = config with { AdamW = true, LearningRate = 2e-3 };
+    data = o.Value("--data") ?? data;
+    outDir = o.Value("--out") ?? outDir;
+    var (train, _) = Saturation.Data(data);
+    return o.Has("--double") ? DataParallel<double>(config, train, outDir, o.Has("--check")) : DataParallel<float>(config, train, outDir, o.Has("--check"));
+}
+
+static int DataParallel<T>(DataParallelVision.Config config, FashionMnist.Split train, string outDir, bool check)
+    where T : unmanaged, System.Numerics.IFloatingPointIeee754<T>
+{
+    string type = typeof(T) == typeof(float) ? "float32" : "float64";
+    if (MpiWorld.LauncherWorldSize() is null)
+    {
+        Console.WriteLine($"Not started by an MPI launcher: one process, batch {config.Batch}, {config.Steps} steps, {type}.");
+        var single = DataParallelVision.Run<T>(config, train);
+        DataParallelVision.Save(single, outDir, "data-parallel-np1");
+        PrintLosses(single.Losses);
+        Console.WriteLine($"median step {single.StepSeconds * 1e3:F1} ms. Wrote {outDir}/data-parallel-np1-losses.csv and -weights.bin.");
+        return 0;
+    }
+    MpiWorld.ShareCores();
+    return MpiWorld.Run(world =>
+    {
+        if (world.Rank == 0)
+            Console.WriteLine($"{world.WorldSize} ranks over {world.Flavor} ({world.LibraryVersion}): batch {config.Batch} split {config.Batch / world.WorldSize}-{(config.Batch + world.WorldSize - 1) / world.WorldSize} per rank, {config.Steps} steps, {type}.");
+        var r = DataParallelVision.Run<T>(config, train, world);
+        if (world.Rank != 0) return r.SameOnEveryRank ? 0 : 1;
+        string prefix = $"data-parallel-np{world.WorldSize}";
+        DataParallelVision.Save(r, outDir, prefix);
+        PrintLosses(r.Losses);
+        Console.WriteLine($"median step {r.StepSeconds * 1e3:F2} ms, of which {r.ExchangeSeconds * 1e3:F3} ms in {r.ExchangesPerStep} all-gathers receiving {r.ExchangeDoubles} doubles ({r.ExchangeDoubles * 8 / 1024.0:F1} KiB) per rank.");
+        Console.WriteLine($"weights bit-identical on every rank: {(r.SameOnEveryRank ? "yes" : "NO")}. Wrote {outDir}/{prefix}-losses.csv and -weights.bin.");
+        int code = r.SameOnEveryRank ? 0 : 1;
+        if (check)
+        {
+            var single = DataParallelVision.Run<T>(config, train);
+            DataParallelVision.Save(single, outDir, "data-parallel-np1");
+            var (dl, dw) = DataParallelVision.Difference(r, single);
+            string versus = $"against one process on the whole batch: largest loss difference {dl:E2}, largest weight difference {dw:E2} (relative to max(1, |value|))";
+            if (config.AdamW)
+                Console.WriteLine($"{versus}; no tolerance is stated for AdamW, whose step m/sqrt(v) magnifies rounding in near-zero gradients.");
+            else
+            {
+                double tol = DataParallelVision.Tolerance<T>();
+                bool ok = dl <= tol && dw <= tol;
+                Console.WriteLine($"{versus}; tolerance {tol:E0}: {(ok ? "equal within tolerance" : "NOT EQUAL")}.");
+                if (!ok) code = 1;
+            }
+        }
+        return code;
+    });
+}
+
+static void PrintLosses(double[] losses)
+{
+    int every = Math.Max(1, losses.Length / 8);
+    for (int i = 0; i < losses.Length; i++)
+        if ((i + 1) % every == 0 || i == 0 || i == losses.Length - 1) Console.WriteLine($"  step {i + 1,5}  loss {losses[i]:F6}");
+}
+
 sealed class Options
 {
     private readonly HashSet<string> _switches = [];

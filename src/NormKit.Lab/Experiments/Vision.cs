@@ -1,4 +1,6 @@
 using System.Globalization;
+using System.Numerics;
+using NormKit.Distributed;
 using System.Text;
 using NormKit.Lab.Data;
 using NormKit.Lab.Training;
@@ -26,22 +28,27 @@ public static class Vision
     /// <param name="BatchMeanFluctuation">Mean over training of (1/C) ||mu_B - mu|| at the first BatchNorm (NaN for other arms).</param>
     public sealed record Result(string Arm, int Seed, double FinalTrainLoss, double TestAccuracy, double BatchMeanFluctuation);
 
-    public static Sequential<float> Model(string arm, Rng rng)
+    /// <summary>
+    /// The CNN with the given arm's normalization. With a <paramref name="group"/>, the BatchNorm arm
+    /// uses SyncBatchNorm over it (data-parallel training; see <see cref="DataParallelVision"/>).
+    /// </summary>
+    public static Sequential<T> Model<T>(string arm, Rng rng, IAllGather? group = null) where T : unmanaged, IFloatingPointIeee754<T>
     {
-        ILayer<float>? Norm(int c, int h) => arm switch
+        ILayer<T>? Norm(int c, int h) => arm switch
         {
-            "BatchNorm" => new Norm<float>(new BatchNorm2d<float>(c), c, h, h),
-            "LayerNorm" => new Norm<float>(new LayerNorm<float>([c, h, h]), c, h, h),
-            "GroupNorm" => new Norm<float>(new GroupNorm<float>(4, c), c, h, h),
-            "InstanceNorm" => new Norm<float>(new InstanceNorm2d<float>(c, affine: true), c, h, h),
+            "BatchNorm" when group != null => new Norm<T>(new SyncBatchNorm<T>(c, group), c, h, h),
+            "BatchNorm" => new Norm<T>(new BatchNorm2d<T>(c), c, h, h),
+            "LayerNorm" => new Norm<T>(new LayerNorm<T>([c, h, h]), c, h, h),
+            "GroupNorm" => new Norm<T>(new GroupNorm<T>(4, c), c, h, h),
+            "InstanceNorm" => new Norm<T>(new InstanceNorm2d<T>(c, affine: true), c, h, h),
             _ => null,
         };
-        var layers = new List<ILayer<float>> { new Conv2d<float>(1, 8, 3, 1, 28, 28, rng) };
+        var layers = new List<ILayer<T>> { new Conv2d<T>(1, 8, 3, 1, 28, 28, rng) };
         if (Norm(8, 28) is { } n1) layers.Add(n1);
-        layers.AddRange([new Activation<float>(Activation<float>.Kind.ReLU), new MaxPool2<float>(8, 28, 28), new Conv2d<float>(8, 16, 3, 1, 14, 14, rng)]);
+        layers.AddRange([new Activation<T>(Activation<T>.Kind.ReLU), new MaxPool2<T>(8, 28, 28), new Conv2d<T>(8, 16, 3, 1, 14, 14, rng)]);
         if (Norm(16, 14) is { } n2) layers.Add(n2);
-        layers.AddRange([new Activation<float>(Activation<float>.Kind.ReLU), new MaxPool2<float>(16, 14, 14), new Linear<float>(16 * 7 * 7, 10, Init.Glorot, rng)]);
-        return new Sequential<float>(layers);
+        layers.AddRange([new Activation<T>(Activation<T>.Kind.ReLU), new MaxPool2<T>(16, 14, 14), new Linear<T>(16 * 7 * 7, 10, Init.Glorot, rng)]);
+        return new Sequential<T>(layers);
     }
 
     public static List<Result> Run(Config c, FashionMnist.Split train, FashionMnist.Split test, Action<string>? progress = null)
@@ -59,7 +66,7 @@ public static class Vision
     public static Result RunOne(string arm, int seed, Config c, FashionMnist.Split train, FashionMnist.Split test)
     {
         var rng = new Rng(seed);
-        var model = Model(arm, rng);
+        var model = Model<float>(arm, rng);
         var opt = new AdamW<float>(c.LearningRate, weightDecay: 0);
         int d = train.Features;
         var x = new float[c.Batch * d];
