@@ -187,3 +187,39 @@ public class TransformerTests
         Assert.True(GradCheck.Parameters(model, Loss, norm) > 300);
     }
 }
+
+/// <summary>Data-parallel training with threads as ranks (no MPI): the same run as one process on the whole batch.</summary>
+public class DataParallelInProcessTests
+{
+    [Theory]
+    [InlineData(2)]
+    [InlineData(3)]
+    public void Ranks_as_threads_train_like_one_process(int k)
+    {
+        var train = NormKit.Lab.Experiments.Saturation.Data(null).Train;
+        var config = new NormKit.Lab.Experiments.DataParallelVision.Config(Steps: 8, Batch: 16);
+        var reference = NormKit.Lab.Experiments.DataParallelVision.Run<double>(config, train);
+        var group = new NormKit.Distributed.InProcessGroup(k);
+        var results = new NormKit.Lab.Experiments.DataParallelVision.Result<double>[k];
+        Parallel.For(0, k, new ParallelOptions { MaxDegreeOfParallelism = k }, r => results[r] = NormKit.Lab.Experiments.DataParallelVision.Run<double>(config, train, group[r]));
+        foreach (var r in results)
+        {
+            Assert.True(r.SameOnEveryRank);
+            Assert.Equal(results[0].Weights, r.Weights);   // bit-identical on every rank
+            var (dl, dw) = NormKit.Lab.Experiments.DataParallelVision.Difference(r, reference);
+            Assert.True(dl <= 1e-12 && dw <= 1e-12, $"loss {dl:E2}, weights {dw:E2}");
+        }
+        Assert.True(reference.Losses[^1] < reference.Losses[0], "training did not lower the loss");
+    }
+
+    [Fact]
+    public void A_batch_smaller_than_the_group_is_refused_by_name()
+    {
+        var dp = new NormKit.Lab.Training.DataParallel<float>(new NormKit.Distributed.InProcessGroup(4)[0]);
+        var e = Assert.Throws<ArgumentOutOfRangeException>(() => dp.Shard(3));
+        Assert.Equal("batch", e.ParamName);
+        Assert.Contains("(4)", e.Message);
+        var three = new NormKit.Distributed.InProcessGroup(3);
+        Assert.Equal([(0, 3), (3, 2), (5, 2)], Enumerable.Range(0, 3).Select(r => new NormKit.Lab.Training.DataParallel<float>(three[r]).Shard(7)));
+    }
+}

@@ -1,0 +1,76 @@
+using static NormKit.Mpi.Tests.MpiJob;
+
+namespace NormKit.Mpi.Tests;
+
+// The jobs use every core; running two at once would only make both slower.
+[CollectionDefinition("mpi", DisableParallelization = true)]
+public sealed class MpiCollection;
+
+[Collection("mpi")]
+public class WorldTests
+{
+    private static readonly string Worker = Program("NormKit.Mpi.Worker");
+
+    [Theory]
+    [InlineData(Launcher.None, 1, "OpenMpi")]
+    [InlineData(Launcher.OpenMpi, 1, "OpenMpi")]
+    [InlineData(Launcher.OpenMpi, 2, "OpenMpi")]
+    [InlineData(Launcher.OpenMpi, 4, "OpenMpi")]
+    [InlineData(Launcher.Mpich, 2, "Mpich")]
+    [InlineData(Launcher.Mpich, 3, "Mpich")]
+    public void Every_rank_gathers_every_rank_in_rank_order(Launcher launcher, int np, string flavor)
+    {
+        var r = Run(launcher, np, Worker, ["info"]);
+        Assert.True(r.ExitCode == 0, r.ToString());
+        string gathered = string.Join(",", Enumerable.Range(0, np));
+        for (int rank = 0; rank < np; rank++)
+            Assert.Contains($"rank {rank} of {np}; {flavor}; ", r.Output);
+        var lines = r.Output.Split('\n').Where(l => l.Contains(" of " + np + ";")).ToList();
+        Assert.Equal(np, lines.Count);
+        Assert.All(lines, l => Assert.Contains($"gathered {gathered}; NullReferenceException caught: True", l));
+    }
+
+    [Theory]
+    [InlineData("/nonexistent/libmpi.so.40", "/nonexistent/libmpi.so.40: ")]
+    [InlineData("libz.so.1", "libz.so.1: the library has no MPI_Init_thread")]
+    public void Without_an_MPI_library_the_caller_is_told_why_and_can_run_alone(string library, string reason)
+    {
+        var r = Run(Launcher.None, 1, Worker, ["info"], new Dictionary<string, string> { ["NORMKIT_MPI_LIBRARY"] = library });
+        Assert.True(r.ExitCode == 3, r.ToString());
+        Assert.Contains("unavailable: No MPI library could be loaded (" + reason, r.Output);
+        Assert.Contains("Install Open MPI", r.Output);
+    }
+
+    [Theory]
+    [InlineData(Launcher.Mpich, "libmpi.so.40", "PMI_SIZE=2")]
+    [InlineData(Launcher.OpenMpi, "libmpich.so.12", "OMPI_COMM_WORLD_SIZE=2")]
+    public void A_launcher_of_another_MPI_is_detected(Launcher launcher, string library, string announced)
+    {
+        var r = Run(launcher, 2, Worker, ["info"], new Dictionary<string, string> { ["NORMKIT_MPI_LIBRARY"] = library });
+        Assert.True(r.ExitCode != 0, r.ToString());
+        Assert.Contains("MpiLaunchMismatchException", r.Output);
+        Assert.Contains($"started as one of 2 ({announced})", r.Output);
+        Assert.Contains($"the MPI library it loaded, {library}", r.Output);
+        Assert.Contains("sees a world of 1", r.Output);
+        Assert.DoesNotContain("gathered", r.Output);
+    }
+
+    // Rank 1 throws while rank 0 (and 2, 3) wait for it in an all-gather: the job must end,
+    // non-zero, with the exception printed, not hang.
+    [Theory]
+    [InlineData(Launcher.OpenMpi, 2, "unhandled", "aborting the MPI job so that no rank waits")]
+    [InlineData(Launcher.OpenMpi, 4, "unhandled", "aborting the MPI job so that no rank waits")]
+    [InlineData(Launcher.OpenMpi, 2, "run", "aborting the MPI job so that no rank waits")]
+    [InlineData(Launcher.OpenMpi, 2, "caught", "did not reach the end within 5 s")]
+    [InlineData(Launcher.Mpich, 2, "unhandled", "aborting the MPI job so that no rank waits")]
+    [InlineData(Launcher.Mpich, 2, "caught", "did not reach the end within 5 s")]
+    public void A_failing_rank_ends_the_job_instead_of_hanging_it(Launcher launcher, int np, string mode, string said)
+    {
+        var r = Run(launcher, np, Worker, ["fail", mode, "1"],
+            new Dictionary<string, string> { ["NORMKIT_MPI_FINALIZE_TIMEOUT_S"] = "5" }, timeout: TimeSpan.FromSeconds(90));
+        Assert.True(r.ExitCode != 0, r.ToString());
+        Assert.Contains("injected failure on rank 1", r.Output);
+        Assert.Contains(said, r.Output);
+        Assert.DoesNotContain("the all-gather returned", r.Output);
+    }
+}
