@@ -20,7 +20,9 @@ using NormKit.Kernels;
 //   --no-torch   skip the PyTorch peer
 //   --out DIR    where the table goes (default: bench/results, or a temp folder with --smoke)
 //   --filter T   only the cases whose name contains T, and no roofline (for quick comparisons)
+//   --mpi        instead: SyncBatchNorm over MPI, run under mpirun (MpiLatency.cs)
 CultureInfo.CurrentCulture = CultureInfo.InvariantCulture;
+if (args.Contains("--mpi")) return MpiLatency.Run(args);   // under mpirun: SyncBatchNorm's collectives (MpiLatency.cs)
 bool smoke = args.Contains("--smoke");
 bool noTorch = args.Contains("--no-torch");
 string outDir = args.SkipWhile(a => a != "--out").Skip(1).FirstOrDefault()

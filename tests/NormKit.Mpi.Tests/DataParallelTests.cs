@@ -9,7 +9,8 @@ namespace NormKit.Mpi.Tests;
 /// <summary>
 /// The lab's data-parallel CNN (normkit lab data-parallel) under mpirun against the same model
 /// trained in this process on the whole batch: the same loss at every step and the same final
-/// weights, within <see cref="DataParallelVision.Tolerance{T}"/>.
+/// weights, within <see cref="DataParallelVision.Tolerance{T}"/>
+/// (1e-12 in float64; 1e-4 in float32, promised up to 40 steps).
 /// </summary>
 [Collection("mpi")]
 public class DataParallelTests
@@ -46,7 +47,7 @@ public class DataParallelTests
         Assert.Equal(reference.Weights.Length, weights.Length);
         var distributed = reference with { Losses = losses, Weights = weights };
         var (dl, dw) = DataParallelVision.Difference(distributed, reference);
-        double tol = DataParallelVision.Tolerance<T>();
+        double tol = DataParallelVision.Tolerance<T>(new DataParallelVision.Config(Steps: Steps))!.Value;
         Assert.True(dl <= tol, $"largest loss difference {dl:E2} > {tol:E0}");
         Assert.True(dw <= tol, $"largest weight difference {dw:E2} > {tol:E0}");
         // Training moved the weights: the comparison is not of two untouched initializations.
