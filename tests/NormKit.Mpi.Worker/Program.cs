@@ -61,9 +61,8 @@ static int Fail(string mode, int failing)
                 catch (InvalidOperationException e) { Console.Error.WriteLine($"rank {w.Rank} caught: {e.Message}"); }
             return 1;
         default:
-            var world = MpiWorld.Initialize();
-            Step(world);
-            world.Dispose();
+            using (var world = MpiWorld.Initialize())   // a using block: its Dispose must not be what ends the job
+                Step(world);
             return 0;
     }
 }
