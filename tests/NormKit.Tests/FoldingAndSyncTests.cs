@@ -161,6 +161,59 @@ public class SyncBatchNormTests
     }
 
     [Fact]
+    public void From_copies_a_trained_BatchNorm_and_continues_it_exactly()
+    {
+        var x = Data.Normal(3, 8 * 4 * 5, 1, 2);
+        var bn = new BatchNorm2d<double>(4, eps: 1e-3, momentum: null, channelsLast: true) { GuardRunningStats = false };
+        for (int j = 0; j < 4; j++) { Guard.Span(bn.Weight!)[j] = 1 + j; Guard.Span(bn.Bias!)[j] = -j; }
+        var y = new double[x.Length];
+        bn.Forward(x, [2, 4, 5, 4], y);                       // running stats and NumBatchesTracked move
+        var sync = SyncBatchNorm<double>.From(bn, new InProcessGroup(1)[0]);
+        Assert.Equal((bn.NumFeatures, bn.Eps, bn.Momentum, bn.Affine, bn.TrackRunningStats, bn.ChannelsLast, bn.GuardRunningStats, bn.Training),
+            (sync.NumFeatures, sync.Eps, sync.Momentum, sync.Affine, sync.TrackRunningStats, sync.ChannelsLast, sync.GuardRunningStats, sync.Training));
+        Assert.Equal(1, sync.NumBatchesTracked);
+        Check.BitEqual<double>(Guard.Span(bn.Weight!), Guard.Span(sync.Weight!), "weight");
+        Check.BitEqual<double>(Guard.Span(bn.RunningVar!), Guard.Span(sync.RunningVar!), "running_var");
+        // A copy, not a share: the source is unchanged by the new layer's training.
+        var ys = new double[x.Length];
+        sync.Forward(x, [2, 4, 5, 4], ys);
+        Assert.Equal(1, bn.NumBatchesTracked);
+        bn.Forward(x, [2, 4, 5, 4], y);                       // both take the same second step (cumulative average)
+        Check.Close(Guard.Span(bn.RunningMean!).ToArray(), Guard.Span(sync.RunningMean!), new Tol(1e-15, 1e-15), "running_mean after a second step");
+        Check.Close(y, ys, new Tol(1e-15, 1e-15), "output");
+        bn.Eval();
+        Assert.False(SyncBatchNorm<double>.From(bn, new InProcessGroup(1)[0]).Training);
+        Assert.Equal("source", Assert.Throws<ArgumentNullException>(() => SyncBatchNorm<double>.From(null!, new InProcessGroup(1)[0])).ParamName);
+    }
+
+    [Fact]
+    public void AllReduceSum_adds_in_rank_order_and_every_rank_gets_the_same_bits()
+    {
+        const int k = 3;
+        double[][] values = [[1e16, 1, 0.1], [1, -1e16, 0.2], [-1e16, 3, 0.3]];
+        var group = new InProcessGroup(k);
+        var results = new double[k][];
+        Parallel.For(0, k, new ParallelOptions { MaxDegreeOfParallelism = k }, r =>
+        {
+            var v = values[r].ToArray();
+            group[r].AllReduceSum(v);
+            results[r] = v;
+        });
+        double[] expected = Enumerable.Range(0, 3).Select(j => (values[0][j] + values[1][j]) + values[2][j]).ToArray();
+        foreach (var r in results) Check.BitEqual<double>(expected, r, "rank-order sum");
+        Assert.Equal(0.0, results[0][0]);   // (1e16 + 1) - 1e16 in rank order; 1 in exact arithmetic
+
+        var one = new double[] { 5 };
+        new InProcessGroup(1)[0].AllReduceSum(one);
+        Assert.Equal(5, one[0]);
+        var kept = new double[] { 7, 8 };
+        var e = Assert.Throws<ArgumentException>(() => new InProcessGroup(2)[0].AllReduceSum(kept, new double[3]));
+        Assert.Equal("scratch", e.ParamName);
+        Assert.Contains("needs 4", e.Message);
+        Assert.Equal([7.0, 8.0], kept);
+    }
+
+    [Fact]
     public void A_missing_rank_times_out_instead_of_hanging()
     {
         var group = new InProcessGroup(2) { Timeout = TimeSpan.FromMilliseconds(200) };

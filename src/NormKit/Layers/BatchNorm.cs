@@ -123,6 +123,26 @@ public sealed class SyncBatchNorm<T> : BatchNorm<T> where T : unmanaged, IFloati
     /// <summary>The rank this layer runs as, and the group size.</summary>
     public (int Rank, int WorldSize) Position => (Group!.Rank, Group.WorldSize);
 
+    /// <summary>
+    /// A SyncBatchNorm over <paramref name="group"/> with <paramref name="source"/>'s
+    /// hyperparameters, a copy of its weight, bias, running statistics and NumBatchesTracked,
+    /// its GuardRunningStats and its train/eval mode (torch.nn.SyncBatchNorm.convert_sync_batchnorm,
+    /// which shares the tensors instead of copying them). Call it with the same source state on
+    /// every rank, e.g. after loading one checkpoint everywhere.
+    /// </summary>
+    public static SyncBatchNorm<T> From(BatchNorm<T> source, IAllGather group)
+    {
+        ArgumentNullException.ThrowIfNull(source);
+        ArgumentNullException.ThrowIfNull(group);
+        var sync = new SyncBatchNorm<T>(source.NumFeatures, group, source.Eps, source.Momentum, source.Affine,
+            source.TrackRunningStats, source.ChannelsLast) { GuardRunningStats = source.GuardRunningStats };
+        foreach (var (from, to) in source.StateTensors().Zip(sync.StateTensors()))
+            from.Data.AsSpan().CopyTo(to.Data);
+        sync.BatchesTracked = source.BatchesTracked;
+        sync.Train(source.Training);
+        return sync;
+    }
+
     /// <inheritdoc/>
     protected override bool AcceptsRank(int rank) => rank >= 2;
     /// <inheritdoc/>
