@@ -70,6 +70,17 @@ public sealed unsafe class MpiWorld : IAllGather, IDisposable
     public TimeSpan FinalizeTimeout { get; set; } = TimeSpan.FromSeconds(
         double.TryParse(Environment.GetEnvironmentVariable("NORMKIT_MPI_FINALIZE_TIMEOUT_S"), out double s) && s > 0 ? s : 120);
 
+    /// <summary>
+    /// How long <see cref="AllGather"/> waits for the other ranks before it aborts the job, or null
+    /// (the default) to wait as long as MPI does: forever. A rank that neither fails nor arrives
+    /// (an endless loop, a deadlock) otherwise holds every other rank. Set it well above the
+    /// longest step a rank may legitimately spend between two collectives.
+    /// <c>NORMKIT_MPI_COLLECTIVE_TIMEOUT_S</c> sets it too. With a timeout the all-gather is
+    /// started non-blocking (MPI_Iallgather) and polled.
+    /// </summary>
+    public TimeSpan? CollectiveTimeout { get; set; } =
+        double.TryParse(Environment.GetEnvironmentVariable("NORMKIT_MPI_COLLECTIVE_TIMEOUT_S"), out double c) && c > 0 ? TimeSpan.FromSeconds(c) : null;
+
     private MpiWorld(MpiLibrary lib, int rank, int size, string version)
     {
         _lib = lib; Rank = rank; WorldSize = size; LibraryVersion = version;
@@ -162,7 +173,34 @@ public sealed unsafe class MpiWorld : IAllGather, IDisposable
         ObjectDisposedException.ThrowIf(_disposed, this);
         lock (_callLock)
             fixed (double* s = local) fixed (double* r = gathered)
-                Check(_lib.Allgather(s, local.Length, _lib.Double, r, local.Length, _lib.Double, _lib.CommWorld), "MPI_Allgather");
+            {
+                if (CollectiveTimeout is not { } limit)
+                {
+                    Check(_lib.Allgather(s, local.Length, _lib.Double, r, local.Length, _lib.Double, _lib.CommWorld), "MPI_Allgather");
+                    return;
+                }
+                nint request = 0;
+                Check(_lib.Iallgather(s, local.Length, _lib.Double, r, local.Length, _lib.Double, _lib.CommWorld, &request), "MPI_Iallgather");
+                WaitOrAbort(&request, limit, "an all-gather");
+            }
+    }
+
+    // Polls a non-blocking collective; aborts the job when it has not completed within limit.
+    private void WaitOrAbort(nint* request, TimeSpan limit, string what)
+    {
+        long start = Stopwatch.GetTimestamp();
+        for (int spins = 0; ; spins++)
+        {
+            int done = 0;
+            Check(_lib.Test(request, &done, _lib.StatusIgnore), "MPI_Test");
+            if (done != 0) return;
+            if (Stopwatch.GetElapsedTime(start) > limit)
+            {
+                Console.Error.WriteLine($"[rank {Rank}/{WorldSize}] {what} waited {limit.TotalSeconds:F0} s for the other ranks (one failed or is stuck); aborting the MPI job.");
+                Abort(1);
+            }
+            if (spins > 10_000) Thread.Sleep(1);   // after a short spin, stop burning a core others may need
+        }
     }
 
     /// <summary>
@@ -207,20 +245,8 @@ public sealed unsafe class MpiWorld : IAllGather, IDisposable
             _disposed = true;
             AppDomain.CurrentDomain.UnhandledException -= AbortOnUnhandled;
             nint request = 0;
-            int done = 0;
             Check(_lib.Ibarrier(_lib.CommWorld, &request), "MPI_Ibarrier");
-            var clock = Stopwatch.StartNew();
-            for (int spins = 0; ; spins++)
-            {
-                Check(_lib.Test(&request, &done, _lib.StatusIgnore), "MPI_Test");
-                if (done != 0) break;
-                if (clock.Elapsed > FinalizeTimeout)
-                {
-                    Console.Error.WriteLine($"[rank {Rank}/{WorldSize}] the other ranks did not reach the end within {FinalizeTimeout.TotalSeconds:F0} s (one failed or is stuck); aborting the MPI job.");
-                    Abort(1);
-                }
-                if (spins > 1000) Thread.Sleep(1);   // after a short spin, stop burning a core others may need
-            }
+            WaitOrAbort(&request, FinalizeTimeout, "the end (MPI_Finalize)");
             _lib.FinalizeMpi();
             _finalized = true;
         }

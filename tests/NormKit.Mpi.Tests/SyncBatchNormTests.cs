@@ -36,17 +36,21 @@ public class SyncBatchNormTests
         _ => Enumerable.Range(0, np).Select(r => n / np + (r < n % np ? 1 : 0)).ToArray(),
     };
 
+    // With a collective timeout the all-gathers run non-blocking (MPI_Iallgather, polled).
     [Theory]
-    [InlineData(Launcher.OpenMpi, 2)]
-    [InlineData(Launcher.OpenMpi, 4)]
-    [InlineData(Launcher.Mpich, 2)]
-    [InlineData(Launcher.Mpich, 3)]
-    public void Shards_over_MPI_equal_the_whole_batch(Launcher launcher, int np)
+    [InlineData(Launcher.OpenMpi, 2, false)]
+    [InlineData(Launcher.OpenMpi, 4, false)]
+    [InlineData(Launcher.OpenMpi, 3, true)]
+    [InlineData(Launcher.Mpich, 2, false)]
+    [InlineData(Launcher.Mpich, 3, false)]
+    [InlineData(Launcher.Mpich, 2, true)]
+    public void Shards_over_MPI_equal_the_whole_batch(Launcher launcher, int np, bool collectiveTimeout)
     {
         string dir = Directory.CreateTempSubdirectory("normkit-syncbn-").FullName;
         string specs = string.Join(";", Cases.Select(c =>
             $"{c.Name}|{c.Type}|{string.Join(",", c.Shape)}|{string.Join(",", Shards(c.Shape[0], np))}|{(c.ChannelsLast ? "cl" : "cf")}|{c.Momentum?.ToString(System.Globalization.CultureInfo.InvariantCulture) ?? "none"}"));
-        var r = Run(launcher, np, Worker, ["syncbn", dir, specs]);
+        var r = Run(launcher, np, Worker, ["syncbn", dir, specs],
+            collectiveTimeout ? new Dictionary<string, string> { ["NORMKIT_MPI_COLLECTIVE_TIMEOUT_S"] = "60" } : null);
         Assert.True(r.ExitCode == 0, r.ToString());
         foreach (var c in Cases)
         {

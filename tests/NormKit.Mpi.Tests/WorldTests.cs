@@ -55,21 +55,26 @@ public class WorldTests
         Assert.DoesNotContain("gathered", r.Output);
     }
 
-    // Rank 1 throws while rank 0 (and 2, 3) wait for it in an all-gather: the job must end,
-    // non-zero, with the exception printed, not hang.
+    // Rank 1 throws (or, "stuck", never arrives: an endless loop, under a collective timeout)
+    // while rank 0 (and 2, 3) wait for it in an all-gather: the job must end, non-zero, with the
+    // reason printed, not hang.
     [Theory]
     [InlineData(Launcher.OpenMpi, 2, "unhandled", "aborting the MPI job so that no rank waits")]
     [InlineData(Launcher.OpenMpi, 4, "unhandled", "aborting the MPI job so that no rank waits")]
     [InlineData(Launcher.OpenMpi, 2, "run", "aborting the MPI job so that no rank waits")]
-    [InlineData(Launcher.OpenMpi, 2, "caught", "did not reach the end within 5 s")]
+    [InlineData(Launcher.OpenMpi, 2, "caught", "the end (MPI_Finalize) waited 5 s for the other ranks")]
     [InlineData(Launcher.Mpich, 2, "unhandled", "aborting the MPI job so that no rank waits")]
-    [InlineData(Launcher.Mpich, 2, "caught", "did not reach the end within 5 s")]
+    [InlineData(Launcher.OpenMpi, 2, "stuck", "an all-gather waited 5 s for the other ranks")]
+    [InlineData(Launcher.OpenMpi, 4, "stuck", "an all-gather waited 5 s for the other ranks")]
+    [InlineData(Launcher.Mpich, 2, "stuck", "an all-gather waited 5 s for the other ranks")]
+    [InlineData(Launcher.Mpich, 2, "caught", "the end (MPI_Finalize) waited 5 s for the other ranks")]
     public void A_failing_rank_ends_the_job_instead_of_hanging_it(Launcher launcher, int np, string mode, string said)
     {
         var r = Run(launcher, np, Worker, ["fail", mode, "1"],
-            new Dictionary<string, string> { ["NORMKIT_MPI_FINALIZE_TIMEOUT_S"] = "5" }, timeout: TimeSpan.FromSeconds(90));
+            new Dictionary<string, string> { ["NORMKIT_MPI_FINALIZE_TIMEOUT_S"] = "5", ["NORMKIT_MPI_COLLECTIVE_TIMEOUT_S"] = mode == "stuck" ? "5" : "" },
+            timeout: TimeSpan.FromSeconds(90));
         Assert.True(r.ExitCode != 0, r.ToString());
-        Assert.Contains("injected failure on rank 1", r.Output);
+        Assert.Contains(mode == "stuck" ? "rank 1 is stuck" : "injected failure on rank 1", r.Output);
         Assert.Contains(said, r.Output);
         Assert.DoesNotContain("the all-gather returned", r.Output);
     }

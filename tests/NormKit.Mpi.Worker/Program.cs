@@ -6,7 +6,7 @@ using NormKit.Mpi;
 // One process of a multi-process test job, started by mpirun from NormKit.Mpi.Tests.
 //   info                      print rank, size and library; check NullReferenceException still works
 //   syncbn OUT SPEC[;SPEC..]  run SyncBatchNorm on this rank's shard of each case, write results to OUT
-//   fail MODE RANK            rank RANK fails: unhandled | run | caught (see Fail below)
+//   fail MODE RANK            rank RANK fails: unhandled | run | caught | stuck (see Fail below)
 return args.FirstOrDefault() switch
 {
     "info" => Info(),
@@ -41,11 +41,17 @@ static int Info()
 
 // The failing rank throws before the first collective while the others enter it (and would wait
 // for it forever): "unhandled" lets the exception escape Main, "run" throws inside MpiWorld.Run,
-// "caught" catches it and disposes the world, which must not wait forever in MPI_Finalize.
+// "caught" catches it and disposes the world, which must not wait forever in MPI_Finalize;
+// "stuck" never arrives (sleeps), which the others' CollectiveTimeout must notice.
 static int Fail(string mode, int failing)
 {
     void Step(MpiWorld w)
     {
+        if (w.Rank == failing && mode == "stuck")
+        {
+            Console.Error.WriteLine($"rank {failing} is stuck");
+            Thread.Sleep(Timeout.Infinite);
+        }
         if (w.Rank == failing) throw new InvalidOperationException($"injected failure on rank {failing}");
         var all = new double[w.WorldSize];
         w.AllGather([w.Rank], all);
@@ -54,6 +60,7 @@ static int Fail(string mode, int failing)
     switch (mode)
     {
         case "run":
+        case "stuck":
             return MpiWorld.Run(w => { Step(w); return 0; });
         case "caught":
             using (var w = MpiWorld.Initialize())

@@ -37,6 +37,7 @@ internal sealed unsafe class MpiLibrary
     public required delegate* unmanaged<nint, int> Barrier { get; init; }
     public required delegate* unmanaged<nint, int, int> Abort { get; init; }
     public required delegate* unmanaged<nint, nint*, int> Ibarrier { get; init; }
+    public required delegate* unmanaged<void*, int, nint, void*, int, nint, nint, nint*, int> Iallgather { get; init; }
     public required delegate* unmanaged<nint*, int*, nint, int> Test { get; init; }
     public required delegate* unmanaged<byte*, int*, int> GetLibraryVersion { get; init; }
 
@@ -95,6 +96,7 @@ internal sealed unsafe class MpiLibrary
             Barrier = (delegate* unmanaged<nint, int>)F("MPI_Barrier"),
             Abort = (delegate* unmanaged<nint, int, int>)F("MPI_Abort"),
             Ibarrier = (delegate* unmanaged<nint, nint*, int>)F("MPI_Ibarrier"),
+            Iallgather = (delegate* unmanaged<void*, int, nint, void*, int, nint, nint, nint*, int>)F("MPI_Iallgather"),
             Test = (delegate* unmanaged<nint*, int*, nint, int>)F("MPI_Test"),
             GetLibraryVersion = (delegate* unmanaged<byte*, int*, int>)F("MPI_Get_library_version"),
         };
