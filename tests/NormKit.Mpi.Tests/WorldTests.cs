@@ -27,7 +27,8 @@ public class WorldTests
             Assert.Contains($"rank {rank} of {np}; {flavor}; ", r.Output);
         var lines = r.Output.Split('\n').Where(l => l.Contains(" of " + np + ";")).ToList();
         Assert.Equal(np, lines.Count);
-        Assert.All(lines, l => Assert.Contains($"gathered {gathered}; NullReferenceException caught: True", l));
+        Assert.All(lines, l => Assert.Contains($"gathered {gathered}; NullReferenceException caught: True; " +
+            $"refused: gathered has length {np * 2 + 1} but WorldSize {np} x local length 2 needs {np * 2}.", l));
     }
 
     [Theory]

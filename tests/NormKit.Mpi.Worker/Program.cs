@@ -32,9 +32,13 @@ static int Info()
     {
         bool nre = false;
         try { string? s = null; _ = s!.Length; } catch (NullReferenceException) { nre = true; }
+        // A wrong length is refused before any MPI call (which would otherwise corrupt memory or hang).
+        string refused = "";
+        try { world.AllGather([1.0, 2.0], new double[world.WorldSize * 2 + 1]); }
+        catch (ArgumentException e) when (e.ParamName == "gathered") { refused = e.Message; }
         var all = new double[world.WorldSize];
         world.AllGather([world.Rank], all);
-        Console.WriteLine($"rank {world.Rank} of {world.WorldSize}; {world.Flavor}; {world.LibraryPath}; gathered {string.Join(",", all)}; NullReferenceException caught: {nre}");
+        Console.WriteLine($"rank {world.Rank} of {world.WorldSize}; {world.Flavor}; {world.LibraryPath}; gathered {string.Join(",", all)}; NullReferenceException caught: {nre}; refused: {refused}");
     }
     return 0;
 }

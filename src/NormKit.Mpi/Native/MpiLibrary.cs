@@ -1,15 +1,7 @@
 using System.Runtime.InteropServices;
+using NormKit.Mpi;
 
 namespace NormKit.Mpi.Native;
-
-/// <summary>Which binary interface the loaded library has.</summary>
-public enum MpiFlavor
-{
-    /// <summary>Open MPI: handles are addresses of exported objects (ompi_mpi_comm_world, ...), MPI_IN_PLACE is 1.</summary>
-    OpenMpi,
-    /// <summary>MPICH and its ABI family (Intel MPI, MVAPICH): handles are fixed 32-bit integers, MPI_IN_PLACE is -1.</summary>
-    Mpich,
-}
 
 // The system's MPI library, opened at run time, with the dozen entry points NormKit calls and
 // the handles of MPI_COMM_WORLD, MPI_DOUBLE and MPI_SUM for its binary interface. Handles are

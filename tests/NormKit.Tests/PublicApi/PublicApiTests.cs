@@ -3,17 +3,20 @@ using PublicApiGenerator;
 namespace NormKit.Tests.PublicApi;
 
 /// <summary>
-/// The library's public API, checked in as NormKit.approved.txt: an accidental change fails
-/// here. After an intended change, run the tests with NORMKIT_APPROVE_API=1 to rewrite the file,
+/// The public API of each shipped assembly, checked in as NAME.approved.txt: an accidental
+/// change fails here. After an intended change, run the tests with NORMKIT_APPROVE_API=1 to rewrite the file,
 /// and review its diff.
 /// </summary>
 public class PublicApiTests
 {
-    [Fact]
-    public void Public_API_matches_the_approved_baseline()
+    [Theory]
+    [InlineData("NormKit")]
+    [InlineData("NormKit.Mpi")]
+    public void Public_API_matches_the_approved_baseline(string name)
     {
-        string actual = typeof(Functional).Assembly.GeneratePublicApi(new ApiGeneratorOptions { IncludeAssemblyAttributes = false }).Replace("\r\n", "\n");
-        string file = Path.Combine(SourceDir(), "NormKit.approved.txt");
+        var assembly = name == "NormKit" ? typeof(Functional).Assembly : typeof(NormKit.Mpi.MpiWorld).Assembly;
+        string actual = assembly.GeneratePublicApi(new ApiGeneratorOptions { IncludeAssemblyAttributes = false }).Replace("\r\n", "\n");
+        string file = Path.Combine(SourceDir(), name + ".approved.txt");
         if (Environment.GetEnvironmentVariable("NORMKIT_APPROVE_API") == "1") File.WriteAllText(file, actual);
         Assert.True(File.Exists(file), $"No API baseline at {file}; run with NORMKIT_APPROVE_API=1 to create it.");
         string approved = File.ReadAllText(file).Replace("\r\n", "\n");
