@@ -223,3 +223,24 @@ public class DataParallelInProcessTests
         Assert.Equal([(0, 3), (3, 2), (5, 2)], Enumerable.Range(0, 3).Select(r => new NormKit.Lab.Training.DataParallel<float>(three[r]).Shard(7)));
     }
 }
+
+public class DataParallelCheckChartTests
+{
+    [Fact]
+    public void The_check_writes_its_data_and_one_chart_for_both_types()
+    {
+        string dir = Directory.CreateTempSubdirectory("normkit-dp-chart-").FullName;
+        double[] a = [2.0, 1.5, 1.0], b = [2.0, 1.5 + 1e-7, 1.0 - 2e-6];
+        NormKit.Lab.Experiments.DataParallelVision.PlotCheck(a, b, 2, "float32", dir);
+        string path = NormKit.Lab.Experiments.DataParallelVision.PlotCheck(a, a, 2, "float64", dir);
+        var rows = File.ReadAllLines(Path.Combine(dir, "data-parallel-np2-float32-check.csv"));
+        Assert.Equal("step,loss_distributed,loss_one_process,abs_difference", rows[0]);
+        Assert.Equal(4, rows.Length);
+        Assert.Equal(2e-6, double.Parse(rows[3].Split(',')[3], System.Globalization.CultureInfo.InvariantCulture), 1e-12);
+        Assert.True(new FileInfo(path + ".png").Length > 1000);
+        string svg = File.ReadAllText(path + ".svg");
+        Assert.Contains("float32", svg);
+        Assert.Contains("float64", svg);
+        Directory.Delete(dir, true);
+    }
+}

@@ -75,11 +75,11 @@ public static class DataParallelVision
     /// <summary>
     /// The largest relative difference from the one-process reference that still counts as equal,
     /// or null where none can be promised. The ranks add the same numbers in another order
-    /// (per-shard sums, then rank order), so the runs differ by rounding, which SGD carries along
-    /// linearly until rounding tips a max-pool or a ReLU the other way; after that the float32
-    /// trajectories drift apart. Measured (2 ranks, SGD): float32 1.2e-6 at 40 steps, then 4.7e-4 at
-    /// 60 and 1.1e-2 at 200; float64 2.9e-15 over 200 steps. AdamW's m / sqrt(v) magnifies rounding in
-    /// near-zero gradients (40 steps: 1.1e-2 in float32, 8.4e-10 in float64): no tolerance for it.
+    /// (per-shard sums, then rank order), so the runs differ by rounding. In float32 that difference
+    /// grows with the steps and jumps when it tips a max-pool or ReLU decision. Measured (2 ranks,
+    /// SGD, docs/lab): float32 1.2e-6 at 40 steps, 4.7e-4 at 60, 1.1e-2 at 200; float64 2.9e-15 over
+    /// 200 steps. AdamW's m / sqrt(v) magnifies rounding in near-zero gradients (40 steps: 1.1e-2
+    /// in float32, 8.4e-10 in float64): no tolerance for it.
     /// </summary>
     public static double? Tolerance<T>(Config c) where T : unmanaged, IFloatingPointIeee754<T> =>
         c.AdamW ? null : typeof(T) == typeof(double) ? 1e-12 : c.Steps <= MaxFloatSteps ? 1e-4 : null;
@@ -100,6 +100,33 @@ public static class DataParallelVision
         Directory.CreateDirectory(dir);
         File.WriteAllText(Path.Combine(dir, prefix + "-losses.csv"), LossCsv(r.Losses));
         File.WriteAllBytes(Path.Combine(dir, prefix + "-weights.bin"), MemoryMarshal.AsBytes(r.Weights.AsSpan()).ToArray());
+    }
+
+    /// <summary>
+    /// Writes DIR/data-parallel-npK-TYPE-check.csv (step, both losses, their difference) and draws
+    /// the chart DIR/data-parallel-npK-check (PNG, SVG): log10 of |loss difference| per step for
+    /// every type whose check file is in DIR, so running float32 and float64 into one folder puts
+    /// both drifts on one chart. Returns the chart's path without extension.
+    /// </summary>
+    public static string PlotCheck(double[] distributed, double[] single, int worldSize, string type, string dir)
+    {
+        Directory.CreateDirectory(dir);
+        var sb = new StringBuilder("step,loss_distributed,loss_one_process,abs_difference\n");
+        for (int i = 0; i < distributed.Length; i++)
+            sb.Append(CultureInfo.InvariantCulture, $"{i + 1},{distributed[i]:R},{single[i]:R},{Math.Abs(distributed[i] - single[i]):R}\n");
+        File.WriteAllText(Path.Combine(dir, $"data-parallel-np{worldSize}-{type}-check.csv"), sb.ToString());
+        var series = new List<Plots.Charts.Series>();
+        foreach (string t in (string[])["float32", "float64"])
+        {
+            string f = Path.Combine(dir, $"data-parallel-np{worldSize}-{t}-check.csv");
+            if (!File.Exists(f)) continue;
+            var rows = File.ReadAllLines(f).Skip(1).Select(l => l.Split(',')).ToArray();
+            series.Add(new Plots.Charts.Series(t, rows.Select(r => double.Parse(r[0], CultureInfo.InvariantCulture)).ToArray(),
+                rows.Select(r => Math.Log10(Math.Max(1e-17, double.Parse(r[3], CultureInfo.InvariantCulture)))).ToArray(), OpenMarkers: t == "float64"));
+        }
+        string path = Path.Combine(dir, $"data-parallel-np{worldSize}-check");
+        Plots.Charts.Lines(path, $"{worldSize} ranks against one process: loss difference per step (0 drawn at 1e-17)", "step", "log10 |loss difference|", series);
+        return path;
     }
 
     private static double Median(double[] v)
