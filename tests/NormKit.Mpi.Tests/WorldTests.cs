@@ -80,3 +80,26 @@ public class WorldTests
         Assert.DoesNotContain("the all-gather returned", r.Output);
     }
 }
+
+/// <summary>The example of docs/Distributed.md, run as it says.</summary>
+[Collection("mpi")]
+public class SampleTests
+{
+    [Theory]
+    [InlineData(Launcher.OpenMpi, 2)]
+    [InlineData(Launcher.Mpich, 3)]
+    public void The_documented_sample_gives_every_rank_the_same_statistics(Launcher launcher, int np)
+    {
+        var r = Run(launcher, np, Program("NormKit.MpiSample"), []);
+        Assert.True(r.ExitCode == 0, r.ToString());
+        var lines = r.Output.Split('\n').Where(l => l.Contains($" of {np}: running_mean[0] = ")).ToList();
+        Assert.Equal(np, lines.Count);
+        // Identical after the rank prefix; and the running mean is the whole batch's: rank r's
+        // values are centred on r, so the batch mean is about (np - 1) / 2 and the running mean
+        // after one step is 0.1 of it.
+        var tails = lines.Select(l => l[l.IndexOf(':')..].Trim()).Distinct().ToList();
+        Assert.Single(tails);
+        double runningMean = double.Parse(tails[0].Split('=')[1].Split(',')[0], System.Globalization.CultureInfo.InvariantCulture);
+        Assert.InRange(runningMean, 0.1 * (np - 1) / 2.0 - 0.01, 0.1 * (np - 1) / 2.0 + 0.01);
+    }
+}
