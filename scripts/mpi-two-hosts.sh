@@ -29,12 +29,16 @@ AGENT
 chmod +x "$work/netns-rsh"
 printf '10.77.0.1 slots=1\n10.77.0.2 slots=1\n' > "$work/hosts"
 
+# The two "hosts" share this machine's cores: one NormKit thread per rank unless told otherwise.
+export NORMKIT_NUM_THREADS=${NORMKIT_NUM_THREADS:-1}
 # Forward the variables a rank needs (a remote shell starts with few); only those that are set.
 forward=()
 for v in PATH HOME DOTNET_ROOT NORMKIT_NUM_THREADS NORMKIT_MPI_COLLECTIVE_TIMEOUT_S; do
     if [ -n "${!v:-}" ]; then forward+=(-x "$v"); fi
 done
-ip netns exec "$a" mpirun --allow-run-as-root --hostfile "$work/hosts" -np 2 \
+# --bind-to none: each "host" would bind its rank to its first core, and both hosts' first core
+# is this machine's core 0.
+ip netns exec "$a" mpirun --allow-run-as-root --hostfile "$work/hosts" -np 2 --bind-to none \
     --mca plm_rsh_agent "$work/netns-rsh" \
     --mca btl tcp,self --mca btl_tcp_if_include 10.77.0.0/24 --mca oob_tcp_if_include 10.77.0.0/24 \
     "${forward[@]}" "$@"

@@ -10,7 +10,7 @@ using NormKit.Mpi;
 namespace NormKit.Benchmarks;
 
 /// <summary>
-/// mpirun -np K dotnet NormKit.Benchmarks.dll --mpi [--smoke] [--no-torch] [--out DIR]
+/// mpirun -np K dotnet NormKit.Benchmarks.dll --mpi [--smoke] [--no-torch] [--out DIR] [--tag NAME]
 /// <para>
 /// What SyncBatchNorm costs over MPI: the latency of the all-gather for the vector sizes it sends,
 /// beside MPI's own MPI_Allreduce and PyTorch's gloo collectives; SyncBatchNorm against BatchNorm
@@ -30,11 +30,12 @@ public static class MpiLatency
         bool smoke = args.Contains("--smoke"), noTorch = args.Contains("--no-torch") || smoke;
         string outDir = args.SkipWhile(a => a != "--out").Skip(1).FirstOrDefault()
             ?? (smoke ? Path.Combine(Path.GetTempPath(), "normkit-bench-smoke") : Path.Combine(RepoRoot(), "bench", "results"));
+        string? tag = args.SkipWhile(a => a != "--tag").Skip(1).FirstOrDefault();   // e.g. two-hosts-tcp, in the file name and title
         MpiWorld.ShareCores();
-        return MpiWorld.Run(world => Measure(world, smoke, noTorch, outDir));
+        return MpiWorld.Run(world => Measure(world, smoke, noTorch, outDir, tag));
     }
 
-    private static int Measure(MpiWorld world, bool smoke, bool noTorch, string outDir)
+    private static int Measure(MpiWorld world, bool smoke, bool noTorch, string outDir, string? tag)
     {
         int k = world.WorldSize, reps = smoke ? 2 : 15, inner = smoke ? 5 : 400;
         // (doubles each rank sends, what sends it): SyncBatchNorm sends 3C in forward, 1 + 2C in backward.
@@ -88,7 +89,7 @@ public static class MpiLatency
         var torchUs = torch.StartsWith('{') ? JsonSerializer.Deserialize<Dictionary<string, Dictionary<string, double>>>(torch) : null;
 
         var md = new StringBuilder();
-        md.AppendLine($"# SyncBatchNorm over MPI: {DateTime.UtcNow:yyyy-MM-dd}, {k} ranks{(smoke ? " (smoke run: timings meaningless)" : "")}");
+        md.AppendLine($"# SyncBatchNorm over MPI: {DateTime.UtcNow:yyyy-MM-dd}, {k} ranks{(tag != null ? ", " + tag : "")}{(smoke ? " (smoke run: timings meaningless)" : "")}");
         md.AppendLine();
         md.AppendLine($"Machine: {Environment.MachineName}, {File.ReadLines("/proc/cpuinfo").Count(l => l.StartsWith("processor"))} cores ({Environment.ProcessorCount} visible to rank 0 under the launcher's binding); {world.Flavor}: {world.LibraryVersion}; .NET {Environment.Version};");
         md.AppendLine($"Tiered compilation: {(Environment.GetEnvironmentVariable("DOTNET_TieredCompilation") == "0" ? "off (optimized code from the first call; bench/run-mpi.sh sets it)" : "on (short runs may time unoptimized code; bench/run-mpi.sh turns it off)")}.");
@@ -123,7 +124,7 @@ public static class MpiLatency
         string promise = DataParallelVision.Tolerance<float>(config) is { } tol ? $"tolerance {tol:E0}" : $"no tolerance is promised for float32 beyond {DataParallelVision.MaxFloatSteps} steps, where rounding differences grow and tip max-pool or ReLU decisions; the equality check is `normkit lab data-parallel --double --check` and the multi-process tests";
         md.AppendLine($"Same run, against one process: largest loss difference {dl:E2}, largest weight difference {dw:E2} (relative to max(1, |value|); {promise}); weights bit-identical on every rank: {(dp.SameOnEveryRank ? "yes" : "NO")}.");
         Directory.CreateDirectory(outDir);
-        string path = Path.Combine(outDir, $"mpi-{DateTime.UtcNow:yyyy-MM-dd}-np{k}-{world.Flavor.ToString().ToLowerInvariant()}.md");
+        string path = Path.Combine(outDir, $"mpi-{DateTime.UtcNow:yyyy-MM-dd}-np{k}-{world.Flavor.ToString().ToLowerInvariant()}{(tag != null ? "-" + tag : "")}.md");
         File.WriteAllText(path, md.ToString());
         Console.WriteLine(md);
         Console.WriteLine($"Wrote {path}");
