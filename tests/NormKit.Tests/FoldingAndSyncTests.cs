@@ -186,6 +186,32 @@ public class SyncBatchNormTests
         Assert.Equal("source", Assert.Throws<ArgumentNullException>(() => SyncBatchNorm<double>.From(null!, new InProcessGroup(1)[0])).ParamName);
     }
 
+    // Without running statistics eval also normalizes with batch statistics; NormKit takes the
+    // whole batch's there too (PyTorch's SyncBatchNorm does not sync in eval: each rank would use
+    // its shard's), so the result does not depend on how the batch was split.
+    [Fact]
+    public void Without_running_statistics_eval_uses_the_whole_batch()
+    {
+        int[] sizes = [3, 5];
+        const int c = 2, s = 4, n = 8;
+        var x = Data.Normal(7, n * c * s, 2, 3);
+        var whole = new BatchNorm1d<double>(c, trackRunningStats: false);
+        whole.Eval();
+        var y = new double[x.Length];
+        whole.Forward(x, [n, c, s], y);
+        var group = new InProcessGroup(2);
+        var ys = new double[2][];
+        Parallel.For(0, 2, new ParallelOptions { MaxDegreeOfParallelism = 2 }, r =>
+        {
+            int start = sizes.Take(r).Sum() * c * s, len = sizes[r] * c * s;
+            var bn = new SyncBatchNorm<double>(c, group[r], trackRunningStats: false);
+            bn.Eval();
+            ys[r] = new double[len];
+            bn.Forward(x.AsSpan(start, len), [sizes[r], c, s], ys[r]);
+        });
+        Check.Close(y, ys.SelectMany(v => v).ToArray(), new Tol(1e-12, 1e-12), "eval output without running statistics");
+    }
+
     [Fact]
     public void AllReduceSum_adds_in_rank_order_and_every_rank_gets_the_same_bits()
     {
