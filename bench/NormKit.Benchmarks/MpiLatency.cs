@@ -121,7 +121,7 @@ public static class MpiLatency
         md.AppendLine($"| {k} ranks, {config.Batch / k} samples each | {dp.StepSeconds * 1e3:F2} | {dp.ExchangeSeconds * 1e3:F3} ms ({100 * dp.ExchangeSeconds / dp.StepSeconds:F1}%) | {dp.ExchangesPerStep} | {dp.ExchangeDoubles} ({dp.ExchangeDoubles * 8 / 1024.0:F1} KiB) | {single.StepSeconds / dp.StepSeconds:F2} |");
         var (dl, dw) = DataParallelVision.Difference(dp, single);
         md.AppendLine();
-        string promise = DataParallelVision.Tolerance<float>(config) is { } tol ? $"tolerance {tol:E0}" : $"no tolerance is promised for float32 beyond {DataParallelVision.MaxFloatSteps} steps, where rounding differences grow and tip max-pool or ReLU decisions; the equality check is `normkit lab data-parallel --double --check` and the multi-process tests";
+        string promise = DataParallelVision.Tolerance<float>(config) is { } tol ? $"tolerance {tol:E0}" : $"no tolerance is promised for float32 beyond {DataParallelVision.MaxFloatSteps} steps, where the rounding differences grow with the steps; the equality check is `normkit lab data-parallel --double --check` and the multi-process tests";
         md.AppendLine($"Same run, against one process: largest loss difference {dl:E2}, largest weight difference {dw:E2} (relative to max(1, |value|); {promise}); weights bit-identical on every rank: {(dp.SameOnEveryRank ? "yes" : "NO")}.");
         Directory.CreateDirectory(outDir);
         string path = Path.Combine(outDir, $"mpi-{DateTime.UtcNow:yyyy-MM-dd}-np{k}-{world.Flavor.ToString().ToLowerInvariant()}{(tag != null ? "-" + tag : "")}.md");

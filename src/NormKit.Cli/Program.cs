@@ -335,7 +335,7 @@ static int DataParallel<T>(DataParallelVision.Config config, FashionMnist.Split 
                 if (!ok) code = 1;
             }
             else
-                Console.WriteLine($"{versus}. No tolerance is promised for {(config.AdamW ? "AdamW, whose step m/sqrt(v) magnifies rounding in near-zero gradients" : $"float32 beyond {DataParallelVision.MaxFloatSteps} steps, where rounding differences grow and tip max-pool or ReLU decisions (docs/lab)")}; --double stays within 1e-12.");
+                Console.WriteLine($"{versus}. No tolerance is promised for {(config.AdamW ? "AdamW, whose step m/sqrt(v) magnifies rounding in near-zero gradients" : $"float32 beyond {DataParallelVision.MaxFloatSteps} steps, where the rounding differences grow with the steps and tip max-pool or ReLU decisions (docs/lab)")}; --double stays within 1e-12.");
         }
         return code;
     });
