@@ -120,8 +120,8 @@ public sealed unsafe class MpiWorld : IAllGather, IDisposable
                     "installations, and every process would train alone on its shard. Start the job with the launcher of the same MPI " +
                     "(mpirun.openmpi for libmpi.so.40, mpiexec.mpich for libmpich.so.12), or set NORMKIT_MPI_LIBRARY to the library that matches the launcher.");
             }
-            if (provided < MpiLibrary.ThreadSerialized)
-                Debug.WriteLine($"MPI provides thread level {provided}; NormKit calls MPI from one thread at a time.");
+            // Open MPI and MPICH provide MPI_THREAD_SERIALIZED or more; NormKit's calls hold _callLock,
+            // so one thread at a time is all it needs (provided is not checked further).
             AppDomain.CurrentDomain.UnhandledException += world.AbortOnUnhandled;
             return _current = world;
         }
