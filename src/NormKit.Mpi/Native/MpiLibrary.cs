@@ -19,8 +19,6 @@ internal sealed unsafe class MpiLibrary
     public required nint StatusIgnore { get; init; }
 
     public required delegate* unmanaged<int*, nint, int, int*, int> InitThread { get; init; }
-    public required delegate* unmanaged<int*, int> Initialized { get; init; }
-    public required delegate* unmanaged<int*, int> Finalized { get; init; }
     public required delegate* unmanaged<int> FinalizeMpi { get; init; }
     public required delegate* unmanaged<nint, int*, int> CommRank { get; init; }
     public required delegate* unmanaged<nint, int*, int> CommSize { get; init; }
@@ -78,8 +76,6 @@ internal sealed unsafe class MpiLibrary
             InPlace = ompi ? 1 : -1,
             StatusIgnore = ompi ? 0 : 1,
             InitThread = (delegate* unmanaged<int*, nint, int, int*, int>)F("MPI_Init_thread"),
-            Initialized = (delegate* unmanaged<int*, int>)F("MPI_Initialized"),
-            Finalized = (delegate* unmanaged<int*, int>)F("MPI_Finalized"),
             FinalizeMpi = (delegate* unmanaged<int>)F("MPI_Finalize"),
             CommRank = (delegate* unmanaged<nint, int*, int>)F("MPI_Comm_rank"),
             CommSize = (delegate* unmanaged<nint, int*, int>)F("MPI_Comm_size"),
