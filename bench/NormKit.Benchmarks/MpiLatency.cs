@@ -28,8 +28,7 @@ public static class MpiLatency
     public static int Run(string[] args)
     {
         bool smoke = args.Contains("--smoke"), noTorch = args.Contains("--no-torch") || smoke;
-        string outDir = args.SkipWhile(a => a != "--out").Skip(1).FirstOrDefault()
-            ?? (smoke ? Path.Combine(Path.GetTempPath(), "normkit-bench-smoke") : Path.Combine(RepoRoot(), "bench", "results"));
+        string outDir = ResultsFolder.From(args, smoke);
         string? tag = args.SkipWhile(a => a != "--tag").Skip(1).FirstOrDefault();   // e.g. two-hosts-tcp, in the file name and title
         MpiWorld.ShareCores();
         return MpiWorld.Run(world => Measure(world, smoke, noTorch, outDir, tag));
@@ -165,12 +164,5 @@ public static class MpiLatency
             return p.ExitCode == 0 ? output.Trim() : $"failed: {error.Trim().Split('\n').LastOrDefault()}";
         }
         catch (System.ComponentModel.Win32Exception e) { return $"absent ({e.Message})"; }
-    }
-
-    private static string RepoRoot()
-    {
-        for (var d = new DirectoryInfo(AppContext.BaseDirectory); d != null; d = d.Parent)
-            if (File.Exists(Path.Combine(d.FullName, "NormKit.slnx"))) return d.FullName;
-        return Directory.GetCurrentDirectory();
     }
 }

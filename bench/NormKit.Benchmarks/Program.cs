@@ -25,8 +25,7 @@ CultureInfo.CurrentCulture = CultureInfo.InvariantCulture;
 if (args.Contains("--mpi")) return MpiLatency.Run(args);   // under mpirun: SyncBatchNorm's collectives (MpiLatency.cs)
 bool smoke = args.Contains("--smoke");
 bool noTorch = args.Contains("--no-torch");
-string outDir = args.SkipWhile(a => a != "--out").Skip(1).FirstOrDefault()
-    ?? (smoke ? Path.Combine(Path.GetTempPath(), "normkit-bench-smoke") : Path.Combine(RepoRoot(), "bench", "results"));
+string outDir = ResultsFolder.From(args, smoke);
 string? filter = args.SkipWhile(a => a != "--filter").Skip(1).FirstOrDefault();
 if (filter != null) Plan.Cases = Plan.Cases.Where(c => c.Key.Contains(filter)).ToList();
 if (smoke)
@@ -190,9 +189,3 @@ static string RunTorch(IReadOnlyList<BenchCase> cases, int[] threads, Dictionary
     finally { File.Delete(spec); File.Delete(result); }
 }
 
-static string RepoRoot()
-{
-    for (var d = new DirectoryInfo(AppContext.BaseDirectory); d != null; d = d.Parent)
-        if (File.Exists(Path.Combine(d.FullName, "NormKit.slnx"))) return d.FullName;
-    return Directory.GetCurrentDirectory();
-}

@@ -50,10 +50,11 @@ const string Usage = """
     mpirun -np K normkit lab data-parallel [--steps N] [--batch B] [--double] [--adamw] [--check] [--data DIR] [--out DIR]
         The vision CNN with SyncBatchNorm trained data-parallel over MPI: each of the K processes
         takes B/K of every batch (default B = 64, N = 40 steps of SGD with momentum; --adamw for
-        AdamW), gradients are summed over the ranks. Rank 0 prints the loss, the time per step and the part spent exchanging, and writes
-        DIR/data-parallel-npK-losses.csv and -weights.bin. --check then trains the same model in
-        one process on the whole batch, compares losses and weights, and charts the loss difference
-        per step (DIR/data-parallel-npK-check.png; float32 and float64 runs into one DIR share it). Started without mpirun
+        AdamW), gradients are summed over the ranks. Rank 0 prints the loss, the time per step and
+        the part spent exchanging, and writes DIR/data-parallel-npK-losses.csv and -weights.bin.
+        --check then trains the same model in one process on the whole batch, compares losses and
+        weights, and charts the loss difference per step (DIR/data-parallel-npK-check.png; float32
+        and float64 runs into one DIR share it). Started without mpirun
         it runs as one process (no MPI needed).
     """;
 
@@ -283,10 +284,10 @@ static int DataParallelCommand(string[] args)
     string? data = null, outDir = "lab-results";
     var config = new DataParallelVision.Config();
     if (Options.Parse(args, ["--check", "--double", "--adamw"], ["--steps", "--batch", "--data", "--out"], out var o) is { } error) return Fail(error);
-    if (o.Value("--steps") is { } s && (!int.TryParse(s, out int steps) || steps < 1)) return Fail($"--steps must be an integer >= 1 but was '{s}'.");
-    else if (o.Value("--steps") != null) config = config with { Steps = int.Parse(o.Value("--steps")!) };
-    if (o.Value("--batch") is { } b && (!int.TryParse(b, out int batch) || batch < 2)) return Fail($"--batch must be an integer >= 2 but was '{b}'.");
-    else if (o.Value("--batch") != null) config = config with { Batch = int.Parse(o.Value("--batch")!) };
+    int steps = config.Steps, batch = config.Batch;
+    if (o.Value("--steps") is { } s && (!int.TryParse(s, out steps) || steps < 1)) return Fail($"--steps must be an integer >= 1 but was '{s}'.");
+    if (o.Value("--batch") is { } b && (!int.TryParse(b, out batch) || batch < 2)) return Fail($"--batch must be an integer >= 2 but was '{b}'.");
+    config = config with { Steps = steps, Batch = batch };
     if (o.Has("--adamw")) config = config with { AdamW = true, LearningRate = 2e-3 };
     data = o.Value("--data") ?? data;
     outDir = o.Value("--out") ?? outDir;

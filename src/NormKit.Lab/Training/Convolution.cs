@@ -84,25 +84,13 @@ public sealed class Conv2d<T> : ILayer<T> where T : unmanaged, IFloatingPointIee
     }
 
     // cols[q = r * W + c, (i * k + u) * k + v] = x[i, r + u - pad, c + v - pad] (0 outside).
-    private void Im2Col(ReadOnlySpan<T> x, Span<T> cols)
-    {
-        int kk = _in * _k * _k;
-        for (int r = 0; r < _h; r++)
-            for (int c = 0; c < _w; c++)
-            {
-                var row = cols.Slice((r * _w + c) * kk, kk);
-                int j = 0;
-                for (int i = 0; i < _in; i++)
-                    for (int u = 0; u < _k; u++)
-                        for (int v = 0; v < _k; v++, j++)
-                        {
-                            int rr = r + u - _pad, cc = c + v - _pad;
-                            row[j] = rr >= 0 && rr < _h && cc >= 0 && cc < _w ? x[(i * _h + rr) * _w + cc] : T.Zero;
-                        }
-            }
-    }
+    private void Im2Col(Span<T> x, Span<T> cols) => Unfold(x, cols, scatter: false);
 
-    private void Col2Im(ReadOnlySpan<T> cols, Span<T> dx)
+    // The adjoint of Im2Col: dx[i, r + u - pad, c + v - pad] += dcols[q, (i * k + u) * k + v].
+    private void Col2Im(Span<T> dcols, Span<T> dx) => Unfold(dx, dcols, scatter: true);
+
+    // One walk over (output position, input channel, kernel offset) serves both directions.
+    private void Unfold(Span<T> image, Span<T> cols, bool scatter)
     {
         int kk = _in * _k * _k;
         for (int r = 0; r < _h; r++)
@@ -115,7 +103,9 @@ public sealed class Conv2d<T> : ILayer<T> where T : unmanaged, IFloatingPointIee
                         for (int v = 0; v < _k; v++, j++)
                         {
                             int rr = r + u - _pad, cc = c + v - _pad;
-                            if (rr >= 0 && rr < _h && cc >= 0 && cc < _w) dx[(i * _h + rr) * _w + cc] += row[j];
+                            bool inside = rr >= 0 && rr < _h && cc >= 0 && cc < _w;
+                            if (scatter) { if (inside) image[(i * _h + rr) * _w + cc] += row[j]; }
+                            else row[j] = inside ? image[(i * _h + rr) * _w + cc] : T.Zero;
                         }
             }
     }

@@ -14,8 +14,6 @@ public sealed class DataParallel<T>(IAllGather? group) where T : unmanaged, IFlo
 {
     private double[] _flat = [], _scratch = [];
 
-    /// <summary>The group, or null for one process.</summary>
-    public IAllGather? Group => group;
     public int Rank => group?.Rank ?? 0;
     public int WorldSize => group?.WorldSize ?? 1;
 

@@ -40,8 +40,7 @@ internal sealed unsafe class MpiLibrary
     {
         if (Environment.GetEnvironmentVariable("NORMKIT_MPI_LIBRARY") is { Length: > 0 } forced) return [forced];
         string[] openMpi = ["libmpi.so.40"], mpich = ["libmpich.so.12", "libmpi.so.12"];
-        bool hydra = Environment.GetEnvironmentVariable("OMPI_COMM_WORLD_SIZE") is null
-                     && Environment.GetEnvironmentVariable("PMI_SIZE") is not null;
+        bool hydra = MpiWorld.LauncherWorldSize()?.Variable == "PMI_SIZE";   // not Open MPI's mpirun
         return hydra ? [.. mpich, .. openMpi] : [.. openMpi, .. mpich];
     }
 

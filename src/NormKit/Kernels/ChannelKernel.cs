@@ -70,16 +70,7 @@ internal static unsafe class ChannelKernel
         fixed (double* pc = count, pm = mean, pq = m2)
         {
             var job = new Job<T> { X = px, Mask = mask.IsEmpty ? null : pk, Out0 = pm, Out1 = pq, Out2 = pc, L = l, Path = path };
-            if (l.AsColumns)
-            {
-                job.PerChunk = BlockRows(l.C);
-                WorkerPool.For(l.N, &job, &SampleColumnMoments<T>);
-            }
-            else
-            {
-                job.PerChunk = Math.Max(1, ChunkElements / l.S);
-                WorkerPool.For((l.Planes + job.PerChunk - 1) / job.PerChunk, &job, &PlaneMomentsChunk<T>);
-            }
+            RunPerSampleOrPlanes(ref job, &SampleColumnMoments<T>, &PlaneMomentsChunk<T>);
         }
     }
 
@@ -357,16 +348,7 @@ internal static unsafe class ChannelKernel
         fixed (double* pm = mean, ps = sum, pd = dot)
         {
             var job = new Job<T> { Dy = pdy, X = px, Mask = mask.IsEmpty ? null : pk, Mean = pm, Out0 = ps, Out1 = pd, L = l, Path = path, PerPlane = perPlane };
-            if (l.AsColumns)
-            {
-                job.PerChunk = BlockRows(l.C);
-                WorkerPool.For(l.N, &job, &SampleColumnGradSums<T>);
-            }
-            else
-            {
-                job.PerChunk = Math.Max(1, ChunkElements / l.S);
-                WorkerPool.For((l.Planes + job.PerChunk - 1) / job.PerChunk, &job, &PlaneGradSumsChunk<T>);
-            }
+            RunPerSampleOrPlanes(ref job, &SampleColumnGradSums<T>, &PlaneGradSumsChunk<T>);
         }
     }
 
@@ -497,6 +479,16 @@ internal static unsafe class ChannelKernel
             var job = new Job<T> { Dy = pdy, Y = pdx, P2 = pp, Mask = mask.IsEmpty ? null : pk, L = l, Path = path, PerPlane = perPlane };
             RunElementwise(ref job, &Chunk<T, ScaleOp<T>>);
         }
+    }
+
+    // The per-(sample, channel) statistics passes: channels-last runs one job per sample (its
+    // rows in blocks, columns in registers); channels-first runs chunks of whole planes.
+    private static void RunPerSampleOrPlanes<T>(ref Job<T> job, delegate*<void*, int, void> perSample, delegate*<void*, int, void> planeChunk) where T : unmanaged
+    {
+        var l = job.L;
+        job.PerChunk = l.AsColumns ? BlockRows(l.C) : Math.Max(1, ChunkElements / l.S);
+        int chunks = l.AsColumns ? l.N : (l.Planes + job.PerChunk - 1) / job.PerChunk;
+        fixed (Job<T>* pj = &job) WorkerPool.For(chunks, pj, l.AsColumns ? perSample : planeChunk);
     }
 
     private static void RunElementwise<T>(ref Job<T> job, delegate*<void*, int, void> body) where T : unmanaged
