@@ -11,6 +11,8 @@ namespace NormKit.Tests;
 /// NormKit's layers and gives PyTorch's outputs and gradients, in training and eval; NormKit
 /// saves the same keys, dtypes, shapes and values.
 /// </summary>
+// Fast, and touches every kernel: .ci/run runs it on every instruction-set leg.
+[Trait("Category", "Interop")]
 public sealed class PyTorchInteropTests(ITestOutputHelper output) : IDisposable
 {
     private readonly string _tmp = Directory.CreateTempSubdirectory("normkit-state-").FullName;
@@ -26,12 +28,7 @@ public sealed class PyTorchInteropTests(ITestOutputHelper output) : IDisposable
     }
     public void Dispose() => Directory.Delete(_tmp, recursive: true);
 
-    private static string Fixtures()
-    {
-        for (var d = new DirectoryInfo(AppContext.BaseDirectory); d != null; d = d.Parent)
-            if (File.Exists(Path.Combine(d.FullName, "NormKit.slnx"))) return Path.Combine(d.FullName, "tests", "fixtures", "pytorch");
-        throw new DirectoryNotFoundException("repository root not found");
-    }
+    private static string Fixtures() => Repo.Fixtures("pytorch");
 
     private static NormLayer<float> Make(string name) => name switch
     {
@@ -42,10 +39,28 @@ public sealed class PyTorchInteropTests(ITestOutputHelper output) : IDisposable
         "layernorm_2d" => new LayerNorm<float>([2, 3]),
         "groupnorm" => new GroupNorm<float>(2, 6),
         "instancenorm2d" => new InstanceNorm2d<float>(3, affine: true, trackRunningStats: true),
+        "batchnorm3d" => new BatchNorm3d<float>(3),
+        "batchnorm2d_channels_last" => new BatchNorm2d<float>(5, channelsLast: true),
+        "groupnorm_noaffine" => new GroupNorm<float>(3, 6, affine: false),
+        "instancenorm2d_noaffine" => new InstanceNorm2d<float>(3, trackRunningStats: true),
+        "instancenorm1d" => new InstanceNorm1d<float>(4),
         _ => throw new ArgumentException(name),
     };
 
-    public static TheoryData<string> Names() => new(["batchnorm1d", "batchnorm1d_3d", "batchnorm2d", "layernorm", "layernorm_2d", "groupnorm", "instancenorm2d"]);
+    public static TheoryData<string> Names() => new(["batchnorm1d", "batchnorm1d_3d", "batchnorm2d", "layernorm", "layernorm_2d", "groupnorm", "instancenorm2d",
+        "batchnorm3d", "batchnorm2d_channels_last", "groupnorm_noaffine", "instancenorm2d_noaffine", "instancenorm1d"]);
+
+    [Fact]
+    public void Every_fixture_records_the_PyTorch_version_that_made_it()
+    {
+        var files = Directory.GetFiles(Fixtures(), "*.safetensors");
+        Assert.True(files.Length >= 2 * Names().Count + 2, $"{files.Length} fixture files");
+        foreach (var f in files)
+        {
+            var meta = SafeTensors.ReadFile(f).Metadata;
+            Assert.True(meta.TryGetValue("torch", out var v) && v.Length > 0, $"{Path.GetFileName(f)} records no torch version");
+        }
+    }
 
     private static Tensor<float> T(SafeTensor t) => Tensor.Create(Data.F(t.ToDoubles()), t.Shape.Select(d => (nint)d).ToArray());
 
