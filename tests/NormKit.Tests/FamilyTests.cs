@@ -119,8 +119,12 @@ public class GroupNormTests
         Check.BitEqual<float>(Guard.Span(y).Slice(20, 20), Guard.Span(one), "sample 1 alone");
         gn.Eval();
         Check.BitEqual<float>(Guard.Span(one), Guard.Span(gn.Forward(Tensor.Create(x[20..40], [1, 4, 5]))), "eval equals train");
-        var dx = gn.Backward(Tensor.Create(Data.F(Data.Normal(9, 20)), [1, 4, 5]));
-        Assert.Equal(20, dx.FlattenedLength);
+        var dy = Data.F(Data.Normal(9, 20));
+        var dx = gn.Backward(Tensor.Create(dy, [1, 4, 5]));
+        var (edx, edw, edb) = Oracle.GroupNormBackward(Data.D(dy), Data.D(x[20..40]), 1, 4, 5, false, 2, Data.D(Guard.Span(gn.Weight!).ToArray()), 1e-5);
+        Check.Close(edx, Guard.Span(dx), Tol.F32, "dx");
+        Check.Close(edw, Guard.Span(gn.WeightGrad!), Tol.F32, "dWeight");
+        Check.Close(edb, Guard.Span(gn.BiasGrad!), Tol.F32, "dBias");
     }
 }
 
@@ -172,7 +176,7 @@ public class InstanceNormTests
         for (int k = 0; k < c; k++) expVar[k] += 0.9;
         Check.Close(expMean, Guard.Span(inorm.RunningMean!), Tol.F64, "running_mean");
         Check.Close(expVar, Guard.Span(inorm.RunningVar!), Tol.F64, "running_var");
-        Assert.Equal(1, inorm.NumBatchesTracked);
+        Assert.Equal(0, inorm.NumBatchesTracked);   // PyTorch's InstanceNorm never counts
         inorm.Eval();
         var y = inorm.Forward(Tensor.Create(x, [n, c, s]));
         Check.Close(Oracle.BatchNormApply(x, n, c, s, false, expMean, expVar, null, null, 1e-5), Guard.Span(y), Tol.F64, "eval y");
@@ -210,7 +214,7 @@ public class InstanceNormTests
 [Trait("Category", "Kernel")]
 public class RmsNormTests
 {
-    public static TheoryData<int> Lengths() => new(Paths.Lengths.Where(v => v % 3 != 2));
+    public static TheoryData<int> Lengths() => new(Paths.Lengths);
 
     [Theory, MemberData(nameof(Lengths))]
     public void Forward_and_backward_match_reference(int cols)

@@ -13,7 +13,11 @@ public enum RunningStatsUpdate
     None,
     /// <summary>Updated from this batch's statistics.</summary>
     Updated,
-    /// <summary>Left untouched because the batch's mean or variance was NaN or infinite (guard on).</summary>
+    /// <summary>
+    /// Left untouched (guard on) because the batch's mean or variance was NaN or infinite, or
+    /// because the updated running statistics would not be finite once stored in the element
+    /// type (a finite batch of values near 1e30 overflows float's running variance).
+    /// </summary>
     SkippedNonFinite,
 }
 
@@ -127,13 +131,14 @@ public static partial class Functional
 
             if (!training || runningMean.IsEmpty) return RunningStatsUpdate.None;
             if (guardNonFinite && !AllFinite(mean, m2)) return RunningStatsUpdate.SkippedNonFinite;
+            // hi and lo are free again: they receive the new running values, stored only if all are finite.
             for (int c = 0; c < l.C; c++)
             {
                 double batchVar = m2[c] / (unbiasedRunningVar ? cnt[c] - 1 : cnt[c]);
-                runningMean[c] = Num.From<T>((1 - momentum) * Num.D(runningMean[c]) + momentum * mean[c]);
-                runningVar[c] = Num.From<T>((1 - momentum) * Num.D(runningVar[c]) + momentum * batchVar);
+                hi[c] = RunningUpdate(runningMean[c], mean[c], momentum);
+                lo[c] = RunningUpdate(runningVar[c], batchVar, momentum);
             }
-            return RunningStatsUpdate.Updated;
+            return StoreRunning(hi, lo, runningMean, runningVar, guardNonFinite);
         }
         finally
         {
@@ -320,9 +325,11 @@ public static partial class Functional
                     {
                         int k = s * l.C + c;
                         hi[k] = h; lo[k] = lw;
-                        p[k] = Num.From<T>(rs * (weight.IsEmpty ? 1 : Num.D(weight[c])));
-                        q[k] = Num.From<T>(-rs * rs * k2);
-                        r[k] = Num.From<T>(-rs * k1);
+                        // A one-element segment: x_hat = 0 and g - mean(g) = 0, so dx is exactly 0
+                        // (the three rounded coefficients would leave a residue of about rstd * ulp(dy)).
+                        p[k] = m == 1 ? T.Zero : Num.From<T>(rs * (weight.IsEmpty ? 1 : Num.D(weight[c])));
+                        q[k] = m == 1 ? T.Zero : Num.From<T>(-rs * rs * k2);
+                        r[k] = m == 1 ? T.Zero : Num.From<T>(-rs * k1);
                     }
                 }
             ChannelKernel.InputGrad<T>(gradOutput, input, l, default, perPlane: true, hi, lo, p, q, r, gradInput);
@@ -387,12 +394,14 @@ public static partial class Functional
         if (l.Count == 0) return RunningStatsUpdate.None;
 
         double[] dbl = ArrayPool<double>.Shared.Rent(3 * l.Planes);
+        T[] par = ArrayPool<T>.Shared.Rent(2 * l.C);
         try
         {
             Span<double> cnt = dbl.AsSpan(0, l.Planes), mean = dbl.AsSpan(l.Planes, l.Planes), m2 = dbl.AsSpan(2 * l.Planes, l.Planes);
             GroupNormCore(input, l, l.C, output, weight, bias, eps, saveMean, saveRstd, mean, m2);
             if (!training || runningMean.IsEmpty) return RunningStatsUpdate.None;
             if (guardNonFinite && !AllFinite(mean, m2)) return RunningStatsUpdate.SkippedNonFinite;
+            Span<T> newMean = par.AsSpan(0, l.C), newVar = par.AsSpan(l.C, l.C);
             for (int c = 0; c < l.C; c++)
             {
                 double mu = 0, var = 0;
@@ -401,12 +410,16 @@ public static partial class Functional
                     mu += mean[s * l.C + c];
                     var += m2[s * l.C + c] / (l.S - 1);
                 }
-                runningMean[c] = Num.From<T>((1 - momentum) * Num.D(runningMean[c]) + momentum * mu / l.N);
-                runningVar[c] = Num.From<T>((1 - momentum) * Num.D(runningVar[c]) + momentum * var / l.N);
+                newMean[c] = RunningUpdate(runningMean[c], mu / l.N, momentum);
+                newVar[c] = RunningUpdate(runningVar[c], var / l.N, momentum);
             }
-            return RunningStatsUpdate.Updated;
+            return StoreRunning(newMean, newVar, runningMean, runningVar, guardNonFinite);
         }
-        finally { ArrayPool<double>.Shared.Return(dbl); }
+        finally
+        {
+            ArrayPool<double>.Shared.Return(dbl);
+            ArrayPool<T>.Shared.Return(par);
+        }
     }
 
     // Plane moments, merged per (sample, group) in channel order; per-plane parameters; one
@@ -548,6 +561,24 @@ public static partial class Functional
         for (int c = 0; c < runningVar.Length; c++)
             if (!(Num.D(runningVar[c]) >= 0))
                 throw new ArgumentException($"runningVar[{c}] is {runningVar[c]}; running variances must be >= 0.", nameof(runningVar));
+    }
+
+    // The running-statistics update, one formula for BatchNorm and InstanceNorm:
+    // running = (1 - momentum) * running + momentum * batch, in double, rounded once to T.
+    private static T RunningUpdate<T>(T running, double batch, double momentum) where T : unmanaged, IFloatingPointIeee754<T> =>
+        Num.From<T>((1 - momentum) * Num.D(running) + momentum * batch);
+
+    // Stores the new running statistics. With the guard, values that would not be finite in T
+    // (a finite batch can still overflow float's range) leave every channel as it was.
+    private static RunningStatsUpdate StoreRunning<T>(ReadOnlySpan<T> newMean, ReadOnlySpan<T> newVar, Span<T> runningMean, Span<T> runningVar, bool guardNonFinite)
+        where T : unmanaged, IFloatingPointIeee754<T>
+    {
+        if (guardNonFinite)
+            for (int c = 0; c < newMean.Length; c++)
+                if (!T.IsFinite(newMean[c]) || !T.IsFinite(newVar[c])) return RunningStatsUpdate.SkippedNonFinite;
+        newMean.CopyTo(runningMean);
+        newVar.CopyTo(runningVar);
+        return RunningStatsUpdate.Updated;
     }
 
     private static bool AllFinite(ReadOnlySpan<double> a, ReadOnlySpan<double> b)

@@ -141,7 +141,8 @@ public abstract class TrackedChannelNorm<T> : ChannelNorm<T> where T : unmanaged
 {
     /// <summary>
     /// Weight of the new batch in the running update (PyTorch's convention; ONNX and Keras use
-    /// 1 - momentum). Null: cumulative average with factor 1 / NumBatchesTracked.
+    /// 1 - momentum). Null: for BatchNorm a cumulative average with factor 1 / NumBatchesTracked;
+    /// for InstanceNorm 0, so the running statistics never move (as PyTorch passes 0.0).
     /// </summary>
     public double? Momentum { get; }
     /// <summary>Whether the layer keeps running statistics; without them eval also uses batch statistics.</summary>
@@ -150,7 +151,11 @@ public abstract class TrackedChannelNorm<T> : ChannelNorm<T> where T : unmanaged
     public Tensor<T>? RunningMean { get; }
     /// <summary>Running (unbiased) variance, shape [C]; null unless <see cref="TrackRunningStats"/>.</summary>
     public Tensor<T>? RunningVar { get; }
-    /// <summary>Training forwards whose statistics entered the running averages.</summary>
+    /// <summary>
+    /// Training forwards counted, as PyTorch's num_batches_tracked: BatchNorm counts every
+    /// training forward (an empty batch too) except one the guard skipped; InstanceNorm keeps it
+    /// at 0, as PyTorch does.
+    /// </summary>
     public long NumBatchesTracked { get; private set; }
 
     /// <summary>
@@ -209,7 +214,10 @@ public abstract class TrackedChannelNorm<T> : ChannelNorm<T> where T : unmanaged
     }
 
     /// <summary>The running-update factor for the next training batch: Momentum, or 1 / (batches + 1).</summary>
-    private protected double UpdateFactor => Momentum ?? 1.0 / (NumBatchesTracked + 1);
+    private protected virtual double UpdateFactor => Momentum ?? 1.0 / (NumBatchesTracked + 1);
+
+    /// <summary>Whether training forwards count into NumBatchesTracked (BatchNorm's do; PyTorch's InstanceNorm never counts).</summary>
+    private protected virtual bool CountsBatches => true;
 
     /// <summary>Whether this forward uses the batch's own statistics.</summary>
     private protected bool UsesBatchStats => Training || !TrackRunningStats;
@@ -217,10 +225,12 @@ public abstract class TrackedChannelNorm<T> : ChannelNorm<T> where T : unmanaged
     /// <summary>Whether this forward updates the running statistics.</summary>
     private protected bool Updates => Training && TrackRunningStats;
 
+    // As PyTorch's module, every training forward counts, an empty batch too (it changes the
+    // cumulative average's factor for later batches); a batch the guard skipped does not.
     private protected void Record(RunningStatsUpdate result)
     {
         if (!Updates) return;
         LastRunningStatsUpdate = result;
-        if (result == RunningStatsUpdate.Updated) NumBatchesTracked++;
+        if (result != RunningStatsUpdate.SkippedNonFinite && CountsBatches) NumBatchesTracked++;
     }
 }

@@ -6,7 +6,8 @@ namespace NormKit.Layers;
 /// Instance normalization (torch.nn.InstanceNorm1d/2d/3d): each (sample, channel) is
 /// normalized over its spatial dims. PyTorch's defaults: Affine = false,
 /// TrackRunningStats = false. With running statistics, training updates them with the batch
-/// average of the instance means and unbiased variances, and eval uses them.
+/// average of the instance means and unbiased variances, and eval uses them. As in PyTorch,
+/// Momentum null means 0 (the running statistics stay as they are) and NumBatchesTracked stays 0.
 /// </summary>
 public abstract class InstanceNorm<T> : TrackedChannelNorm<T> where T : unmanaged, IFloatingPointIeee754<T>
 {
@@ -16,6 +17,11 @@ public abstract class InstanceNorm<T> : TrackedChannelNorm<T> where T : unmanage
     /// <summary>Creates the layer; every hyperparameter is checked here.</summary>
     protected InstanceNorm(int numFeatures, double eps, double? momentum, bool affine, bool trackRunningStats, bool channelsLast)
         : base(numFeatures, eps, momentum, affine, trackRunningStats, channelsLast) { }
+
+    // PyTorch's _InstanceNorm.forward passes `momentum if momentum is not None else 0.0` and
+    // never increments num_batches_tracked.
+    private protected override double UpdateFactor => Momentum ?? 0.0;
+    private protected override bool CountsBatches => false;
 
     private protected override bool ForwardCore(ReadOnlySpan<T> input, ReadOnlySpan<int> shape, Span<T> output, ReadOnlySpan<bool> mask)
     {
