@@ -8,32 +8,31 @@ namespace NormKit.Tests;
 public class AllocationTests
 {
     // Bytes allocated by 10 calls after a warm-up past tiered compilation's call-count
-    // threshold. With one thread all work runs on the calling thread, whose own counter is
-    // exact. With helper threads the process-wide counter is read instead; it also sees the
-    // test host's threads (a few hundred bytes even around an empty loop), so the smallest
-    // difference from an empty loop over several windows is taken.
+    // threshold: the calling thread's own counter plus what NormKit's helper threads count on
+    // theirs. Both are exact, so the test host's other threads cannot hide or fake a result.
     private static long Allocated(Action a)
     {
         for (int i = 0; i < 100; i++) a();
         long mine = GC.GetAllocatedBytesForCurrentThread();
+        long helpers = NormKit.Kernels.WorkerPool.HelperAllocatedBytes;
         for (int i = 0; i < 10; i++) a();
-        Assert.Equal(0, GC.GetAllocatedBytesForCurrentThread() - mine);
-        if (NormKit.Kernels.NormKitThreading.MaxDegreeOfParallelism == 1) return 0;
-        long least = long.MaxValue;
-        for (int window = 0; window < 10 && least > 0; window++)
-        {
-            long t0 = GC.GetTotalAllocatedBytes(precise: true);
-            for (int i = 0; i < 10; i++) Empty();
-            long t1 = GC.GetTotalAllocatedBytes(precise: true);
-            for (int i = 0; i < 10; i++) a();
-            long t2 = GC.GetTotalAllocatedBytes(precise: true);
-            least = Math.Min(least, (t2 - t1) - (t1 - t0));
-        }
-        return Math.Max(0, least);
+        return GC.GetAllocatedBytesForCurrentThread() - mine + (NormKit.Kernels.WorkerPool.HelperAllocatedBytes - helpers);
     }
 
-    [System.Runtime.CompilerServices.MethodImpl(System.Runtime.CompilerServices.MethodImplOptions.NoInlining)]
-    private static void Empty() { }
+    [Fact]
+    public void The_helper_threads_counter_sees_an_allocation_on_a_helper()
+    {
+        // The counter must be able to fail: a job that allocates on whichever thread runs its chunks.
+        Paths.WithThreads(2, () =>
+        {
+            long before = NormKit.Kernels.WorkerPool.HelperAllocatedBytes, runs = NormKit.Kernels.WorkerPool.ParallelRuns;
+            long mine = GC.GetAllocatedBytesForCurrentThread();
+            for (int k = 0; k < 50; k++) AllocatingJob.Run();
+            long total = GC.GetAllocatedBytesForCurrentThread() - mine + NormKit.Kernels.WorkerPool.HelperAllocatedBytes - before;
+            Assert.True(NormKit.Kernels.WorkerPool.ParallelRuns > runs, "the job ran on helper threads");
+            Assert.True(total >= 50 * 64 * 1000, $"counted {total} bytes for 50 jobs of 64 chunks allocating 1000 bytes each");
+        });
+    }
 
     private static readonly int[] Rows = [64, 768], Nchw = [8, 16, 24, 16], Nhwc = [8, 24, 16, 16];
 
@@ -77,4 +76,11 @@ public class AllocationTests
             bn.Train();
         });
     }
+}
+
+internal static unsafe class AllocatingJob
+{
+    public static void Run() => NormKit.Kernels.WorkerPool.For(64, null, &Chunk);
+
+    private static void Chunk(void* state, int i) => GC.KeepAlive(new byte[1000 - 24]);
 }

@@ -4,6 +4,8 @@ using NormKit.Tests.Support;
 namespace NormKit.Tests;
 
 /// <summary>Half and BFloat16 inputs and outputs with float32 parameters, at PyTorch's mixed-precision tolerances.</summary>
+// Fast, and touches every kernel: .ci/run runs it on every instruction-set leg.
+[Trait("Category", "Interop")]
 public class MixedPrecisionTests
 {
     private static T[] Low<T>(double[] v) where T : unmanaged =>

@@ -55,8 +55,18 @@ internal static unsafe class WorkerPool
     private static Exception? s_error;
     private static long s_parallelRuns;
 
+    private static long s_helperAllocated;
+
     /// <summary>Jobs that ran with helper threads, for tests that must prove threads were used.</summary>
     internal static long ParallelRuns => Volatile.Read(ref s_parallelRuns);
+
+    /// <summary>
+    /// Bytes the helper threads have allocated, all of it, counted by each helper on its own
+    /// thread at the end of every job: with the calling thread's own counter this gives a
+    /// call's exact allocation, which the process-wide counter (it sees the test host's
+    /// threads too) cannot.
+    /// </summary>
+    internal static long HelperAllocatedBytes => Volatile.Read(ref s_helperAllocated);
 
     public static void For(int count, void* state, delegate*<void*, int, void> body)
     {
@@ -119,10 +129,14 @@ internal static unsafe class WorkerPool
 
     private static void WorkerLoop()
     {
+        long counted = GC.GetAllocatedBytesForCurrentThread();
         while (true)
         {
             s_wake.Wait();
             RunChunks();
+            long now = GC.GetAllocatedBytesForCurrentThread();
+            Interlocked.Add(ref s_helperAllocated, now - counted);
+            counted = now;
             Interlocked.Decrement(ref s_activeHelpers);
         }
     }
