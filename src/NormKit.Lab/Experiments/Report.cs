@@ -15,24 +15,35 @@ public static class Report
 {
     public sealed record Claim(string Text, string Measured, string Published, string Verdict);
 
-    /// <summary>How many units of work (the figure, then one per training run) a tour reports through its progress callback.</summary>
-    public static int Units(bool full)
+    /// <summary>The settings of one tour: a name for the page and each experiment's configuration.</summary>
+    public sealed record Tour(string Name, Saturation.Config Saturation, BatchSize.Config BatchSize, Vision.Config Vision, Language.Config Language)
     {
-        var (sc, bc, vc) = Configs(full);
-        var lc = full ? Language.Config.Full : Language.Config.Quick;
-        return 1 + Saturation.Arms.Length * Saturation.Inits.Length * sc.Seeds + BatchSize.Arms.Length * bc.BatchSizes.Length * bc.Seeds
-            + Vision.Arms.Length * vc.Seeds + Language.Arms.Length * lc.Seeds;
+        /// <summary>The quick tour, the README's main command (minutes).</summary>
+        public static Tour Quick => new("Quick", Experiments.Saturation.Config.Quick, Experiments.BatchSize.Config.Quick, Experiments.Vision.Config.Quick, Experiments.Language.Config.Quick);
+        /// <summary>The full tour, every experiment in its full mode.</summary>
+        public static Tour Full => new("Full", Experiments.Saturation.Config.Full, Experiments.BatchSize.Config.Full, Experiments.Vision.Config.Full, Experiments.Language.Config.Full);
+        /// <summary>The quick or the full tour.</summary>
+        public static Tour For(bool full) => full ? Full : Quick;
     }
 
-    private static (Saturation.Config, BatchSize.Config, Vision.Config) Configs(bool full) =>
-        full ? (Saturation.Config.Full, BatchSize.Config.Full, Vision.Config.Full) : (Saturation.Config.Quick, BatchSize.Config.Quick, Vision.Config.Quick);
+    /// <summary>How many units of work (the figure, then one per training run) a tour reports through its progress callback.</summary>
+    public static int Units(bool full) => Units(Tour.For(full));
 
-    /// <summary>Runs the tour; <paramref name="progress"/> is called once per finished unit (see <see cref="Units"/>).</summary>
-    public static string Run(string outDir, string? data, bool full, Action<string> progress, string? text = null)
+    /// <summary>How many units of work <paramref name="tour"/> reports through its progress callback.</summary>
+    public static int Units(Tour tour) =>
+        1 + Saturation.Arms.Length * Saturation.Inits.Length * tour.Saturation.Seeds + BatchSize.Arms.Length * tour.BatchSize.BatchSizes.Length * tour.BatchSize.Seeds
+        + Vision.Arms.Length * tour.Vision.Seeds + Language.Arms.Length * tour.Language.Seeds;
+
+    /// <summary>Runs the quick or the full tour; <paramref name="progress"/> is called once per finished unit (see <see cref="Units(bool)"/>).</summary>
+    public static string Run(string outDir, string? data, bool full, Action<string> progress, string? text = null) =>
+        Run(outDir, data, Tour.For(full), progress, text);
+
+    /// <summary>Runs <paramref name="tour"/>; <paramref name="progress"/> is called once per finished unit (see <see cref="Units(Tour)"/>).</summary>
+    public static string Run(string outDir, string? data, Tour tour, Action<string> progress, string? text = null)
     {
         Directory.CreateDirectory(outDir);
         var (train, test) = Saturation.Data(data);
-        var (sc, bc, vc) = Configs(full);
+        var (sc, bc, vc, lc) = (tour.Saturation, tour.BatchSize, tour.Vision, tour.Language);
         var claims = new List<Claim>();
 
         var testSplit = FashionMnist.LoadTest(data);
@@ -85,7 +96,6 @@ public static class Report
             "Test accuracy: " + string.Join(", ", acc.Select(kv => $"{kv.Key} {kv.Value:F3}")) + ".",
             "Wu & He 2018, Table 1 (ResNet-50, ImageNet): error BN 23.6, GN 24.1, LN 25.3, IN 28.4.",
             acc["BatchNorm"] > best + 0.01 ? "holds" : acc["BatchNorm"] > best - 0.01 ? "does not hold here (the arms are within 0.01)" : "does not hold here"));
-        var lc = full ? Language.Config.Full : Language.Config.Quick;
         var corpus = TextData.Load(text);
         var lang = Language.Run(lc, corpus, run => progress($"language: {run}"));
         File.WriteAllText(Path.Combine(outDir, "language.csv"), Language.Csv(lang));
@@ -100,13 +110,13 @@ public static class Report
             "Shen et al. 2020 (PowerNorm): BN ~1 BLEU below LN in Transformers; its batch statistics fluctuate far more on text than in CNNs on images.",
             lnBeatsBn && fluctuatesMore ? "holds" : lnBeatsBn || fluctuatesMore ? "holds partly" : "does not hold here"));
 
-        string html = Html(claims, full, train, test);
+        string html = Html(claims, tour.Name, train, test);
         string path = Path.Combine(outDir, "report.html");
         File.WriteAllText(path, html);
         return path;
     }
 
-    private static string Html(List<Claim> claims, bool full, FashionMnist.Split train, FashionMnist.Split test)
+    private static string Html(List<Claim> claims, string tourName, FashionMnist.Split train, FashionMnist.Split test)
     {
         static string H(string s) => WebUtility.HtmlEncode(s);
         var sb = new StringBuilder();
@@ -114,7 +124,7 @@ public static class Report
           .Append("body{font-family:DejaVu Sans,sans-serif;max-width:1100px;margin:2em auto;line-height:1.4}table{border-collapse:collapse}td,th{border:1px solid #bbb;padding:6px;vertical-align:top}")
           .Append(".holds{background:#d8f5d0}.partly{background:#fff3c4}.not{background:#f8d4d4}.none{background:#eee}img{max-width:100%}</style></head><body>")
           .Append("<h1>NormKit lab report</h1>")
-          .Append($"<p>{(full ? "Full" : "Quick")} tour, {DateTime.UtcNow:yyyy-MM-dd HH:mm} UTC. Images: {H(train.Source)} ({train.Count} training images); test data: {H(test.Source)}. ")
+          .Append($"<p>{H(tourName)} tour, {DateTime.UtcNow:yyyy-MM-dd HH:mm} UTC. Images: {H(train.Source)} ({train.Count} training images); test data: {H(test.Source)}. ")
           .Append("Every number below was measured in this run; the CSV files beside this page hold every point.</p>")
           .Append("<h2>The seed article's claims</h2><table><tr><th>claim</th><th>measured here</th><th>published</th><th>verdict</th></tr>");
         foreach (var c in claims)
