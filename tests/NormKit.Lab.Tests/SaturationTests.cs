@@ -1,3 +1,4 @@
+using NormKit.Lab.Plots;
 using NormKit.Lab.Data;
 using NormKit.Lab.Experiments;
 
@@ -53,6 +54,15 @@ public sealed class SaturationPlotTests : IDisposable
 {
     private readonly string _dir = Directory.CreateTempSubdirectory("normkit-plots-").FullName;
     public void Dispose() => Directory.Delete(_dir, recursive: true);
+
+    [Fact]
+    public void Charts_are_drawn_with_the_intended_typeface()
+    {
+        // ScottPlot falls back to another font without a word when DejaVu Sans is missing
+        // (fonts-dejavu-core), so the charts' text would change silently: check the font resolves.
+        Assert.Equal(Charts.FontFamily, Charts.ResolvedFamily());
+        Assert.Null(Charts.ResolvedFamily("No Such Typeface NormKit"));   // the probe can fail
+    }
 
     [Fact]
     public void Charts_render_as_png_and_svg()

@@ -23,7 +23,7 @@ public static class Figure
             for (int j = 0; j < features; j++)
                 data[n, j] = batch.Pixels[n * batch.Features + firstFeature + j];
         var plot = new Plot();
-        plot.Font.Set("DejaVu Sans");
+        plot.Font.Set(Plots.Charts.FontFamily);
         var heat = plot.Add.Heatmap(data);
         heat.Colormap = new ScottPlot.Colormaps.Grayscale();
         heat.FlipVertically = true;
@@ -46,7 +46,7 @@ public static class Figure
         // N x C grids: which cells share one statistic in each norm.
         const int N = 6, C = 8, G = 2;
         var grid = new Plot();
-        grid.Font.Set("DejaVu Sans");
+        grid.Font.Set(Plots.Charts.FontFamily);
         string[] names = ["BatchNorm", "LayerNorm", "InstanceNorm", "GroupNorm (2 groups)"];
         for (int k = 0; k < names.Length; k++)
         {

@@ -5,6 +5,16 @@ namespace NormKit.Lab.Plots;
 /// <summary>Line charts saved as PNG and SVG, with the DejaVu font (Debian's fonts-dejavu-core).</summary>
 public static class Charts
 {
+    /// <summary>The typeface every chart is drawn with.</summary>
+    public const string FontFamily = "DejaVu Sans";
+
+    /// <summary>
+    /// The family the renderer really uses for <paramref name="family"/>: the same name when that
+    /// font is installed, otherwise null (ScottPlot would silently fall back to another font).
+    /// </summary>
+    public static string? ResolvedFamily(string family = FontFamily) =>
+        SkiaSharp.SKFontManager.Default.MatchFamily(family) is { } typeface && typeface.FamilyName == family ? family : null;
+
     /// <summary>One series: a legend label and its points; OpenMarkers series are told apart by hollow markers (the SVG backend draws no dashes).</summary>
     public sealed record Series(string Label, double[] X, double[] Y, bool OpenMarkers = false);
 
@@ -12,7 +22,7 @@ public static class Charts
     public static void Lines(string pathWithoutExtension, string title, string xLabel, string yLabel, IEnumerable<Series> series, int width = 800, int height = 500)
     {
         var plot = new Plot();
-        plot.Font.Set("DejaVu Sans");
+        plot.Font.Set(FontFamily);
         plot.Title(title);
         plot.XLabel(xLabel);
         plot.YLabel(yLabel);
@@ -33,7 +43,7 @@ public static class Charts
     public static void Bars(string pathWithoutExtension, string title, string yLabel, string[] labels, double[] values, double[]? errors = null, int width = 800, int height = 450)
     {
         var plot = new Plot();
-        plot.Font.Set("DejaVu Sans");
+        plot.Font.Set(FontFamily);
         plot.Title(title);
         plot.YLabel(yLabel);
         var bars = plot.Add.Bars(values);

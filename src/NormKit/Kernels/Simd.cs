@@ -18,7 +18,7 @@ public enum SimdPath
 
 /// <summary>
 /// Chooses the instruction-set path. The widest hardware-accelerated width is used; the
-/// environment variables DOTNET_EnableAVX512F=0, DOTNET_EnableAVX2=0 and
+/// environment variables DOTNET_EnableAVX512=0 (.NET 10 no longer reads DOTNET_EnableAVX512F alone), DOTNET_EnableAVX2=0 and
 /// DOTNET_EnableHWIntrinsic=0 step it down to Vector256, Vector128 and Scalar.
 /// </summary>
 public static class Simd
