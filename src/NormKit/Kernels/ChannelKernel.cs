@@ -44,6 +44,7 @@ internal static unsafe class ChannelKernel
         public bool* Mask;
         public double* Out0, Out1, Out2;           // per-plane or per-block results
         public double* Mean;                       // means the gradient sums are taken about
+        public double* Scratch;                    // per-sample scratch, rented by the calling thread
         public ChannelLayout L;
         public int PerChunk;
         public bool PerPlane;
@@ -65,12 +66,23 @@ internal static unsafe class ChannelKernel
         count.Clear(); mean.Clear(); m2.Clear();
         if (l.Count == 0) return;
         var path = Simd.Dispatch();
-        fixed (T* px = x)
-        fixed (bool* pk = mask)
-        fixed (double* pc = count, pm = mean, pq = m2)
+        // Channels-last samples need 2 * C doubles of block moments each. Rented here, on the
+        // calling thread, so a helper thread never rents from the pool (a helper's pool cache
+        // can be trimmed, and its next rent would allocate).
+        double[]? scratch = l.AsColumns ? System.Buffers.ArrayPool<double>.Shared.Rent(2 * l.C * l.N) : null;
+        try
         {
-            var job = new Job<T> { X = px, Mask = mask.IsEmpty ? null : pk, Out0 = pm, Out1 = pq, Out2 = pc, L = l, Path = path };
-            RunPerSampleOrPlanes(ref job, &SampleColumnMoments<T>, &PlaneMomentsChunk<T>);
+            fixed (T* px = x)
+            fixed (bool* pk = mask)
+            fixed (double* pc = count, pm = mean, pq = m2, ps = scratch)
+            {
+                var job = new Job<T> { X = px, Mask = mask.IsEmpty ? null : pk, Out0 = pm, Out1 = pq, Out2 = pc, Scratch = ps, L = l, Path = path };
+                RunPerSampleOrPlanes(ref job, &SampleColumnMoments<T>, &PlaneMomentsChunk<T>);
+            }
+        }
+        finally
+        {
+            if (scratch != null) System.Buffers.ArrayPool<double>.Shared.Return(scratch);
         }
     }
 
@@ -120,9 +132,8 @@ internal static unsafe class ChannelKernel
         ref Job<T> j = ref Unsafe.AsRef<Job<T>>(state);
         int c = j.L.C, s = j.L.S;
         double* cnt = j.Out2 + (nint)n * c, mean = j.Out0 + (nint)n * c, m2 = j.Out1 + (nint)n * c;
-        double[] buffer = System.Buffers.ArrayPool<double>.Shared.Rent(2 * c);
-        var bm = buffer.AsSpan(0, c);
-        var bq = buffer.AsSpan(c, c);
+        var bm = new Span<double>(j.Scratch + (nint)n * 2 * c, c);
+        var bq = new Span<double>(j.Scratch + (nint)n * 2 * c + c, c);
         int r0 = n * s, r1 = r0 + s;
         foreach (var (a, b) in new RowRuns(j.Mask, r0, r1, j.PerChunk))
         {
@@ -134,7 +145,6 @@ internal static unsafe class ChannelKernel
             Reductions.ColumnSquaredDeviations(ref xb, rows, c, bm, bq, j.Path);
             for (int k = 0; k < c; k++) Reductions.ChanMerge(ref cnt[k], ref mean[k], ref m2[k], rows, bm[k], bq[k]);
         }
-        System.Buffers.ArrayPool<double>.Shared.Return(buffer);
     }
 
     /// <summary>

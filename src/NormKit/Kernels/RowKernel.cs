@@ -60,6 +60,7 @@ internal static unsafe class RowKernel
         public T* X, W, B, Y, Dy, Dx, Res, Sum, Add;
         public double* Mean, Rstd;
         public double* Partials; // per block: dWeight[cols] then dBias[cols]
+        public T* Groups;        // per block: the T-precision dWeight and dBias sums of up to GradGroupRows rows
         public int Rows, Cols, RowsPerChunk;
         public double Eps;
         public SimdPath Path;
@@ -176,19 +177,21 @@ internal static unsafe class RowKernel
         int rowsPerBlock = (rows + blocks - 1) / blocks;
         blocks = (rows + rowsPerBlock - 1) / rowsPerBlock;
         double[]? partials = null;
+        T[]? groups = null;   // rented here, on the calling thread: helpers never rent from the pool
         if (wantGrads)
         {
             partials = ArrayPool<double>.Shared.Rent(blocks * cols * 2);
             Array.Clear(partials, 0, blocks * cols * 2);
+            groups = ArrayPool<T>.Shared.Rent(blocks * cols * 2);
         }
         try
         {
-            fixed (T* pdy = dy, px = x, pw = weight, pdx = dx, pa = gradSum)
+            fixed (T* pdy = dy, px = x, pw = weight, pdx = dx, pa = gradSum, pg = groups)
             fixed (double* pp = partials, pm = mean, pr = rstd)
             {
                 var job = new Job<T>
                 {
-                    Dy = pdy, X = px, Mean = pm, Rstd = pr, W = weight.IsEmpty ? null : pw, Dx = pdx, Partials = pp,
+                    Dy = pdy, X = px, Mean = pm, Rstd = pr, W = weight.IsEmpty ? null : pw, Dx = pdx, Partials = pp, Groups = pg,
                     Add = gradSum.IsEmpty ? null : pa, Centered = centered,
                     Rows = rows, Cols = cols, RowsPerChunk = rowsPerBlock, Path = path, WantGrads = wantGrads,
                 };
@@ -213,6 +216,7 @@ internal static unsafe class RowKernel
         finally
         {
             if (partials != null) ArrayPool<double>.Shared.Return(partials);
+            if (groups != null) ArrayPool<T>.Shared.Return(groups);
         }
     }
 
@@ -228,23 +232,19 @@ internal static unsafe class RowKernel
         int r0 = block * j.RowsPerChunk, r1 = Math.Min(j.Rows, r0 + j.RowsPerChunk);
         double* pw = j.WantGrads ? j.Partials + (nint)block * 2 * n : null;
         double* pb = j.WantGrads ? pw + n : null;
-        T[]? group = j.WantGrads ? ArrayPool<T>.Shared.Rent(2 * n) : null;
-        fixed (T* gw = group)
+        T* gw = j.WantGrads ? j.Groups + (nint)block * 2 * n : null;
+        T* gb = gw == null ? null : gw + n;
+        if (gw != null) new Span<T>(gw, 2 * n).Clear();
+        for (int r = r0; r < r1; r++)
         {
-            T* gb = gw == null ? null : gw + n;
-            if (gw != null) new Span<T>(gw, 2 * n).Clear();
-            for (int r = r0; r < r1; r++)
-            {
-                BackwardRow(ref j, r, gw, gb);
-                if (gw != null && ((r - r0) % GradGroupRows == GradGroupRows - 1 || r == r1 - 1))
-                    for (int c = 0; c < n; c++)
-                    {
-                        pw[c] += Num.D(gw[c]); pb[c] += Num.D(gb[c]);
-                        gw[c] = T.Zero; gb[c] = T.Zero;
-                    }
-            }
+            BackwardRow(ref j, r, gw, gb);
+            if (gw != null && ((r - r0) % GradGroupRows == GradGroupRows - 1 || r == r1 - 1))
+                for (int c = 0; c < n; c++)
+                {
+                    pw[c] += Num.D(gw[c]); pb[c] += Num.D(gb[c]);
+                    gw[c] = T.Zero; gb[c] = T.Zero;
+                }
         }
-        if (group != null) ArrayPool<T>.Shared.Return(group);
     }
 
     private static void BackwardRow<T>(ref Job<T> j, int r, T* gw, T* gb) where T : unmanaged, IFloatingPointIeee754<T>
