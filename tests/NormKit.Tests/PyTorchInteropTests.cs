@@ -64,27 +64,7 @@ public sealed class PyTorchInteropTests(ITestOutputHelper output) : IDisposable
 
     private static Tensor<float> T(SafeTensor t) => Tensor.Create(Data.F(t.ToDoubles()), t.Shape.Select(d => (nint)d).ToArray());
 
-    private static (Tensor<float>? W, Tensor<float>? B, Tensor<float>? Wg, Tensor<float>? Bg, Tensor<float>? Rm, Tensor<float>? Rv) Parts(NormLayer<float> l) => l switch
-    {
-        TrackedChannelNorm<float> t => (t.Weight, t.Bias, t.WeightGrad, t.BiasGrad, t.RunningMean, t.RunningVar),
-        ChannelNorm<float> c => (c.Weight, c.Bias, c.WeightGrad, c.BiasGrad, null, null),
-        RowNorm<float> r => (r.Weight, r.Bias, r.WeightGrad, r.BiasGrad, null, null),
-        _ => throw new ArgumentException(),
-    };
-
-    private static Tensor<float> Forward(NormLayer<float> l, Tensor<float> x) => l switch
-    {
-        ChannelNorm<float> c => c.Forward(x),
-        RowNorm<float> r => r.Forward(x),
-        _ => throw new ArgumentException(),
-    };
-
-    private static Tensor<float> Backward(NormLayer<float> l, Tensor<float> dy) => l switch
-    {
-        ChannelNorm<float> c => c.Backward(dy),
-        RowNorm<float> r => r.Backward(dy),
-        _ => throw new ArgumentException(),
-    };
+    private static LayerTensor<float>? Named(NormLayer<float> l, string name) => l.Tensors.FirstOrDefault(t => t.Name == name);
 
     [Theory, MemberData(nameof(Names))]
     public void PyTorch_state_loads_and_reproduces_training_and_eval(string name)
@@ -97,17 +77,19 @@ public sealed class PyTorchInteropTests(ITestOutputHelper output) : IDisposable
         if (state.TryGetValue("num_batches_tracked", out var nbt))
             Assert.Equal((long)nbt.ToDoubles()[0], ((TrackedChannelNorm<float>)layer).NumBatchesTracked);
 
-        var y = Forward(layer, T(io["x"]));
+        var y = layer.Forward(T(io["x"]));
         Compare(io["y_train"], Guard.Span(y), $"{name} training output");
-        var dx = Backward(layer, T(io["dy"]));
+        var dx = layer.Backward(T(io["dy"]));
         Compare(io["dx_train"], Guard.Span(dx), $"{name} input gradient");
-        var p = Parts(layer);
-        if (io.TryGetValue("grad_weight", out var gw)) Compare(gw, Guard.Span(p.Wg!), $"{name} weight gradient");
-        if (io.TryGetValue("grad_bias", out var gb)) Compare(gb, Guard.Span(p.Bg!), $"{name} bias gradient");
-        if (io.TryGetValue("after_running_mean", out var rm)) Compare(rm, Guard.Span(p.Rm!), $"{name} running_mean after training forward");
-        if (io.TryGetValue("after_running_var", out var rv)) Compare(rv, Guard.Span(p.Rv!), $"{name} running_var after training forward");
+        // Every gradient and buffer PyTorch recorded, and nothing PyTorch lacks.
+        foreach (var t in layer.Tensors)
+        {
+            if (t.IsParameter) Compare(io[$"grad_{t.Name}"], Guard.Span(t.Grad!), $"{name} {t.Name} gradient");
+            else Compare(io[$"after_{t.Name}"], Guard.Span(t.Value), $"{name} {t.Name} after training forward");
+        }
+        Assert.Equal(io.Keys.Count(k => k.StartsWith("grad_") || k.StartsWith("after_")), layer.Tensors.Count);
         layer.Eval();
-        Compare(io["y_eval"], Guard.Span(Forward(layer, T(io["x"]))), $"{name} eval output");
+        Compare(io["y_eval"], Guard.Span(layer.Forward(T(io["x"]))), $"{name} eval output");
     }
 
     [Theory, MemberData(nameof(Names))]

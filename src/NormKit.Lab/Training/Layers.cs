@@ -187,20 +187,8 @@ public sealed class Norm<T> : ILayer<T> where T : unmanaged, IFloatingPointIeee7
     /// <summary>The last forward's input and its shape (batch first), for statistics of what the norm sees.</summary>
     public (T[] Input, int[] Shape) LastInput => (_x, _shape);
 
-    public IEnumerable<Param<T>> Parameters
-    {
-        get
-        {
-            var (w, b, gw, gb) = Layer switch
-            {
-                ChannelNorm<T> c => (c.Weight, c.Bias, c.WeightGrad, c.BiasGrad),
-                RowNorm<T> r => (r.Weight, r.Bias, r.WeightGrad, r.BiasGrad),
-                _ => (null, null, null, null),
-            };
-            if (w != null) yield return Wrap("weight", w, gw!);
-            if (b != null) yield return Wrap("bias", b, gb!);
-        }
-    }
+    public IEnumerable<Param<T>> Parameters =>
+        Layer.Tensors.Where(t => t.IsParameter).Select(t => Wrap(t.Name, t.Value, t.Grad!));
 
     private Param<T> Wrap(string name, Tensor<T> value, Tensor<T> grad) =>
         _params.TryGetValue(name, out var p) ? p : _params[name] = new Param<T>(name, value, grad);
@@ -211,22 +199,14 @@ public sealed class Norm<T> : ILayer<T> where T : unmanaged, IFloatingPointIeee7
         Layer.Train(training);
         _x = x; _shape[0] = batch;
         var y = new T[x.Length];
-        switch (Layer)
-        {
-            case ChannelNorm<T> c: c.Forward(x, _shape, y); break;
-            case RowNorm<T> r: r.Forward(x, _shape, y); break;
-        }
+        Layer.Forward(x, _shape, y);
         return y;
     }
 
     public T[] Backward(T[] dy)
     {
         var dx = new T[dy.Length];
-        switch (Layer)
-        {
-            case ChannelNorm<T> c: c.Backward(dy, _x, _shape, dx); break;
-            case RowNorm<T> r: r.Backward(dy, _x, _shape, dx); break;
-        }
+        Layer.Backward(dy, _x, _shape, dx);
         return dx;
     }
 }

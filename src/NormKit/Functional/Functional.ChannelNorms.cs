@@ -120,9 +120,9 @@ public static partial class Functional
             {
                 double mu = useBatch ? mean[c] : Num.D(runningMean[c]);
                 double var = useBatch ? m2[c] / cnt[c] : Num.D(runningVar[c]);
-                double rs = 1.0 / Math.Sqrt(var + eps);
-                RowKernel.Split(mu, out hi[c], out lo[c]);
-                a[c] = Num.From<T>(weight.IsEmpty ? rs : rs * Num.D(weight[c]));
+                double rs = ChannelCoefficients.Rstd(var, eps);
+                Num.Split(mu, out hi[c], out lo[c]);
+                a[c] = ChannelCoefficients.Scale<T>(rs, weight.IsEmpty ? 1 : Num.D(weight[c]));
                 b[c] = bias.IsEmpty ? T.Zero : bias[c];
                 if (!saveMean.IsEmpty) saveMean[c] = mu;
                 if (!saveRstd.IsEmpty) saveRstd[c] = rs;
@@ -135,8 +135,8 @@ public static partial class Functional
             for (int c = 0; c < l.C; c++)
             {
                 double batchVar = m2[c] / (unbiasedRunningVar ? cnt[c] - 1 : cnt[c]);
-                hi[c] = RunningUpdate(runningMean[c], mean[c], momentum);
-                lo[c] = RunningUpdate(runningVar[c], batchVar, momentum);
+                hi[c] = ChannelCoefficients.Running(runningMean[c], mean[c], momentum);
+                lo[c] = ChannelCoefficients.Running(runningVar[c], batchVar, momentum);
             }
             return StoreRunning(hi, lo, runningMean, runningVar, guardNonFinite);
         }
@@ -216,11 +216,8 @@ public static partial class Functional
             }
             for (int c = 0; c < l.C; c++)
             {
-                double rs = saveRstd[c], w = weight.IsEmpty ? 1 : Num.D(weight[c]);
-                RowKernel.Split(saveMean[c], out hi[c], out lo[c]);
-                p[c] = Num.From<T>(rs * w);
-                q[c] = Num.From<T>(-allDot[c] * rs * rs * rs * w / n);
-                r[c] = Num.From<T>(-allSum[c] / n * rs * w);
+                Num.Split(saveMean[c], out hi[c], out lo[c]);
+                ChannelCoefficients.BatchBackward(saveRstd[c], weight.IsEmpty ? 1 : Num.D(weight[c]), allSum[c], allDot[c], n, out p[c], out q[c], out r[c]);
             }
             if (batchStatistics) ChannelKernel.InputGrad<T>(gradOutput, input, l, mask, perPlane: false, hi, lo, p, q, r, gradInput);
             else ChannelKernel.Scale<T>(gradOutput, l, mask, perPlane: false, p, gradInput);
@@ -319,17 +316,12 @@ public static partial class Functional
                         sg += w * sum[s * l.C + c];
                         sgx += w * dot[s * l.C + c];
                     }
-                    double k1 = sg / m, k2 = rs * sgx / m;
-                    RowKernel.Split(saveMean[seg], out T h, out T lw);
+                    Num.Split(saveMean[seg], out T h, out T lw);
                     for (int c = c0; c < c0 + cg; c++)
                     {
                         int k = s * l.C + c;
                         hi[k] = h; lo[k] = lw;
-                        // A one-element segment: x_hat = 0 and g - mean(g) = 0, so dx is exactly 0
-                        // (the three rounded coefficients would leave a residue of about rstd * ulp(dy)).
-                        p[k] = m == 1 ? T.Zero : Num.From<T>(rs * (weight.IsEmpty ? 1 : Num.D(weight[c])));
-                        q[k] = m == 1 ? T.Zero : Num.From<T>(-rs * rs * k2);
-                        r[k] = m == 1 ? T.Zero : Num.From<T>(-rs * k1);
+                        ChannelCoefficients.GroupBackward(rs, weight.IsEmpty ? 1 : Num.D(weight[c]), sg, sgx, m, out p[k], out q[k], out r[k]);
                     }
                 }
             ChannelKernel.InputGrad<T>(gradOutput, input, l, default, perPlane: true, hi, lo, p, q, r, gradInput);
@@ -410,8 +402,8 @@ public static partial class Functional
                     mu += mean[s * l.C + c];
                     var += m2[s * l.C + c] / (l.S - 1);
                 }
-                newMean[c] = RunningUpdate(runningMean[c], mu / l.N, momentum);
-                newVar[c] = RunningUpdate(runningVar[c], var / l.N, momentum);
+                newMean[c] = ChannelCoefficients.Running(runningMean[c], mu / l.N, momentum);
+                newVar[c] = ChannelCoefficients.Running(runningVar[c], var / l.N, momentum);
             }
             return StoreRunning(newMean, newVar, runningMean, runningVar, guardNonFinite);
         }
@@ -448,16 +440,16 @@ public static partial class Functional
                         int k = s * l.C + c;
                         Reductions.ChanMerge(ref cnt, ref mu, ref q, pc[k], pm[k], pq[k]);
                     }
-                    double rs = 1.0 / Math.Sqrt(q / cnt + eps);
+                    double rs = ChannelCoefficients.Rstd(q / cnt, eps);
                     int seg = s * groups + g;
                     if (!saveMean.IsEmpty) saveMean[seg] = mu;
                     if (!saveRstd.IsEmpty) saveRstd[seg] = rs;
-                    RowKernel.Split(mu, out T h, out T lw);
+                    Num.Split(mu, out T h, out T lw);
                     for (int c = g * cg; c < (g + 1) * cg; c++)
                     {
                         int k = s * l.C + c;
                         hi[k] = h; lo[k] = lw;
-                        a[k] = Num.From<T>(weight.IsEmpty ? rs : rs * Num.D(weight[c]));
+                        a[k] = ChannelCoefficients.Scale<T>(rs, weight.IsEmpty ? 1 : Num.D(weight[c]));
                         b[k] = bias.IsEmpty ? T.Zero : bias[c];
                     }
                 }
@@ -562,11 +554,6 @@ public static partial class Functional
             if (!(Num.D(runningVar[c]) >= 0))
                 throw new ArgumentException($"runningVar[{c}] is {runningVar[c]}; running variances must be >= 0.", nameof(runningVar));
     }
-
-    // The running-statistics update, one formula for BatchNorm and InstanceNorm:
-    // running = (1 - momentum) * running + momentum * batch, in double, rounded once to T.
-    private static T RunningUpdate<T>(T running, double batch, double momentum) where T : unmanaged, IFloatingPointIeee754<T> =>
-        Num.From<T>((1 - momentum) * Num.D(running) + momentum * batch);
 
     // Stores the new running statistics. With the guard, values that would not be finite in T
     // (a finite batch can still overflow float's range) leave every channel as it was.

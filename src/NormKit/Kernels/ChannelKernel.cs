@@ -98,19 +98,11 @@ internal static unsafe class ChannelKernel
             if (j.Mask == null) SegmentMoments(ref xp, s, j.Path, out cnt, out mu, out q);
             else
             {
-                bool* mk = j.Mask + (nint)(p / j.L.C) * s;
                 // Runs of unmasked positions, each two-pass, merged in order.
-                for (int a = 0; a < s;)
+                foreach (var (a, b) in new RowRuns(j.Mask + (nint)(p / j.L.C) * s, 0, s, int.MaxValue))
                 {
-                    while (a < s && !mk[a]) a++;
-                    int b = a;
-                    while (b < s && mk[b]) b++;
-                    if (b > a)
-                    {
-                        SegmentMoments(ref Unsafe.Add(ref xp, a), b - a, j.Path, out double rc, out double rm, out double rq);
-                        Reductions.ChanMerge(ref cnt, ref mu, ref q, rc, rm, rq);
-                    }
-                    a = b;
+                    SegmentMoments(ref Unsafe.Add(ref xp, a), b - a, j.Path, out double rc, out double rm, out double rq);
+                    Reductions.ChanMerge(ref cnt, ref mu, ref q, rc, rm, rq);
                 }
             }
             j.Out2[p] = cnt; j.Out0[p] = mu; j.Out1[p] = q;
@@ -151,6 +143,8 @@ internal static unsafe class ChannelKernel
     /// Runs of consecutive unmasked rows in [from, to), each at most <c>max</c> long. Without a
     /// mask: consecutive blocks of <c>max</c> rows.
     /// </summary>
+    // The runs of unmasked positions in [from, to), each at most max long (no mask: runs of max).
+    // The one walk over a mask that every masked pass uses.
     private ref struct RowRuns(bool* mask, int from, int to, int max)
     {
         private int _next = from;
@@ -282,9 +276,9 @@ internal static unsafe class ChannelKernel
                 Reductions.ChanMerge(ref cnt, ref mu, ref q, pc, pm, pq);
             }
             j.Out2[c] = cnt; j.Out0[c] = mu; j.Out1[c] = q;
-            double rs = 1.0 / Math.Sqrt(q / cnt + j.Eps);
-            RowKernel.Split(mu, out T hi, out T lo);
-            T a = Num.From<T>(j.P2 == null ? rs : rs * Num.D(j.P2[c]));
+            double rs = ChannelCoefficients.Rstd(q / cnt, j.Eps);
+            Num.Split(mu, out T hi, out T lo);
+            T a = ChannelCoefficients.Scale<T>(rs, j.P2 == null ? 1 : Num.D(j.P2[c]));
             T b = j.P3 == null ? T.Zero : j.P3[c];
             for (int n = 0; n < l.N; n++)
             {
@@ -329,9 +323,8 @@ internal static unsafe class ChannelKernel
                 sum += s; dot += d;
             }
             j.Out0[c] = sum; j.Out1[c] = dot;
-            double rs = j.Out2[c], w = j.P2 == null ? 1 : Num.D(j.P2[c]), cnt = l.Count;
-            RowKernel.Split(m, out T hi, out T lo);
-            T p = Num.From<T>(rs * w), q = Num.From<T>(-dot * rs * rs * rs * w / cnt), r = Num.From<T>(-sum / cnt * rs * w);
+            Num.Split(m, out T hi, out T lo);
+            ChannelCoefficients.BatchBackward(j.Out2[c], j.P2 == null ? 1 : Num.D(j.P2[c]), sum, dot, l.Count, out T p, out T q, out T r);
             for (int n = 0; n < l.N; n++)
             {
                 nint at = (nint)(n * l.C + c) * l.S;
@@ -373,18 +366,10 @@ internal static unsafe class ChannelKernel
             ref T dyp = ref j.Dy[(nint)p * s];
             ref T xp = ref j.X[(nint)p * s];
             double sum = 0, dot = 0;
-            bool* mk = j.Mask == null ? null : j.Mask + (nint)(p / j.L.C) * s;
-            for (int a = 0; a < s;)
+            foreach (var (a, b) in new RowRuns(j.Mask == null ? null : j.Mask + (nint)(p / j.L.C) * s, 0, s, int.MaxValue))
             {
-                if (mk != null) while (a < s && !mk[a]) a++;
-                int b = a;
-                if (mk == null) b = s; else while (b < s && mk[b]) b++;
-                if (b > a)
-                {
-                    Reductions.SumAndDot(ref Unsafe.Add(ref dyp, a), ref Unsafe.Add(ref xp, a), b - a, m, j.Path, out double rs, out double rd);
-                    sum += rs; dot += rd;
-                }
-                a = b;
+                Reductions.SumAndDot(ref Unsafe.Add(ref dyp, a), ref Unsafe.Add(ref xp, a), b - a, m, j.Path, out double rs, out double rd);
+                sum += rs; dot += rd;
             }
             j.Out0[p] = sum; j.Out1[p] = dot;
         }

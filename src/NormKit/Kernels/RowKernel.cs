@@ -85,7 +85,7 @@ internal static unsafe class RowKernel
             double rstd = 1.0 / Math.Sqrt(var + j.Eps);
             if (j.Mean != null) j.Mean[r] = mu;
             j.Rstd[r] = rstd;
-            Split(mu, out T hi, out T lo);
+            Num.Split(mu, out T hi, out T lo);
             NormalizeRow(ref xr, ref j.Y[(nint)r * n], j.W, j.B, n, hi, lo, Num.From<T>(rstd), j.Path);
         }
     }
@@ -109,13 +109,6 @@ internal static unsafe class RowKernel
         for (int step = W.Count; i <= n - step; i += step)
             W.Store(W.Add(W.Load(ref x, (nuint)i), W.Load(ref r, (nuint)i)), ref s, (nuint)i);
         return i;
-    }
-
-    /// <summary>The mean as hi + lo in T: hi is the nearest T, lo what it misses.</summary>
-    internal static void Split<T>(double mean, out T hi, out T lo) where T : unmanaged
-    {
-        hi = Num.From<T>(mean);
-        lo = Num.From<T>(mean - Num.D(hi));
     }
 
     internal static void NormalizeRow<T>(ref T x, ref T y, T* w, T* b, int n, T hi, T lo, T rs, SimdPath path) where T : unmanaged, IFloatingPointIeee754<T>
@@ -251,7 +244,7 @@ internal static unsafe class RowKernel
     {
         int n = j.Cols;
         nint o = (nint)r * n;
-        Split(j.Centered ? j.Mean[r] : 0, out T hi, out T lo);
+        Num.Split(j.Centered ? j.Mean[r] : 0, out T hi, out T lo);
         T rs = Num.From<T>(j.Rstd[r]);
         var (s1, s2) = j.Path switch
         {

@@ -198,24 +198,3 @@ internal readonly struct W512<T> : IWidth<T, Vector512<T>, Vector512<double>> wh
     public static Vector512<double> ZeroD => Vector512<double>.Zero;
     [MethodImpl(MethodImplOptions.AggressiveInlining)] public static double SumD(Vector512<double> v) => Vector512.Sum(v);
 }
-
-/// <summary>Conversions between the element type and double, folded away by the JIT.</summary>
-internal static class Num
-{
-    [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    public static double D<T>(T v) where T : unmanaged =>
-        typeof(T) == typeof(float) ? Unsafe.As<T, float>(ref v) : Unsafe.As<T, double>(ref v);
-
-    [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    public static T From<T>(double v) where T : unmanaged
-    {
-        if (typeof(T) == typeof(float)) { float f = (float)v; return Unsafe.As<float, T>(ref f); }
-        return Unsafe.As<double, T>(ref v);
-    }
-
-    public static void EnsureSupported<T>()
-    {
-        if (typeof(T) != typeof(float) && typeof(T) != typeof(double))
-            throw new NotSupportedException($"NormKit supports float and double elements, not {typeof(T).Name}.");
-    }
-}

@@ -34,7 +34,7 @@ public abstract class BatchNorm<T> : TrackedChannelNorm<T> where T : unmanaged, 
     /// </summary>
     public void Forward(ReadOnlySpan<T> input, ReadOnlySpan<int> shape, Span<T> output, ReadOnlySpan<bool> mask)
     {
-        CheckShape(shape, nameof(input));
+        CheckInput(shape, nameof(input));
         bool batchStats = ForwardCore(input, shape, output, mask);
         RecordForward(shape, null, batchStats);
         _maskedForward = !mask.IsEmpty;
@@ -136,7 +136,7 @@ public sealed class SyncBatchNorm<T> : BatchNorm<T> where T : unmanaged, IFloati
         ArgumentNullException.ThrowIfNull(group);
         var sync = new SyncBatchNorm<T>(source.NumFeatures, group, source.Eps, source.Momentum, source.Affine,
             source.TrackRunningStats, source.ChannelsLast) { GuardRunningStats = source.GuardRunningStats };
-        foreach (var (from, to) in source.StateTensors().Zip(sync.StateTensors()))
+        foreach (var (from, to) in source.Tensors.Zip(sync.Tensors))
             from.Data.AsSpan().CopyTo(to.Data);
         sync.BatchesTracked = source.BatchesTracked;
         sync.Train(source.Training);

@@ -36,19 +36,12 @@ public abstract class ChannelNorm<T> : NormLayer<T> where T : unmanaged, IFloati
         NumFeatures = numFeatures; Eps = eps; Affine = affine; ChannelsLast = channelsLast;
         if (affine)
         {
-            int[] shape = [numFeatures];
-            Weight = Vector(WeightData = new T[numFeatures], shape);
-            Bias = Vector(BiasData = new T[numFeatures], shape);
-            WeightGrad = Vector(WeightGradData = new T[numFeatures], shape);
-            BiasGrad = Vector(BiasGradData = new T[numFeatures], shape);
+            var w = Add("weight", [numFeatures], isParameter: true);
+            var b = Add("bias", [numFeatures], isParameter: true);
+            (Weight, WeightGrad, WeightData, WeightGradData) = (w.Value, w.Grad, w.Data, w.GradData);
+            (Bias, BiasGrad, BiasData, BiasGradData) = (b.Value, b.Grad, b.Data, b.GradData);
         }
         WeightData?.AsSpan().Fill(T.One);
-    }
-
-    internal override IEnumerable<(string Name, int[] Shape, T[] Data)> StateTensors()
-    {
-        if (WeightData != null) yield return ("weight", [NumFeatures], WeightData);
-        if (BiasData != null) yield return ("bias", [NumFeatures], BiasData);
     }
 
     /// <summary>The input ranks this layer accepts.</summary>
@@ -57,68 +50,24 @@ public abstract class ChannelNorm<T> : NormLayer<T> where T : unmanaged, IFloati
     protected abstract string ExpectedShape { get; }
 
     /// <summary>Resets weight to 1 and bias to 0 (and, where there are any, the running statistics).</summary>
-    public virtual void ResetParameters()
+    public override void ResetParameters()
     {
         WeightData?.AsSpan().Fill(T.One);
         BiasData?.AsSpan().Clear();
     }
 
-    /// <inheritdoc/>
-    public override void ZeroGrad()
-    {
-        WeightGradData?.AsSpan().Clear();
-        BiasGradData?.AsSpan().Clear();
-    }
+    private protected override bool ForwardCore(ReadOnlySpan<T> input, ReadOnlySpan<int> shape, Span<T> output) =>
+        ForwardCore(input, shape, output, default);
 
-    /// <summary>Normalizes a tensor; returns a new tensor of the same shape.</summary>
-    public Tensor<T> Forward(Tensor<T> input)
-    {
-        int[] shape = Guard.ShapeOf(input, nameof(input));
-        var output = Guard.NewLike(input);
-        CheckShape(shape, nameof(input));
-        bool batchStats = ForwardCore(Guard.Span(input), shape, Guard.Span(output), default);
-        RecordForward(shape, input, batchStats);
-        return output;
-    }
-
-    /// <summary>Normalizes <paramref name="input"/> of shape <paramref name="shape"/> into <paramref name="output"/>; allocates nothing in steady state.</summary>
-    public void Forward(ReadOnlySpan<T> input, ReadOnlySpan<int> shape, Span<T> output)
-    {
-        CheckShape(shape, nameof(input));
-        bool batchStats = ForwardCore(input, shape, output, default);
-        RecordForward(shape, null, batchStats);
-    }
-
-    /// <summary>
-    /// Backward of the last tensor <see cref="Forward(Tensor{T})"/>: returns the input gradient
-    /// and accumulates into <see cref="WeightGrad"/> and <see cref="BiasGrad"/>.
-    /// </summary>
-    public Tensor<T> Backward(Tensor<T> gradOutput)
-    {
-        int[] shape = Guard.ShapeOf(gradOutput, nameof(gradOutput));
-        var input = RequireForwardInput();
-        CheckBackward(shape, nameof(gradOutput));
-        var gradInput = Guard.NewLike(gradOutput);
-        BackwardCore(Guard.Span(gradOutput), Guard.Span(input), shape, Guard.Span(gradInput), default);
-        return gradInput;
-    }
-
-    /// <summary>
-    /// Backward of the last forward, given its input again; writes <paramref name="gradInput"/>
-    /// and accumulates the parameter gradients. Allocates nothing.
-    /// </summary>
-    public void Backward(ReadOnlySpan<T> gradOutput, ReadOnlySpan<T> input, ReadOnlySpan<int> shape, Span<T> gradInput)
-    {
-        CheckBackward(shape, nameof(shape));
+    private protected override void BackwardCore(ReadOnlySpan<T> gradOutput, ReadOnlySpan<T> input, ReadOnlySpan<int> shape, Span<T> gradInput) =>
         BackwardCore(gradOutput, input, shape, gradInput, default);
-    }
 
-    /// <summary>Runs the forward after the shape check; returns whether it used batch statistics.</summary>
+    /// <summary>Runs the forward after the shape check, with an optional mask (BatchNorm); returns whether it used batch statistics.</summary>
     private protected abstract bool ForwardCore(ReadOnlySpan<T> input, ReadOnlySpan<int> shape, Span<T> output, ReadOnlySpan<bool> mask);
 
     private protected abstract void BackwardCore(ReadOnlySpan<T> gradOutput, ReadOnlySpan<T> input, ReadOnlySpan<int> shape, Span<T> gradInput, ReadOnlySpan<bool> mask);
 
-    private protected void CheckShape(ReadOnlySpan<int> shape, string argument)
+    private protected override void CheckInput(ReadOnlySpan<int> shape, string argument)
     {
         if (!AcceptsRank(shape.Length))
             throw new ArgumentException($"{GetType().Name.Split('`')[0]} expects {ExpectedShape} but got {argument} of shape {Guard.Shape(shape)} (rank {shape.Length}).", argument);
@@ -178,18 +127,11 @@ public abstract class TrackedChannelNorm<T> : ChannelNorm<T> where T : unmanaged
         Momentum = momentum; TrackRunningStats = trackRunningStats;
         if (trackRunningStats)
         {
-            int[] shape = [numFeatures];
-            RunningMean = Vector(RunningMeanData = new T[numFeatures], shape);
-            RunningVar = Vector(RunningVarData = new T[numFeatures], shape);
+            var rm = Add("running_mean", [numFeatures], isParameter: false);
+            var v = Add("running_var", [numFeatures], isParameter: false);
+            (RunningMean, RunningMeanData, RunningVar, RunningVarData) = (rm.Value, rm.Data, v.Value, v.Data);
         }
         ResetRunningStats();
-    }
-
-    internal override IEnumerable<(string Name, int[] Shape, T[] Data)> StateTensors()
-    {
-        foreach (var t in base.StateTensors()) yield return t;
-        if (RunningMeanData != null) yield return ("running_mean", [NumFeatures], RunningMeanData);
-        if (RunningVarData != null) yield return ("running_var", [NumFeatures], RunningVarData);
     }
 
     internal override long? BatchesTracked

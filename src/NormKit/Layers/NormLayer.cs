@@ -4,12 +4,54 @@ using System.Numerics.Tensors;
 namespace NormKit.Layers;
 
 /// <summary>
-/// What every normalization layer shares: the train/eval mode, parameter gradients that
-/// accumulate until <see cref="ZeroGrad"/>, and the record of the last forward that
-/// <c>Backward</c> must match.
+/// One parameter or buffer of a layer under its PyTorch state_dict name ("weight", "bias",
+/// "running_mean", "running_var"): its value, its accumulated gradient (parameters only) and
+/// its shape. The tensors are the layer's live storage.
+/// </summary>
+public sealed class LayerTensor<T> where T : unmanaged, IFloatingPointIeee754<T>
+{
+    internal LayerTensor(string name, int[] shape, bool isParameter)
+    {
+        Name = name;
+        Shape = shape;
+        int n = 1;
+        foreach (int d in shape) n *= d;
+        Data = new T[n];
+        Value = Tensor.Create(Data, Lengths(shape));
+        if (isParameter)
+        {
+            GradData = new T[n];
+            Grad = Tensor.Create(GradData, Lengths(shape));
+        }
+    }
+
+    /// <summary>The PyTorch state_dict name, without a module prefix.</summary>
+    public string Name { get; }
+    /// <summary>The value.</summary>
+    public Tensor<T> Value { get; }
+    /// <summary>The gradient that Backward accumulates (+=) until ZeroGrad; null for a buffer.</summary>
+    public Tensor<T>? Grad { get; }
+    /// <summary>True for a trainable parameter (PyTorch's parameters()), false for a buffer (running statistics).</summary>
+    public bool IsParameter => Grad is not null;
+
+    internal int[] Shape { get; }
+    internal T[] Data { get; }
+    internal T[]? GradData { get; }
+
+    private static nint[] Lengths(int[] shape) => Array.ConvertAll(shape, d => (nint)d);
+}
+
+/// <summary>
+/// What every normalization layer shares: the train/eval mode; the tensor and span
+/// Forward/Backward, which validate at this public edge and then call the layer's core; its
+/// parameters and buffers under PyTorch's names (<see cref="Tensors"/>, which state files,
+/// optimizers and tests walk); parameter gradients that accumulate until
+/// <see cref="ZeroGrad"/>; and the record of the last forward that Backward must match.
 /// </summary>
 public abstract class NormLayer<T> where T : unmanaged, IFloatingPointIeee754<T>
 {
+    private readonly List<LayerTensor<T>> _tensors = [];
+
     /// <summary>True in training mode (the default), false after <see cref="Eval"/>.</summary>
     public bool Training { get; private set; } = true;
 
@@ -19,15 +61,80 @@ public abstract class NormLayer<T> where T : unmanaged, IFloatingPointIeee754<T>
     /// <summary>Sets eval mode. Returns this layer.</summary>
     public NormLayer<T> Eval() => Train(false);
 
+    /// <summary>
+    /// The parameters, then the buffers, in PyTorch's state_dict order and under its names.
+    /// num_batches_tracked, an integer, is the tracked layers' NumBatchesTracked.
+    /// </summary>
+    public IReadOnlyList<LayerTensor<T>> Tensors => _tensors;
+
     /// <summary>Sets every parameter gradient to zero.</summary>
-    public abstract void ZeroGrad();
+    public void ZeroGrad()
+    {
+        foreach (var t in _tensors) t.GradData?.AsSpan().Clear();
+    }
+
+    /// <summary>Restores the initial state: weight 1, bias 0, and where there are any, the running statistics.</summary>
+    public abstract void ResetParameters();
+
+    /// <summary>Normalizes a tensor; returns a new tensor of the same shape.</summary>
+    public Tensor<T> Forward(Tensor<T> input)
+    {
+        int[] shape = Guard.ShapeOf(input, nameof(input));
+        CheckInput(shape, nameof(input));
+        var output = Guard.NewLike(input);
+        bool batchStats = ForwardCore(Guard.Span(input), shape, Guard.Span(output));
+        RecordForward(shape, input, batchStats);
+        return output;
+    }
+
+    /// <summary>Normalizes <paramref name="input"/> of shape <paramref name="shape"/> into <paramref name="output"/>; allocates nothing in steady state.</summary>
+    public void Forward(ReadOnlySpan<T> input, ReadOnlySpan<int> shape, Span<T> output)
+    {
+        CheckInput(shape, nameof(input));
+        bool batchStats = ForwardCore(input, shape, output);
+        RecordForward(shape, null, batchStats);
+    }
 
     /// <summary>
-    /// The layer's state under PyTorch's state_dict names (weight, bias, running_mean,
-    /// running_var), in PyTorch's order, as the live arrays. num_batches_tracked is separate
-    /// (<see cref="BatchesTracked"/>).
+    /// Backward of the last tensor <see cref="Forward(Tensor{T})"/>: returns the input gradient
+    /// and accumulates the parameter gradients (<see cref="LayerTensor{T}.Grad"/>).
     /// </summary>
-    internal virtual IEnumerable<(string Name, int[] Shape, T[] Data)> StateTensors() => [];
+    public Tensor<T> Backward(Tensor<T> gradOutput)
+    {
+        int[] shape = Guard.ShapeOf(gradOutput, nameof(gradOutput));
+        var input = RequireForwardInput();
+        CheckBackward(shape, nameof(gradOutput));
+        var gradInput = Guard.NewLike(gradOutput);
+        BackwardCore(Guard.Span(gradOutput), Guard.Span(input), shape, Guard.Span(gradInput));
+        return gradInput;
+    }
+
+    /// <summary>
+    /// Backward of the last forward, given its input again; writes <paramref name="gradInput"/>
+    /// and accumulates the parameter gradients. Allocates nothing.
+    /// </summary>
+    public void Backward(ReadOnlySpan<T> gradOutput, ReadOnlySpan<T> input, ReadOnlySpan<int> shape, Span<T> gradInput)
+    {
+        CheckBackward(shape, nameof(shape));
+        BackwardCore(gradOutput, input, shape, gradInput);
+    }
+
+    /// <summary>Throws unless this layer accepts an input of <paramref name="shape"/>.</summary>
+    private protected abstract void CheckInput(ReadOnlySpan<int> shape, string argument);
+
+    /// <summary>The forward after the shape check; returns whether it used batch statistics.</summary>
+    private protected abstract bool ForwardCore(ReadOnlySpan<T> input, ReadOnlySpan<int> shape, Span<T> output);
+
+    /// <summary>The backward after the check that it matches the last forward.</summary>
+    private protected abstract void BackwardCore(ReadOnlySpan<T> gradOutput, ReadOnlySpan<T> input, ReadOnlySpan<int> shape, Span<T> gradInput);
+
+    /// <summary>Registers a parameter (with a gradient) or a buffer, in state_dict order.</summary>
+    private protected LayerTensor<T> Add(string name, int[] shape, bool isParameter)
+    {
+        var t = new LayerTensor<T>(name, shape, isParameter);
+        _tensors.Add(t);
+        return t;
+    }
 
     /// <summary>num_batches_tracked for layers that keep it, else null.</summary>
     internal virtual long? BatchesTracked { get => null; set { } }
@@ -58,21 +165,9 @@ public abstract class NormLayer<T> where T : unmanaged, IFloatingPointIeee754<T>
 
     private protected Tensor<T> RequireForwardInput()
     {
-        CheckForwardRan();
-        return ForwardInput ?? throw new InvalidOperationException(
-            "The last Forward used the span overload; call the span overload of Backward and pass the input again.");
-    }
-
-    private void CheckForwardRan()
-    {
         if (_forwardShape is null)
             throw new InvalidOperationException("Backward was called without a matching Forward: call Forward first.");
-    }
-
-    private protected static Tensor<T> Vector(T[] values, ReadOnlySpan<int> shape)
-    {
-        var lengths = new nint[shape.Length];
-        for (int i = 0; i < shape.Length; i++) lengths[i] = shape[i];
-        return Tensor.Create(values, lengths);
+        return ForwardInput ?? throw new InvalidOperationException(
+            "The last Forward used the span overload; call the span overload of Backward and pass the input again.");
     }
 }

@@ -27,7 +27,7 @@ public abstract class RowNorm<T> : NormLayer<T> where T : unmanaged, IFloatingPo
 
     private readonly bool _centered;
     private readonly int[] _normalizedShape;
-    private readonly T[]? _weight, _bias, _dWeight, _dBias;
+    private readonly T[]? _weight, _bias, _dWeight, _dBias;   // the live storage of Tensors
     private double[] _mean = [], _rstd = [];   // per row of the last forward; grown, never shrunk
     private int _rows;
 
@@ -41,52 +41,30 @@ public abstract class RowNorm<T> : NormLayer<T> where T : unmanaged, IFloatingPo
         Eps = eps; ElementwiseAffine = elementwiseAffine;
         if (elementwiseAffine)
         {
-            Weight = Vector(_weight = new T[features], _normalizedShape);
-            WeightGrad = Vector(_dWeight = new T[features], _normalizedShape);
+            var w = Add("weight", _normalizedShape, isParameter: true);
+            (Weight, WeightGrad, _weight, _dWeight) = (w.Value, w.Grad, w.Data, w.GradData);
             if (bias)
             {
-                Bias = Vector(_bias = new T[features], _normalizedShape);
-                BiasGrad = Vector(_dBias = new T[features], _normalizedShape);
+                var b = Add("bias", _normalizedShape, isParameter: true);
+                (Bias, BiasGrad, _bias, _dBias) = (b.Value, b.Grad, b.Data, b.GradData);
             }
         }
         ResetParameters();
     }
 
-    internal override IEnumerable<(string Name, int[] Shape, T[] Data)> StateTensors()
-    {
-        if (_weight != null) yield return ("weight", _normalizedShape, _weight);
-        if (_bias != null) yield return ("bias", _normalizedShape, _bias);
-    }
-
     /// <summary>Weight 1, bias 0.</summary>
-    public void ResetParameters()
+    public override void ResetParameters()
     {
         _weight?.AsSpan().Fill(T.One);
         _bias?.AsSpan().Clear();
     }
 
-    /// <inheritdoc/>
-    public override void ZeroGrad()
-    {
-        _dWeight?.AsSpan().Clear();
-        _dBias?.AsSpan().Clear();
-    }
+    private protected override void CheckInput(ReadOnlySpan<int> shape, string argument) => Functional.RowsOf(shape, _normalizedShape);
 
-    /// <summary>Normalizes a tensor; returns a new tensor of the same shape.</summary>
-    public Tensor<T> Forward(Tensor<T> input)
-    {
-        int[] shape = Guard.ShapeOf(input, nameof(input));
-        var output = Guard.NewLike(input);
-        ForwardCore(Guard.Span(input), default, shape, Guard.Span(output), default);
-        RecordForward(shape, input, usedBatchStats: false);
-        return output;
-    }
-
-    /// <summary>Normalizes <paramref name="input"/> of shape <paramref name="shape"/> into <paramref name="output"/>; allocates nothing in steady state.</summary>
-    public void Forward(ReadOnlySpan<T> input, ReadOnlySpan<int> shape, Span<T> output)
+    private protected override bool ForwardCore(ReadOnlySpan<T> input, ReadOnlySpan<int> shape, Span<T> output)
     {
         ForwardCore(input, default, shape, output, default);
-        RecordForward(shape, null, usedBatchStats: false);
+        return false;
     }
 
     /// <summary>
@@ -126,26 +104,8 @@ public abstract class RowNorm<T> : NormLayer<T> where T : unmanaged, IFloatingPo
         _mean = mean; _rstd = rstd; _rows = rows;
     }
 
-    /// <summary>
-    /// Backward of the last tensor <see cref="Forward(Tensor{T})"/>: returns the input gradient
-    /// and accumulates into <see cref="WeightGrad"/> (and <see cref="BiasGrad"/>).
-    /// </summary>
-    public Tensor<T> Backward(Tensor<T> gradOutput)
-    {
-        int[] shape = Guard.ShapeOf(gradOutput, nameof(gradOutput));
-        var input = RequireForwardInput();
-        CheckBackward(shape, nameof(gradOutput));
-        var gradInput = Guard.NewLike(gradOutput);
-        BackwardCore(Guard.Span(gradOutput), default, Guard.Span(input), shape, Guard.Span(gradInput));
-        return gradInput;
-    }
-
-    /// <summary>Backward of the last forward, given its input again. Allocates nothing.</summary>
-    public void Backward(ReadOnlySpan<T> gradOutput, ReadOnlySpan<T> input, ReadOnlySpan<int> shape, Span<T> gradInput)
-    {
-        CheckBackward(shape, nameof(shape));
+    private protected override void BackwardCore(ReadOnlySpan<T> gradOutput, ReadOnlySpan<T> input, ReadOnlySpan<int> shape, Span<T> gradInput) =>
         BackwardCore(gradOutput, default, input, shape, gradInput);
-    }
 
     private void BackwardCore(ReadOnlySpan<T> gradOutput, ReadOnlySpan<T> gradSum, ReadOnlySpan<T> input, ReadOnlySpan<int> shape, Span<T> gradInput)
     {

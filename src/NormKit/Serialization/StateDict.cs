@@ -51,10 +51,10 @@ public static class StateDict
         var tensors = new List<(string, SafeTensor)>();
         foreach (var (prefix, layer) in modules)
         {
-            foreach (var (name, shape, data) in layer.StateTensors())
-                tensors.Add((Key(prefix, name), typeof(T) == typeof(float)
-                    ? SafeTensors.FromFloats(MemoryMarshal.Cast<T, float>(data.AsSpan()), shape)
-                    : SafeTensors.FromDoubles(MemoryMarshal.Cast<T, double>(data.AsSpan()), shape)));
+            foreach (var t in layer.Tensors)
+                tensors.Add((Key(prefix, t.Name), typeof(T) == typeof(float)
+                    ? SafeTensors.FromFloats(MemoryMarshal.Cast<T, float>(t.Data.AsSpan()), t.Shape)
+                    : SafeTensors.FromDoubles(MemoryMarshal.Cast<T, double>(t.Data.AsSpan()), t.Shape)));
             if (layer.BatchesTracked is long n) tensors.Add((Key(prefix, "num_batches_tracked"), SafeTensors.FromInt64(n)));
         }
         SafeTensors.Write(path, tensors, new Dictionary<string, string> { ["format"] = "pt" });
@@ -92,7 +92,7 @@ public static class StateDict
         foreach (var (prefix, layer) in modules)
         {
             ArgumentNullException.ThrowIfNull(layer, nameof(modules));
-            foreach (var (name, shape, data) in layer.StateTensors())
+            foreach (var (name, shape, data) in layer.Tensors.Select(t => (t.Name, t.Shape, t.Data)))
             {
                 string key = options.KeyPrefix + Key(prefix, name);
                 if (!file.TryGetValue(key, out var t))
