@@ -1,3 +1,4 @@
+using System.Diagnostics;
 using System.Buffers;
 using System.Numerics;
 using System.Numerics.Tensors;
@@ -89,7 +90,23 @@ public static partial class Functional
         Guard.NoOverlap(bias, nameof(bias), output, nameof(output));
         Guard.NoOverlap<T>(runningMean, nameof(runningMean), output, nameof(output));
         Guard.NoOverlap<T>(runningVar, nameof(runningVar), output, nameof(output));
+        return BatchNormCore(input, inputShape, l, output, runningMean, runningVar, weight, bias, training, momentum, eps, guardNonFinite,
+            saveMean, saveRstd, unbiasedRunningVar, mask, group);
+    }
 
+    /// <summary>
+    /// <see cref="BatchNorm{T}(ReadOnlySpan{T}, ReadOnlySpan{int}, Span{T}, Span{T}, Span{T}, ReadOnlySpan{T}, ReadOnlySpan{T}, bool, double, double, bool, bool, Span{double}, Span{double}, bool, ReadOnlySpan{bool}, IAllGather?)"/>
+    /// after validation: the layers call it directly. It still refuses what only the data can
+    /// show (one value per channel in training, a negative running variance in eval).
+    /// </summary>
+    internal static RunningStatsUpdate BatchNormCore<T>(ReadOnlySpan<T> input, ReadOnlySpan<int> inputShape, ChannelLayout l, Span<T> output,
+        Span<T> runningMean, Span<T> runningVar, ReadOnlySpan<T> weight, ReadOnlySpan<T> bias,
+        bool training, double momentum, double eps, bool guardNonFinite,
+        Span<double> saveMean, Span<double> saveRstd, bool unbiasedRunningVar, ReadOnlySpan<bool> mask, IAllGather? group)
+        where T : unmanaged, IFloatingPointIeee754<T>
+    {
+        Debug.Assert(input.Length == l.Count * l.C && output.Length == input.Length);
+        Debug.Assert(runningMean.IsEmpty == runningVar.IsEmpty && (runningMean.IsEmpty || runningMean.Length == l.C));
         bool useBatch = training || runningMean.IsEmpty;
         bool synced = useBatch && group != null;
         long count = mask.IsEmpty ? l.Count : mask.Count(true);
@@ -179,6 +196,17 @@ public static partial class Functional
         Guard.NoOverlap(gradOutput, nameof(gradOutput), gradInput, nameof(gradInput));
         Guard.NoOverlap(input, nameof(input), gradInput, nameof(gradInput));
         Guard.NoOverlap<T>(gradWeight, nameof(gradWeight), gradBias, nameof(gradBias));
+        BatchNormBackwardCore(gradOutput, input, l, weight, saveMean, saveRstd, batchStatistics, gradInput, gradWeight, gradBias, mask, group);
+    }
+
+    /// <summary>BatchNormBackward after validation: the layers call it directly.</summary>
+    internal static void BatchNormBackwardCore<T>(ReadOnlySpan<T> gradOutput, ReadOnlySpan<T> input, ChannelLayout l,
+        ReadOnlySpan<T> weight, ReadOnlySpan<double> saveMean, ReadOnlySpan<double> saveRstd, bool batchStatistics,
+        Span<T> gradInput, Span<T> gradWeight, Span<T> gradBias, ReadOnlySpan<bool> mask, IAllGather? group)
+        where T : unmanaged, IFloatingPointIeee754<T>
+    {
+        Debug.Assert(gradOutput.Length == l.Count * l.C && input.Length == gradOutput.Length && gradInput.Length == gradOutput.Length);
+        Debug.Assert(saveMean.Length == l.C && saveRstd.Length == l.C);
         bool synced = batchStatistics && group != null;
         if (l.Count == 0 && !synced) return;
         double n = mask.IsEmpty ? l.Count : mask.Count(true);
@@ -262,7 +290,6 @@ public static partial class Functional
         CheckGroupNormArguments(input, inputShape, output, weight, bias, eps, l);
         Guard.OptionalLength<double>(saveMean, (long)l.N * numGroups, nameof(saveMean), "one value per (sample, group)");
         Guard.OptionalLength<double>(saveRstd, (long)l.N * numGroups, nameof(saveRstd), "one value per (sample, group)");
-        if (l.Count == 0) return;
         GroupNormCore(input, l, numGroups, output, weight, bias, eps, saveMean, saveRstd, default, default);
     }
 
@@ -292,6 +319,17 @@ public static partial class Functional
         Guard.NoOverlap(gradOutput, nameof(gradOutput), gradInput, nameof(gradInput));
         Guard.NoOverlap(input, nameof(input), gradInput, nameof(gradInput));
         Guard.NoOverlap<T>(gradWeight, nameof(gradWeight), gradBias, nameof(gradBias));
+        GroupNormBackwardCore(gradOutput, input, l, numGroups, weight, saveMean, saveRstd, gradInput, gradWeight, gradBias);
+    }
+
+    /// <summary>GroupNormBackward after validation: the layers call it directly.</summary>
+    internal static void GroupNormBackwardCore<T>(ReadOnlySpan<T> gradOutput, ReadOnlySpan<T> input, ChannelLayout l, int numGroups,
+        ReadOnlySpan<T> weight, ReadOnlySpan<double> saveMean, ReadOnlySpan<double> saveRstd,
+        Span<T> gradInput, Span<T> gradWeight, Span<T> gradBias)
+        where T : unmanaged, IFloatingPointIeee754<T>
+    {
+        Debug.Assert(gradOutput.Length == l.Count * l.C && input.Length == gradOutput.Length && gradInput.Length == gradOutput.Length);
+        Debug.Assert(saveMean.Length == l.N * numGroups && saveRstd.Length == saveMean.Length);
         if (l.Count == 0) return;
 
         int planes = l.Planes, cg = l.C / numGroups;
@@ -381,6 +419,16 @@ public static partial class Functional
         Guard.OptionalLength<T>(runningVar, l.C, nameof(runningVar), PerChannel);
         Guard.OptionalLength<double>(saveMean, l.Planes, nameof(saveMean), "one value per (sample, channel)");
         Guard.OptionalLength<double>(saveRstd, l.Planes, nameof(saveRstd), "one value per (sample, channel)");
+        return InstanceNormCore(input, inputShape, l, output, runningMean, runningVar, weight, bias, training, momentum, eps, guardNonFinite, saveMean, saveRstd);
+    }
+
+    /// <summary>InstanceNorm with the input's statistics, after validation: the layers call it directly.</summary>
+    internal static RunningStatsUpdate InstanceNormCore<T>(ReadOnlySpan<T> input, ReadOnlySpan<int> inputShape, ChannelLayout l, Span<T> output,
+        Span<T> runningMean, Span<T> runningVar, ReadOnlySpan<T> weight, ReadOnlySpan<T> bias,
+        bool training, double momentum, double eps, bool guardNonFinite, Span<double> saveMean, Span<double> saveRstd)
+        where T : unmanaged, IFloatingPointIeee754<T>
+    {
+        Debug.Assert(input.Length == l.Count * l.C && output.Length == input.Length);
         if (l.S == 1)
             throw new ArgumentException($"Expected more than 1 spatial element when training, got input size {Guard.Shape(inputShape)}.", nameof(input));
         if (l.Count == 0) return RunningStatsUpdate.None;
@@ -417,11 +465,13 @@ public static partial class Functional
     // Plane moments, merged per (sample, group) in channel order; per-plane parameters; one
     // normalize pass. planeMean/planeM2, when given, receive the per-plane moments (InstanceNorm's
     // running update).
-    private static void GroupNormCore<T>(ReadOnlySpan<T> input, ChannelLayout l, int groups, Span<T> output,
+    internal static void GroupNormCore<T>(ReadOnlySpan<T> input, ChannelLayout l, int groups, Span<T> output,
         ReadOnlySpan<T> weight, ReadOnlySpan<T> bias, double eps, Span<double> saveMean, Span<double> saveRstd,
         Span<double> planeMean, Span<double> planeM2)
         where T : unmanaged, IFloatingPointIeee754<T>
     {
+        Debug.Assert(input.Length == l.Count * l.C && output.Length == input.Length && l.C % groups == 0);
+        if (l.Count == 0) return;
         int planes = l.Planes, cg = l.C / groups;
         double[] dbl = ArrayPool<double>.Shared.Rent(3 * planes);
         T[] par = ArrayPool<T>.Shared.Rent(4 * planes);
@@ -583,9 +633,6 @@ public static partial class Functional
         int c = channelsLast ? shape[^1] : shape[1];
         if (c <= 0)
             throw new ArgumentException($"inputShape {Guard.Shape(shape)} has {c} channels; at least 1 is needed.", "inputShape");
-        int s = 1;
-        for (int i = 1; i < shape.Length; i++)
-            if (i != (channelsLast ? shape.Length - 1 : 1)) s *= shape[i];
-        return new ChannelLayout(shape[0], c, s, channelsLast);
+        return ChannelLayout.Of(shape, channelsLast);
     }
 }

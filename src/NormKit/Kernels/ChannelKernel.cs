@@ -16,6 +16,15 @@ internal readonly record struct ChannelLayout(int N, int C, int S, bool Channels
     public bool AsColumns => ChannelsLast || S == 1;         // run as a (N*S) x C matrix
     public int Rows => N * S;
     public int Planes => N * C;
+
+    /// <summary>The layout of a validated shape: (N, C, *spatial), or (N, *spatial, C) when channels-last.</summary>
+    public static ChannelLayout Of(ReadOnlySpan<int> shape, bool channelsLast)
+    {
+        int c = channelsLast ? shape[^1] : shape[1], s = 1;
+        for (int i = 1; i < shape.Length; i++)
+            if (i != (channelsLast ? shape.Length - 1 : 1)) s *= shape[i];
+        return new ChannelLayout(shape[0], c, s, channelsLast);
+    }
 }
 
 /// <summary>

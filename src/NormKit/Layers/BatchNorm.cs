@@ -35,6 +35,8 @@ public abstract class BatchNorm<T> : TrackedChannelNorm<T> where T : unmanaged, 
     public void Forward(ReadOnlySpan<T> input, ReadOnlySpan<int> shape, Span<T> output, ReadOnlySpan<bool> mask)
     {
         CheckInput(shape, nameof(input));
+        CheckBuffers(input, nameof(input), output, nameof(output), shape);
+        CheckMask(mask, shape);
         bool batchStats = ForwardCore(input, shape, output, mask);
         RecordForward(shape, null, batchStats);
         _maskedForward = !mask.IsEmpty;
@@ -44,16 +46,21 @@ public abstract class BatchNorm<T> : TrackedChannelNorm<T> where T : unmanaged, 
     public void Backward(ReadOnlySpan<T> gradOutput, ReadOnlySpan<T> input, ReadOnlySpan<int> shape, Span<T> gradInput, ReadOnlySpan<bool> mask)
     {
         CheckBackward(shape, nameof(shape));
+        CheckBuffers(gradOutput, nameof(gradOutput), gradInput, nameof(gradInput), shape);
+        CheckBuffers(input, nameof(input), gradInput, nameof(gradInput), shape);
+        CheckMask(mask, shape);
         BackwardCore(gradOutput, input, shape, gradInput, mask);
     }
+
+    private void CheckMask(ReadOnlySpan<bool> mask, ReadOnlySpan<int> shape) =>
+        Guard.OptionalLength(mask, Layout(shape).Count, nameof(mask), "one value per (sample, position) of shape", shape);
 
     private protected override bool ForwardCore(ReadOnlySpan<T> input, ReadOnlySpan<int> shape, Span<T> output, ReadOnlySpan<bool> mask)
     {
         // Eval without running statistics passes none, so the batch's are used.
-        var result = Functional.BatchNorm<T>(input, shape, output,
+        var result = Functional.BatchNormCore<T>(input, shape, Layout(shape), output,
             TrackRunningStats ? RunningMeanData : default, TrackRunningStats ? RunningVarData : default,
-            WeightData, BiasData, training: Training, momentum: UpdateFactor, eps: Eps, channelsLast: ChannelsLast,
-            guardNonFinite: GuardRunningStats, saveMean: _saveMean, saveRstd: _saveRstd, mask: mask, group: Group);
+            WeightData, BiasData, Training, UpdateFactor, Eps, GuardRunningStats, _saveMean, _saveRstd, unbiasedRunningVar: true, mask, Group);
         Record(result);
         _maskedForward = false;
         return UsesBatchStats;
@@ -65,8 +72,8 @@ public abstract class BatchNorm<T> : TrackedChannelNorm<T> where T : unmanaged, 
             throw new ArgumentException(_maskedForward
                 ? "The last Forward used a mask; pass the same mask to Backward."
                 : "The last Forward used no mask, but Backward was given one.", nameof(mask));
-        Functional.BatchNormBackward<T>(gradOutput, input, shape, WeightData, _saveMean, _saveRstd, ForwardUsedBatchStats,
-            gradInput, WeightGradData, BiasGradData, ChannelsLast, mask, Group);
+        Functional.BatchNormBackwardCore<T>(gradOutput, input, Layout(shape), WeightData, _saveMean, _saveRstd, ForwardUsedBatchStats,
+            gradInput, WeightGradData, BiasGradData, mask, Group);
     }
 }
 

@@ -1,5 +1,6 @@
 using System.Numerics;
 using System.Numerics.Tensors;
+using NormKit.Kernels;
 
 namespace NormKit.Layers;
 
@@ -77,6 +78,9 @@ public abstract class ChannelNorm<T> : NormLayer<T> where T : unmanaged, IFloati
     }
 
     private protected virtual string FeaturesName => "NumFeatures";
+
+    /// <summary>The kernels' view of a shape this layer accepted.</summary>
+    private protected ChannelLayout Layout(ReadOnlySpan<int> shape) => ChannelLayout.Of(shape, ChannelsLast);
 
     private protected static string Layout(bool channelsLast, string first, string last) => channelsLast ? last : first;
 }

@@ -36,12 +36,12 @@ public sealed class GroupNorm<T> : ChannelNorm<T> where T : unmanaged, IFloating
         int segments = shape[0] * NumGroups;
         double[] mean = _mean.Length >= segments ? _mean : new double[segments];
         double[] rstd = _rstd.Length >= segments ? _rstd : new double[segments];
-        Functional.GroupNorm<T>(input, shape, NumGroups, output, WeightData, BiasData, Eps, ChannelsLast, mean.AsSpan(0, segments), rstd.AsSpan(0, segments));
+        Functional.GroupNormCore<T>(input, Layout(shape), NumGroups, output, WeightData, BiasData, Eps, mean.AsSpan(0, segments), rstd.AsSpan(0, segments), default, default);
         _mean = mean; _rstd = rstd; _segments = segments;
         return true;
     }
 
     private protected override void BackwardCore(ReadOnlySpan<T> gradOutput, ReadOnlySpan<T> input, ReadOnlySpan<int> shape, Span<T> gradInput, ReadOnlySpan<bool> mask) =>
-        Functional.GroupNormBackward<T>(gradOutput, input, shape, NumGroups, WeightData, _mean.AsSpan(0, _segments), _rstd.AsSpan(0, _segments),
-            gradInput, WeightGradData, BiasGradData, ChannelsLast);
+        Functional.GroupNormBackwardCore<T>(gradOutput, input, Layout(shape), NumGroups, WeightData, _mean.AsSpan(0, _segments), _rstd.AsSpan(0, _segments),
+            gradInput, WeightGradData, BiasGradData);
 }

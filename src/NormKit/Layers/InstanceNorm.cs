@@ -30,16 +30,15 @@ public abstract class InstanceNorm<T> : TrackedChannelNorm<T> where T : unmanage
         double[] rstd = _rstd.Length >= saved ? _rstd : new double[saved];
         if (UsesBatchStats)
         {
-            var result = Functional.InstanceNorm<T>(input, shape, output,
+            var result = Functional.InstanceNormCore<T>(input, shape, Layout(shape), output,
                 Updates ? RunningMeanData : default, Updates ? RunningVarData : default, WeightData, BiasData,
-                training: Training, momentum: UpdateFactor, eps: Eps, channelsLast: ChannelsLast, guardNonFinite: GuardRunningStats,
-                saveMean: mean.AsSpan(0, saved), saveRstd: rstd.AsSpan(0, saved));
+                Training, UpdateFactor, Eps, GuardRunningStats, mean.AsSpan(0, saved), rstd.AsSpan(0, saved));
             Record(result);
         }
         else
         {
-            Functional.BatchNorm<T>(input, shape, output, RunningMeanData, RunningVarData, WeightData, BiasData, training: false,
-                eps: Eps, channelsLast: ChannelsLast, saveMean: mean.AsSpan(0, saved), saveRstd: rstd.AsSpan(0, saved));
+            Functional.BatchNormCore<T>(input, shape, Layout(shape), output, RunningMeanData, RunningVarData, WeightData, BiasData, training: false,
+                momentum: 0, Eps, guardNonFinite: true, mean.AsSpan(0, saved), rstd.AsSpan(0, saved), unbiasedRunningVar: true, default, null);
         }
         _mean = mean; _rstd = rstd; _saved = saved;
         return UsesBatchStats;
@@ -48,11 +47,11 @@ public abstract class InstanceNorm<T> : TrackedChannelNorm<T> where T : unmanage
     private protected override void BackwardCore(ReadOnlySpan<T> gradOutput, ReadOnlySpan<T> input, ReadOnlySpan<int> shape, Span<T> gradInput, ReadOnlySpan<bool> mask)
     {
         if (ForwardUsedBatchStats)
-            Functional.GroupNormBackward<T>(gradOutput, input, shape, NumFeatures, WeightData, _mean.AsSpan(0, _saved), _rstd.AsSpan(0, _saved),
-                gradInput, WeightGradData, BiasGradData, ChannelsLast);
+            Functional.GroupNormBackwardCore<T>(gradOutput, input, Layout(shape), NumFeatures, WeightData, _mean.AsSpan(0, _saved), _rstd.AsSpan(0, _saved),
+                gradInput, WeightGradData, BiasGradData);
         else
-            Functional.BatchNormBackward<T>(gradOutput, input, shape, WeightData, _mean.AsSpan(0, _saved), _rstd.AsSpan(0, _saved), false,
-                gradInput, WeightGradData, BiasGradData, ChannelsLast);
+            Functional.BatchNormBackwardCore<T>(gradOutput, input, Layout(shape), WeightData, _mean.AsSpan(0, _saved), _rstd.AsSpan(0, _saved), false,
+                gradInput, WeightGradData, BiasGradData, default, null);
     }
 }
 

@@ -52,6 +52,9 @@ public abstract class NormLayer<T> where T : unmanaged, IFloatingPointIeee754<T>
 {
     private readonly List<LayerTensor<T>> _tensors = [];
 
+    /// <summary>Checks the element type: float or double.</summary>
+    private protected NormLayer() => Kernels.Num.EnsureSupported<T>();
+
     /// <summary>True in training mode (the default), false after <see cref="Eval"/>.</summary>
     public bool Training { get; private set; } = true;
 
@@ -91,6 +94,7 @@ public abstract class NormLayer<T> where T : unmanaged, IFloatingPointIeee754<T>
     public void Forward(ReadOnlySpan<T> input, ReadOnlySpan<int> shape, Span<T> output)
     {
         CheckInput(shape, nameof(input));
+        CheckBuffers(input, nameof(input), output, nameof(output), shape);
         bool batchStats = ForwardCore(input, shape, output);
         RecordForward(shape, null, batchStats);
     }
@@ -116,7 +120,22 @@ public abstract class NormLayer<T> where T : unmanaged, IFloatingPointIeee754<T>
     public void Backward(ReadOnlySpan<T> gradOutput, ReadOnlySpan<T> input, ReadOnlySpan<int> shape, Span<T> gradInput)
     {
         CheckBackward(shape, nameof(shape));
+        CheckBuffers(gradOutput, nameof(gradOutput), gradInput, nameof(gradInput), shape);
+        CheckBuffers(input, nameof(input), gradInput, nameof(gradInput), shape);
         BackwardCore(gradOutput, input, shape, gradInput);
+    }
+
+    /// <summary>
+    /// The checks of a span call, made once here at the public edge (the cores behind trust
+    /// them): <paramref name="input"/> and <paramref name="output"/> each hold the elements of
+    /// <paramref name="shape"/>, and the output is a separate buffer.
+    /// </summary>
+    private protected static void CheckBuffers(ReadOnlySpan<T> input, string inputName, Span<T> output, string outputName, ReadOnlySpan<int> shape)
+    {
+        long n = Guard.Product(shape, nameof(shape));
+        Guard.Length(input, n, inputName, nameof(shape), shape);
+        Guard.Length<T>(output, n, outputName, nameof(shape), shape);
+        Guard.NoOverlap(input, inputName, output, outputName);
     }
 
     /// <summary>Throws unless this layer accepts an input of <paramref name="shape"/>.</summary>

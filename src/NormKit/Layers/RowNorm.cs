@@ -1,5 +1,6 @@
 using System.Numerics;
 using System.Numerics.Tensors;
+using NormKit.Kernels;
 
 namespace NormKit.Layers;
 
@@ -27,6 +28,7 @@ public abstract class RowNorm<T> : NormLayer<T> where T : unmanaged, IFloatingPo
 
     private readonly bool _centered;
     private readonly int[] _normalizedShape;
+    private readonly int _features;   // elements of one row: the product of NormalizedShape
     private readonly T[]? _weight, _bias, _dWeight, _dBias;   // the live storage of Tensors
     private double[] _mean = [], _rstd = [];   // per row of the last forward; grown, never shrunk
     private int _rows;
@@ -37,6 +39,7 @@ public abstract class RowNorm<T> : NormLayer<T> where T : unmanaged, IFloatingPo
         int features = Functional.RowsOf(normalizedShape, normalizedShape).Cols;
         Guard.Eps(eps, nameof(eps));
         _normalizedShape = (int[])normalizedShape.Clone();
+        _features = features;
         _centered = centered;
         Eps = eps; ElementwiseAffine = elementwiseAffine;
         if (elementwiseAffine)
@@ -73,7 +76,13 @@ public abstract class RowNorm<T> : NormLayer<T> where T : unmanaged, IFloatingPo
     /// </summary>
     public void ForwardResidual(ReadOnlySpan<T> input, ReadOnlySpan<T> residual, ReadOnlySpan<int> shape, Span<T> sum, Span<T> output)
     {
-        ForwardCore(input, residual, shape, output, sum, fused: true);
+        CheckInput(shape, nameof(input));
+        CheckBuffers(input, nameof(input), output, nameof(output), shape);
+        CheckBuffers(residual, nameof(residual), output, nameof(output), shape);
+        CheckBuffers(input, nameof(input), sum, nameof(sum), shape);
+        Guard.NoOverlap(residual, nameof(residual), sum, nameof(sum));
+        Guard.NoOverlap<T>(output, nameof(output), sum, nameof(sum));
+        ForwardCore(input, residual, shape, output, sum);
         RecordForward(shape, null, usedBatchStats: false);
     }
 
@@ -85,36 +94,31 @@ public abstract class RowNorm<T> : NormLayer<T> where T : unmanaged, IFloatingPo
     public void BackwardResidual(ReadOnlySpan<T> gradOutput, ReadOnlySpan<T> gradSum, ReadOnlySpan<T> sum, ReadOnlySpan<int> shape, Span<T> gradInput)
     {
         CheckBackward(shape, nameof(shape));
+        CheckBuffers(gradOutput, nameof(gradOutput), gradInput, nameof(gradInput), shape);
+        CheckBuffers(sum, nameof(sum), gradInput, nameof(gradInput), shape);
+        if (!gradSum.IsEmpty) CheckBuffers(gradSum, nameof(gradSum), gradInput, nameof(gradInput), shape);
         BackwardCore(gradOutput, gradSum, sum, shape, gradInput);
     }
 
-    private void ForwardCore(ReadOnlySpan<T> input, ReadOnlySpan<T> residual, ReadOnlySpan<int> shape, Span<T> output, Span<T> sum, bool fused = false)
+    // Every argument was checked at the public edge: straight to the row kernel. The saved
+    // statistics are replaced only here, after every check, so a throwing call leaves those of
+    // the previous forward intact.
+    private void ForwardCore(ReadOnlySpan<T> input, ReadOnlySpan<T> residual, ReadOnlySpan<int> shape, Span<T> output, Span<T> sum)
     {
-        int rows = Functional.RowsOf(shape, _normalizedShape).Rows;
-        // Functional validates everything before it writes, so a throwing call leaves the
-        // saved statistics of the previous forward intact.
+        int rows = input.Length / _features;
         double[] mean = _mean.Length >= rows ? _mean : new double[rows];
         double[] rstd = _rstd.Length >= rows ? _rstd : new double[rows];
-        var m = mean.AsSpan(0, rows);
-        var r = rstd.AsSpan(0, rows);
-        if (_centered && fused) Functional.AddLayerNorm<T>(input, residual, shape, _normalizedShape, sum, output, _weight, _bias, Eps, m, r);
-        else if (_centered) Functional.LayerNorm<T>(input, shape, _normalizedShape, output, _weight, _bias, Eps, m, r);
-        else if (fused) Functional.AddRmsNorm<T>(input, residual, shape, _normalizedShape, sum, output, _weight, Eps, r);
-        else Functional.RmsNorm<T>(input, shape, _normalizedShape, output, _weight, Eps, r);
+        RowKernel.Forward(input, residual, _weight, _bias, rows, _features, Eps, _centered, output, sum,
+            _centered ? mean.AsSpan(0, rows) : default, rstd.AsSpan(0, rows));
         _mean = mean; _rstd = rstd; _rows = rows;
     }
 
     private protected override void BackwardCore(ReadOnlySpan<T> gradOutput, ReadOnlySpan<T> input, ReadOnlySpan<int> shape, Span<T> gradInput) =>
         BackwardCore(gradOutput, default, input, shape, gradInput);
 
-    private void BackwardCore(ReadOnlySpan<T> gradOutput, ReadOnlySpan<T> gradSum, ReadOnlySpan<T> input, ReadOnlySpan<int> shape, Span<T> gradInput)
-    {
-        if (_centered)
-            Functional.AddLayerNormBackward<T>(gradOutput, gradSum, input, shape, _normalizedShape, _mean.AsSpan(0, _rows), _rstd.AsSpan(0, _rows),
-                _weight, gradInput, _dWeight, _dBias);
-        else
-            Functional.AddRmsNormBackward<T>(gradOutput, gradSum, input, shape, _normalizedShape, _rstd.AsSpan(0, _rows), _weight, gradInput, _dWeight);
-    }
+    private void BackwardCore(ReadOnlySpan<T> gradOutput, ReadOnlySpan<T> gradSum, ReadOnlySpan<T> input, ReadOnlySpan<int> shape, Span<T> gradInput) =>
+        RowKernel.Backward(gradOutput, input, _centered ? _mean.AsSpan(0, _rows) : default, _rstd.AsSpan(0, _rows), _weight, _rows, _features,
+            _centered, gradSum, gradInput, _dWeight, _dBias);
 }
 
 /// <summary>
