@@ -22,7 +22,7 @@ public static class Cli
     {
         var root = new Command(Name, "NormKit's lab: normalization layers measured on real data (Fashion-MNIST, text).")
         {
-            new HelpOption { Action = new HelpAction { MaxWidth = HelpWidth() } }, new VersionOption(),
+            new HelpOption { Action = new Help() }, new VersionOption(),
             DemoCommand.Create(), ReportCommand.Create(), LabCommands.Create(),
         };
         Common.RequireSubcommand(root);
@@ -56,11 +56,20 @@ public static class Cli
         }
     }
 
-    // The help wraps at the terminal's width, at most 100 columns (also when it goes to a file).
-    private static int HelpWidth()
+    // System.CommandLine's help, wrapped at the terminal's width but at most 100 columns (also in a
+    // file). The width is read only when help is asked for: reading it sets up the terminal, which
+    // every MPI rank of data-parallel would otherwise do.
+    private sealed class Help : SynchronousCommandLineAction
     {
-        try { return Console.IsOutputRedirected || Console.WindowWidth <= 0 ? 100 : Math.Min(Console.WindowWidth, 100); }
-        catch (IOException) { return 100; }
+        public override bool ClearsParseErrors => true;
+
+        public override int Invoke(ParseResult parseResult) => new HelpAction { MaxWidth = Width() }.Invoke(parseResult);
+
+        private static int Width()
+        {
+            try { return Console.IsOutputRedirected || Console.WindowWidth <= 0 ? 100 : Math.Min(Console.WindowWidth, 100); }
+            catch (IOException) { return 100; }
+        }
     }
 
     private static RootCommand Completer(Command root)
