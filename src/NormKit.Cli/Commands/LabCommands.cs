@@ -1,0 +1,179 @@
+using System.CommandLine;
+using System.Diagnostics;
+using NormKit.Lab.Data;
+using NormKit.Lab.Experiments;
+
+namespace NormKit.Cli.Commands;
+
+/// <summary>normkit lab: each experiment on its own, with its CSV file, its charts and a summary table.</summary>
+internal static class LabCommands
+{
+    public static Command Create()
+    {
+        var lab = new Command("lab", Common.Prose("""
+            Each lab experiment on its own: a summary table, every run as CSV and the charts (PNG and SVG).
+            Without --quick an experiment runs its full mode (2-7 minutes each on the full Fashion-MNIST
+            set, docs/lab); with --quick about a minute.
+            """))
+        {
+            Saturation(), BatchSizeCommand(), Figure(), LanguageCommand(), VisionCommand(), DataParallelCommand.Create(),
+        };
+        Common.RequireSubcommand(lab);
+        return lab;
+    }
+
+    private static Command Saturation()
+    {
+        var quick = Common.Flag("--quick", "one seed, 1000 steps (about 15 seconds)");
+        var deep = Common.Flag("--deep", "ten hidden layers, 6000 steps, one seed");
+        var data = Common.Data();
+        var outDir = Common.Out("lab-results");
+        var command = new Command("saturation", Common.Prose("""
+            The BatchNorm paper's Figure 1 on Fashion-MNIST: sigmoid MLPs without normalization, with
+            BatchNorm and with LayerNorm, under N(0, 0.01^2) and Glorot initialization. Prints the final
+            test accuracy, saturation and gradient norms per arm; writes every evaluation point to
+            DIR/saturation.csv and charts of accuracy, last-layer input percentiles and saturation
+            against steps. The default runs 8000 steps and three seeds; --quick takes about 15 seconds.
+            """)) { quick, deep, data, outDir };
+        command.Validators.Add(r =>
+        {
+            if (r.GetValue(quick) && r.GetValue(deep)) r.AddError("--quick and --deep cannot be combined.");
+        });
+        command.SetAction(r =>
+        {
+            var config = r.GetValue(deep) ? Lab.Experiments.Saturation.Config.Deep : r.GetValue(quick) ? Lab.Experiments.Saturation.Config.Quick : Lab.Experiments.Saturation.Config.Full;
+            string dir = r.GetValue(outDir)!;
+            var (train, test) = Lab.Experiments.Saturation.Data(r.GetValue(data));
+            Console.WriteLine($"Training on {train.Count} images ({train.Source}), testing on {Math.Min(test.Count, config.TestImages)} ({test.Source}).");
+            Console.WriteLine($"{config.HiddenLayers} x {config.Hidden} sigmoid, batch {config.Batch}, SGD lr {config.LearningRate} momentum {config.Momentum}, {config.Steps} steps, {config.Seeds} seed(s).");
+            var points = Lab.Experiments.Saturation.Run(config, train, test, Progress());
+            Directory.CreateDirectory(dir);
+            string csv = Path.Combine(dir, config.HiddenLayers == 3 ? "saturation.csv" : $"saturation-{config.HiddenLayers}layers.csv");
+            File.WriteAllText(csv, Lab.Experiments.Saturation.Csv(points));
+            Console.WriteLine();
+            var table = Common.Table("<init", "<arm", "test acc", "first acc", "saturated", "sigmoid'", "p15..p85 first", "p15..p85 last", "|dW| first layer");
+            foreach (var s in SaturationSummary.Of(points))
+                table.AddTextRow(s.Init, s.Arm, $"{s.TestAccuracy:F3}", $"{s.FirstTestAccuracy:F3}", $"{s.SaturatedFraction:F3}", $"{s.MeanSigmoidDerivative:F3}",
+                    $"{s.FirstP15:F2}..{s.FirstP85:F2}", $"{s.P15:F2}..{s.P85:F2}", $"{s.FirstLayerGradNorm:E2}");
+            Common.Write(table);
+            Console.WriteLine($"Every evaluation point: {csv}");
+            var charts = SaturationPlots.Write(points, dir, Path.GetFileNameWithoutExtension(csv));
+            Console.WriteLine($"Charts (PNG and SVG): {string.Join(", ", charts.Select(Path.GetFileName))}");
+        });
+        return command;
+    }
+
+    private static Command BatchSizeCommand()
+    {
+        var quick = Common.Flag("--quick", "batch sizes 2, 8, 32 and 128, one seed");
+        var data = Common.Data();
+        var outDir = Common.Out("lab-results");
+        var command = new Command("batch-size", Common.Prose("""
+            ReLU MLPs with no normalization, BatchNorm, LayerNorm and GroupNorm trained on the same number
+            of examples at batch sizes 2..128: test error against batch size, and BatchNorm's error with
+            batch statistics at test time. Writes DIR/batch-size.csv and a chart. --quick: about a minute.
+            """)) { quick, data, outDir };
+        command.SetAction(r =>
+        {
+            var config = r.GetValue(quick) ? BatchSize.Config.Quick : BatchSize.Config.Full;
+            string dir = r.GetValue(outDir)!;
+            var (train, test) = Lab.Experiments.Saturation.Data(r.GetValue(data));
+            Console.WriteLine($"Training on {train.Count} images, {config.Examples} examples per run, AdamW lr {config.LearningRate}; testing on {Math.Min(test.Count, config.TestImages)}.");
+            var points = BatchSize.Run(config, train, test, Progress());
+            Directory.CreateDirectory(dir);
+            string csv = Path.Combine(dir, "batch-size.csv");
+            File.WriteAllText(csv, BatchSize.Csv(points));
+            Console.WriteLine();
+            var table = Common.Table(["batch", .. BatchSize.Arms, "BN train-mode"]);
+            foreach (var s in BatchSizeSummary.Of(points))
+                table.AddTextRow([$"{s.Batch}", .. s.TestError.Select(e => $"{e:F3}"), $"{s.BatchNormTrainModeError:F3}"]);
+            Common.Write(table);
+            Console.WriteLine($"Test error (eval mode) per arm; every run: {csv}");
+            Console.WriteLine($"Chart (PNG and SVG): {Path.GetFileName(BatchSize.Plot(points, dir, "batch-size"))}");
+        });
+        return command;
+    }
+
+    private static Command Figure()
+    {
+        var data = Common.Data();
+        var outDir = Common.Out("lab-results", "figures");
+        var command = new Command("figure", Common.Prose("""
+            The seed article's Figure 1 drawn from a real batch, and which cells share one statistic in
+            BatchNorm, LayerNorm, InstanceNorm and GroupNorm (PNG and SVG; about a second).
+            """)) { data, outDir };
+        command.SetAction(r =>
+        {
+            var paths = Lab.Experiments.Figure.Write(FashionMnist.LoadTest(r.GetValue(data)), r.GetValue(outDir)!);
+            Console.WriteLine($"Figures (PNG and SVG): {string.Join(", ", paths)}");
+        });
+        return command;
+    }
+
+    private static Command LanguageCommand()
+    {
+        var quick = Common.Flag("--quick", "300 steps, one seed");
+        var text = Common.Text();
+        var outDir = Common.Out("lab-results");
+        var command = new Command("language", Common.Prose("""
+            A tiny pre-norm Transformer on characters with no normalization, LayerNorm, RMSNorm and
+            BatchNorm: validation bits per character, and how far BatchNorm's batch means stray from its
+            running mean. Writes DIR/language.csv and a chart. --quick: about a minute.
+            """)) { quick, text, outDir };
+        command.SetAction(r =>
+        {
+            var config = r.GetValue(quick) ? Language.Config.Quick : Language.Config.Full;
+            string dir = r.GetValue(outDir)!;
+            var corpus = TextData.Load(r.GetValue(text));
+            Console.WriteLine($"Text: {corpus.Ids.Length} characters from {corpus.Source}; {config.Steps} AdamW steps of {config.Sequences} x {config.Length} characters, {config.Seeds} seed(s).");
+            var results = Language.Run(config, corpus, Progress());
+            Directory.CreateDirectory(dir);
+            string csv = Path.Combine(dir, "language.csv");
+            File.WriteAllText(csv, Language.Csv(results));
+            Console.WriteLine();
+            var table = Common.Table("<arm", "validation bits/char", "batch mean fluctuation", "<");
+            foreach (var s in LanguageSummary.Of(results))
+                table.AddTextRow(s.Arm, $"{s.BitsPerChar:F3}", $"{s.BatchMeanFluctuation:E2}", s.Diverged > 0 ? $"{s.Diverged} of {s.Runs} runs diverged to NaN" : "");
+            Common.Write(table);
+            Console.WriteLine($"Every run: {csv}; chart: {Language.Plot(results, dir)}");
+        });
+        return command;
+    }
+
+    private static Command VisionCommand()
+    {
+        var quick = Common.Flag("--quick", "250 steps, one seed");
+        var data = Common.Data();
+        var outDir = Common.Out("lab-results");
+        var command = new Command("vision", Common.Prose("""
+            A small CNN with no normalization, BatchNorm, LayerNorm, GroupNorm and InstanceNorm: final
+            test accuracy, mean and standard deviation over seeds. Writes DIR/vision.csv and a chart.
+            --quick: about a minute.
+            """)) { quick, data, outDir };
+        command.SetAction(r =>
+        {
+            var config = r.GetValue(quick) ? Vision.Config.Quick : Vision.Config.Full;
+            string dir = r.GetValue(outDir)!;
+            var (train, test) = Lab.Experiments.Saturation.Data(r.GetValue(data));
+            Console.WriteLine($"Training on {train.Count} images, {config.Steps} AdamW steps (lr {config.LearningRate}) at batch {config.Batch}, {config.Seeds} seed(s); testing on {Math.Min(test.Count, config.TestImages)}.");
+            var results = Vision.Run(config, train, test, Progress());
+            Directory.CreateDirectory(dir);
+            string csv = Path.Combine(dir, "vision.csv");
+            File.WriteAllText(csv, Vision.Csv(results));
+            Console.WriteLine();
+            var table = Common.Table("<arm", "test accuracy", "sd", "test error %", "batch mean fluctuation");
+            foreach (var s in VisionSummary.Of(results))
+                table.AddTextRow(s.Arm, $"{s.TestAccuracy.Mean:F4}", $"{s.TestAccuracy.Sd:F4}", $"{s.TestErrorPercent:F2}", $"{s.BatchMeanFluctuation:E2}");
+            Common.Write(table);
+            Console.WriteLine($"Every run: {csv}; chart: {Vision.Plot(results, dir)}");
+        });
+        return command;
+    }
+
+    /// <summary>Prints each finished run with the seconds since the experiment started.</summary>
+    private static Action<string> Progress()
+    {
+        var watch = Stopwatch.StartNew();
+        return run => Console.WriteLine($"  done: {run} ({watch.Elapsed.TotalSeconds:F0} s)");
+    }
+}

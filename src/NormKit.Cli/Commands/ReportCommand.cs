@@ -1,0 +1,48 @@
+using System.CommandLine;
+using NormKit.Lab.Experiments;
+using Spectre.Console;
+
+namespace NormKit.Cli.Commands;
+
+/// <summary>normkit report: the lab's tour, written as one HTML page.</summary>
+internal static class ReportCommand
+{
+    public static Command Create()
+    {
+        var full = Common.Flag("--full", "every experiment in its full mode (about twenty minutes instead of one and a half)");
+        var data = Common.Data();
+        var text = Common.Text();
+        var outDir = Common.Out("lab-report", "report.html, its charts and CSV files");
+        var command = new Command("report", Common.Prose("""
+            The lab's tour: the figure and every experiment (quick modes, about a minute and a half;
+            --full about twenty minutes), then DIR/report.html with the charts and, per claim of the seed
+            article, what was measured, the published result and a verdict.
+            """)) { full, data, text, outDir };
+        command.SetAction(r => Run(r.GetValue(full), r.GetValue(data), r.GetValue(text), r.GetValue(outDir)!));
+        return command;
+    }
+
+    private static int Run(bool full, string? data, string? text, string outDir)
+    {
+        var watch = System.Diagnostics.Stopwatch.StartNew();
+        string path;
+        int total = Report.Units(full);
+        if (AnsiConsole.Profile.Capabilities.Interactive)
+        {
+            // A live progress bar on a terminal; plain lines when the output is redirected (CI, logs).
+            path = AnsiConsole.Progress().Columns(new TaskDescriptionColumn(), new ProgressBarColumn(), new PercentageColumn(), new ElapsedTimeColumn())
+                .Start(ctx =>
+                {
+                    var task = ctx.AddTask("lab tour", maxValue: total);
+                    return Report.Run(outDir, data, full, step => { task.Increment(1); task.Description = step; }, text);
+                });
+        }
+        else
+        {
+            int done = 0;
+            path = Report.Run(outDir, data, full, step => Console.WriteLine($"[{watch.Elapsed.TotalSeconds,4:F0} s] {++done}/{total} {step}"), text);
+        }
+        Console.WriteLine($"Report: {Path.GetFullPath(path)}");
+        return 0;
+    }
+}
