@@ -50,9 +50,9 @@ public class PropertyTests
             var yk = new double[x.Length];
             // The kernel is called directly so that eps can be 0 (the public API requires eps > 0).
             var m = new double[t.Rows]; var r = new double[t.Rows];
-            RowKernel.Forward<double>(x, default, default, default, t.Rows, t.Cols, 0, true, y, default, m, r);
-            RowKernel.Forward<double>(x.Select(v => v + shift).ToArray(), default, default, default, t.Rows, t.Cols, 0, true, ys, default, m, r);
-            RowKernel.Forward<double>(x.Select(v => v * scale).ToArray(), default, default, default, t.Rows, t.Cols, 0, true, yk, default, m, r);
+            RowKernel.Forward<double>(x, default, default, default, new RowLayout(t.Rows, t.Cols), 0, true, y, default, m, r);
+            RowKernel.Forward<double>(x.Select(v => v + shift).ToArray(), default, default, default, new RowLayout(t.Rows, t.Cols), 0, true, ys, default, m, r);
+            RowKernel.Forward<double>(x.Select(v => v * scale).ToArray(), default, default, default, new RowLayout(t.Rows, t.Cols), 0, true, yk, default, m, r);
             // Rounding x + shift in double moves each input by up to ulp(|offset| + |shift|) / 2, which
             // moves x_hat by about that over the row's std; the kernel's own error is a few ulps on top.
             // 1e-14 (about 90 double ulps) per unit of (|offset| + |shift|) / std bounds both with room;

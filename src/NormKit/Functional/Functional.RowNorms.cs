@@ -145,7 +145,7 @@ public static partial class Functional
             if (centered && mean.IsEmpty) mean = scratch.AsSpan(0, rows);
             if (rstd.IsEmpty) rstd = scratch.AsSpan(rows, rows);
         }
-        try { RowKernel.Forward(input, residual, weight, bias, rows, cols, eps, centered, output, sum, centered ? mean : default, rstd); }
+        try { RowKernel.Forward(input, residual, weight, bias, new RowLayout(rows, cols), eps, centered, output, sum, centered ? mean : default, rstd); }
         finally { if (scratch != null) ArrayPool<double>.Shared.Return(scratch); }
     }
 
@@ -170,7 +170,7 @@ public static partial class Functional
         Guard.NoOverlap(gradSum, nameof(gradSum), gradInput, nameof(gradInput));
         Guard.NoOverlap(input, nameof(input), gradInput, nameof(gradInput));
         Guard.NoOverlap<T>(gradWeight, nameof(gradWeight), gradBias, nameof(gradBias));
-        RowKernel.Backward(gradOutput, input, mean, rstd, weight, rows, cols, centered, gradSum, gradInput, gradWeight, gradBias);
+        RowKernel.Backward(gradOutput, input, mean, rstd, weight, new RowLayout(rows, cols), centered, gradSum, gradInput, gradWeight, gradBias);
     }
 
     /// <summary>Rows and columns of an input whose trailing dims are <paramref name="normalizedShape"/>.</summary>

@@ -47,7 +47,7 @@ internal static unsafe class ChannelKernel
 {
     private const int ChunkElements = 16 * 1024;
 
-    private struct Job<T> where T : unmanaged
+    private struct Job<T> : IKernelJob where T : unmanaged
     {
         public T* X, Dy, Y, P0, P1, P2, P3, P4;   // P*: parameters of the element-wise pass
         public bool* Mask;
@@ -58,7 +58,7 @@ internal static unsafe class ChannelKernel
         public int PerChunk;
         public bool PerPlane;
         public double Eps;
-        public SimdPath Path;
+        public SimdPath Path { get; set; }
     }
 
     private static int BlockRows(int c) => Math.Max(1, ChunkElements / c);
@@ -86,7 +86,7 @@ internal static unsafe class ChannelKernel
             fixed (double* pc = count, pm = mean, pq = m2, ps = scratch)
             {
                 var job = new Job<T> { X = px, Mask = mask.IsEmpty ? null : pk, Out0 = pm, Out1 = pq, Out2 = pc, Scratch = ps, L = l, Path = path };
-                RunPerSampleOrPlanes(ref job, &SampleColumnMoments<T>, &PlaneMomentsChunk<T>);
+                RunPerSampleOrPlanes<T, SampleColumnMomentsOp<T>, PlaneMomentsOp<T>>(ref job);
             }
         }
         finally
@@ -95,56 +95,61 @@ internal static unsafe class ChannelKernel
         }
     }
 
-    private static void PlaneMomentsChunk<T>(void* state, int chunk) where T : unmanaged
+    private readonly struct PlaneMomentsOp<T> : IKernelBody<T, Job<T>> where T : unmanaged
     {
-        ref Job<T> j = ref Unsafe.AsRef<Job<T>>(state);
-        int s = j.L.S;
-        int p0 = chunk * j.PerChunk, p1 = Math.Min(j.L.Planes, p0 + j.PerChunk);
-        for (int p = p0; p < p1; p++)
+        public static void Run<W, TV, TD>(ref Job<T> j, int chunk, bool simd) where W : IWidth<T, TV, TD>
         {
-            ref T xp = ref j.X[(nint)p * s];
-            double cnt = 0, mu = 0, q = 0;
-            if (j.Mask == null) SegmentMoments(ref xp, s, j.Path, out cnt, out mu, out q);
-            else
+            int s = j.L.S;
+            int p0 = chunk * j.PerChunk, p1 = Math.Min(j.L.Planes, p0 + j.PerChunk);
+            for (int p = p0; p < p1; p++)
             {
-                // Runs of unmasked positions, each two-pass, merged in order.
-                foreach (var (a, b) in new RowRuns(j.Mask + (nint)(p / j.L.C) * s, 0, s, int.MaxValue))
+                ref T xp = ref j.X[(nint)p * s];
+                double cnt = 0, mu = 0, q = 0;
+                if (j.Mask == null) SegmentMoments<T, W, TV, TD>(ref xp, s, simd, out cnt, out mu, out q);
+                else
                 {
-                    SegmentMoments(ref Unsafe.Add(ref xp, a), b - a, j.Path, out double rc, out double rm, out double rq);
-                    Reductions.ChanMerge(ref cnt, ref mu, ref q, rc, rm, rq);
+                    // Runs of unmasked positions, each two-pass, merged in order.
+                    foreach (var (a, b) in new RowRuns(j.Mask + (nint)(p / j.L.C) * s, 0, s, int.MaxValue))
+                    {
+                        SegmentMoments<T, W, TV, TD>(ref Unsafe.Add(ref xp, a), b - a, simd, out double rc, out double rm, out double rq);
+                        Reductions.ChanMerge(ref cnt, ref mu, ref q, rc, rm, rq);
+                    }
                 }
+                j.Out2[p] = cnt; j.Out0[p] = mu; j.Out1[p] = q;
             }
-            j.Out2[p] = cnt; j.Out0[p] = mu; j.Out1[p] = q;
         }
     }
 
-    private static void SegmentMoments<T>(ref T x, int n, SimdPath path, out double count, out double mean, out double m2) where T : unmanaged
+    private static void SegmentMoments<T, W, TV, TD>(ref T x, int n, bool simd, out double count, out double mean, out double m2)
+        where T : unmanaged where W : IWidth<T, TV, TD>
     {
         count = n;
-        mean = Reductions.Sum(ref x, n, path) / n;
-        m2 = Reductions.SumSquaredDeviations(ref x, n, mean, path);
+        mean = Reductions.Sum<T, W, TV, TD>(ref x, n, simd) / n;
+        m2 = Reductions.SumSquaredDeviations<T, W, TV, TD>(ref x, n, mean, simd);
     }
 
     // One sample of a channels-last input: its S rows in blocks of BlockRows(C), each block's
     // column moments merged into the sample's planes in block order. Masked rows are skipped
     // by splitting the block into runs of unmasked rows.
-    private static void SampleColumnMoments<T>(void* state, int n) where T : unmanaged
+    private readonly struct SampleColumnMomentsOp<T> : IKernelBody<T, Job<T>> where T : unmanaged
     {
-        ref Job<T> j = ref Unsafe.AsRef<Job<T>>(state);
-        int c = j.L.C, s = j.L.S;
-        double* cnt = j.Out2 + (nint)n * c, mean = j.Out0 + (nint)n * c, m2 = j.Out1 + (nint)n * c;
-        var bm = new Span<double>(j.Scratch + (nint)n * 2 * c, c);
-        var bq = new Span<double>(j.Scratch + (nint)n * 2 * c + c, c);
-        int r0 = n * s, r1 = r0 + s;
-        foreach (var (a, b) in new RowRuns(j.Mask, r0, r1, j.PerChunk))
+        public static void Run<W, TV, TD>(ref Job<T> j, int n, bool simd) where W : IWidth<T, TV, TD>
         {
-            ref T xb = ref j.X[(nint)a * c];
-            int rows = b - a;
-            bm.Clear(); bq.Clear();
-            Reductions.ColumnSums(ref xb, rows, c, bm, j.Path);
-            for (int k = 0; k < c; k++) bm[k] /= rows;
-            Reductions.ColumnSquaredDeviations(ref xb, rows, c, bm, bq, j.Path);
-            for (int k = 0; k < c; k++) Reductions.ChanMerge(ref cnt[k], ref mean[k], ref m2[k], rows, bm[k], bq[k]);
+            int c = j.L.C, s = j.L.S;
+            double* cnt = j.Out2 + (nint)n * c, mean = j.Out0 + (nint)n * c, m2 = j.Out1 + (nint)n * c;
+            var bm = new Span<double>(j.Scratch + (nint)n * 2 * c, c);
+            var bq = new Span<double>(j.Scratch + (nint)n * 2 * c + c, c);
+            int r0 = n * s, r1 = r0 + s;
+            foreach (var (a, b) in new RowRuns(j.Mask, r0, r1, j.PerChunk))
+            {
+                ref T xb = ref j.X[(nint)a * c];
+                int rows = b - a;
+                bm.Clear(); bq.Clear();
+                Reductions.ColumnSums<T, W, TV, TD>(ref xb, rows, c, bm, simd);
+                for (int k = 0; k < c; k++) bm[k] /= rows;
+                Reductions.ColumnSquaredDeviations<T, W, TV, TD>(ref xb, rows, c, bm, bq, simd);
+                for (int k = 0; k < c; k++) Reductions.ChanMerge(ref cnt[k], ref mean[k], ref m2[k], rows, bm[k], bq[k]);
+            }
         }
     }
 
@@ -193,7 +198,7 @@ internal static unsafe class ChannelKernel
             fixed (double* pp = part)
             {
                 var job = new Job<T> { X = px, Out0 = pp, L = l, Path = path, PerChunk = per };
-                WorkerPool.For(blocks, &job, &ColumnBlockMoments<T>);
+                Width.For<T, Job<T>, ColumnBlockMomentsOp<T>>(blocks, ref job);
             }
             for (int b = 0; b < blocks; b++)
             {
@@ -217,17 +222,19 @@ internal static unsafe class ChannelKernel
     public static int ChannelMomentsScratch(ChannelLayout l) =>
         Math.Max(3 * l.Planes, 2 * ((l.Rows + BlockRows(l.C) - 1) / BlockRows(l.C)) * l.C);
 
-    private static void ColumnBlockMoments<T>(void* state, int block) where T : unmanaged
+    private readonly struct ColumnBlockMomentsOp<T> : IKernelBody<T, Job<T>> where T : unmanaged
     {
-        ref Job<T> j = ref Unsafe.AsRef<Job<T>>(state);
-        int c = j.L.C;
-        int r0 = block * j.PerChunk, rows = Math.Min(j.PerChunk, j.L.Rows - r0);
-        var mean = new Span<double>(j.Out0 + (nint)2 * block * c, c);
-        var m2 = new Span<double>(j.Out0 + ((nint)2 * block + 1) * c, c);
-        ref T x = ref j.X[(nint)r0 * c];
-        Reductions.ColumnSums(ref x, rows, c, mean, j.Path);
-        for (int k = 0; k < c; k++) mean[k] /= rows;
-        Reductions.ColumnSquaredDeviations(ref x, rows, c, mean, m2, j.Path);
+        public static void Run<W, TV, TD>(ref Job<T> j, int block, bool simd) where W : IWidth<T, TV, TD>
+        {
+            int c = j.L.C;
+            int r0 = block * j.PerChunk, rows = Math.Min(j.PerChunk, j.L.Rows - r0);
+            var mean = new Span<double>(j.Out0 + (nint)2 * block * c, c);
+            var m2 = new Span<double>(j.Out0 + ((nint)2 * block + 1) * c, c);
+            ref T x = ref j.X[(nint)r0 * c];
+            Reductions.ColumnSums<T, W, TV, TD>(ref x, rows, c, mean, simd);
+            for (int k = 0; k < c; k++) mean[k] /= rows;
+            Reductions.ColumnSquaredDeviations<T, W, TV, TD>(ref x, rows, c, mean, m2, simd);
+        }
     }
 
     // ============================ fused per-channel passes (channels-first) ============================
@@ -269,11 +276,11 @@ internal static unsafe class ChannelKernel
         {
             var job = new Job<T> { X = px, Y = py, P2 = weight.IsEmpty ? null : pw, P3 = bias.IsEmpty ? null : pb,
                 Out0 = pm, Out1 = pq, Out2 = pc, Eps = eps, L = l, Path = path };
-            WorkerPool.For(l.C, &job, &Chunk<T, TrainForwardOp<T>>);
+            Width.For<T, Job<T>, TrainForwardOp<T>>(l.C, ref job);
         }
     }
 
-    private readonly struct TrainForwardOp<T> : IChunkOp<T> where T : unmanaged, IFloatingPointIeee754<T>
+    private readonly struct TrainForwardOp<T> : IKernelBody<T, Job<T>> where T : unmanaged, IFloatingPointIeee754<T>
     {
         public static void Run<W, TV, TD>(ref Job<T> j, int c, bool simd) where W : IWidth<T, TV, TD>
         {
@@ -281,7 +288,7 @@ internal static unsafe class ChannelKernel
             double cnt = 0, mu = 0, q = 0;
             for (int n = 0; n < l.N; n++)
             {
-                SegmentMoments(ref j.X[(nint)(n * l.C + c) * l.S], l.S, j.Path, out double pc, out double pm, out double pq);
+                SegmentMoments<T, W, TV, TD>(ref j.X[(nint)(n * l.C + c) * l.S], l.S, simd, out double pc, out double pm, out double pq);
                 Reductions.ChanMerge(ref cnt, ref mu, ref q, pc, pm, pq);
             }
             j.Out2[c] = cnt; j.Out0[c] = mu; j.Out1[c] = q;
@@ -315,11 +322,11 @@ internal static unsafe class ChannelKernel
         fixed (double* pm = mean, pr = rstd, ps = sum, pd = dot)
         {
             var job = new Job<T> { Dy = pdy, X = px, Y = pdx, P2 = weight.IsEmpty ? null : pw, Mean = pm, Out2 = pr, Out0 = ps, Out1 = pd, L = l, Path = path };
-            WorkerPool.For(l.C, &job, &Chunk<T, TrainBackwardOp<T>>);
+            Width.For<T, Job<T>, TrainBackwardOp<T>>(l.C, ref job);
         }
     }
 
-    private readonly struct TrainBackwardOp<T> : IChunkOp<T> where T : unmanaged, IFloatingPointIeee754<T>
+    private readonly struct TrainBackwardOp<T> : IKernelBody<T, Job<T>> where T : unmanaged, IFloatingPointIeee754<T>
     {
         public static void Run<W, TV, TD>(ref Job<T> j, int c, bool simd) where W : IWidth<T, TV, TD>
         {
@@ -328,7 +335,7 @@ internal static unsafe class ChannelKernel
             for (int n = 0; n < l.N; n++)
             {
                 nint at = (nint)(n * l.C + c) * l.S;
-                Reductions.SumAndDot(ref j.Dy[at], ref j.X[at], l.S, m, j.Path, out double s, out double d);
+                Reductions.SumAndDot<T, W, TV, TD>(ref j.Dy[at], ref j.X[at], l.S, m, simd, out double s, out double d);
                 sum += s; dot += d;
             }
             j.Out0[c] = sum; j.Out1[c] = dot;
@@ -360,39 +367,43 @@ internal static unsafe class ChannelKernel
         fixed (double* pm = mean, ps = sum, pd = dot)
         {
             var job = new Job<T> { Dy = pdy, X = px, Mask = mask.IsEmpty ? null : pk, Mean = pm, Out0 = ps, Out1 = pd, L = l, Path = path, PerPlane = perPlane };
-            RunPerSampleOrPlanes(ref job, &SampleColumnGradSums<T>, &PlaneGradSumsChunk<T>);
+            RunPerSampleOrPlanes<T, SampleColumnGradSumsOp<T>, PlaneGradSumsOp<T>>(ref job);
         }
     }
 
-    private static void PlaneGradSumsChunk<T>(void* state, int chunk) where T : unmanaged
+    private readonly struct PlaneGradSumsOp<T> : IKernelBody<T, Job<T>> where T : unmanaged
     {
-        ref Job<T> j = ref Unsafe.AsRef<Job<T>>(state);
-        int s = j.L.S;
-        int p0 = chunk * j.PerChunk, p1 = Math.Min(j.L.Planes, p0 + j.PerChunk);
-        for (int p = p0; p < p1; p++)
+        public static void Run<W, TV, TD>(ref Job<T> j, int chunk, bool simd) where W : IWidth<T, TV, TD>
         {
-            double m = j.Mean[j.PerPlane ? p : p % j.L.C];
-            ref T dyp = ref j.Dy[(nint)p * s];
-            ref T xp = ref j.X[(nint)p * s];
-            double sum = 0, dot = 0;
-            foreach (var (a, b) in new RowRuns(j.Mask == null ? null : j.Mask + (nint)(p / j.L.C) * s, 0, s, int.MaxValue))
+            int s = j.L.S;
+            int p0 = chunk * j.PerChunk, p1 = Math.Min(j.L.Planes, p0 + j.PerChunk);
+            for (int p = p0; p < p1; p++)
             {
-                Reductions.SumAndDot(ref Unsafe.Add(ref dyp, a), ref Unsafe.Add(ref xp, a), b - a, m, j.Path, out double rs, out double rd);
-                sum += rs; dot += rd;
+                double m = j.Mean[j.PerPlane ? p : p % j.L.C];
+                ref T dyp = ref j.Dy[(nint)p * s];
+                ref T xp = ref j.X[(nint)p * s];
+                double sum = 0, dot = 0;
+                foreach (var (a, b) in new RowRuns(j.Mask == null ? null : j.Mask + (nint)(p / j.L.C) * s, 0, s, int.MaxValue))
+                {
+                    Reductions.SumAndDot<T, W, TV, TD>(ref Unsafe.Add(ref dyp, a), ref Unsafe.Add(ref xp, a), b - a, m, simd, out double rs, out double rd);
+                    sum += rs; dot += rd;
+                }
+                j.Out0[p] = sum; j.Out1[p] = dot;
             }
-            j.Out0[p] = sum; j.Out1[p] = dot;
         }
     }
 
-    private static void SampleColumnGradSums<T>(void* state, int n) where T : unmanaged
+    private readonly struct SampleColumnGradSumsOp<T> : IKernelBody<T, Job<T>> where T : unmanaged
     {
-        ref Job<T> j = ref Unsafe.AsRef<Job<T>>(state);
-        int c = j.L.C, s = j.L.S;
-        var m = new ReadOnlySpan<double>(j.Mean + (j.PerPlane ? (nint)n * c : 0), c);
-        var sum = new Span<double>(j.Out0 + (nint)n * c, c);
-        var dot = new Span<double>(j.Out1 + (nint)n * c, c);
-        foreach (var (a, b) in new RowRuns(j.Mask, n * s, n * s + s, j.PerChunk))
-            Reductions.ColumnSumAndDot(ref j.Dy[(nint)a * c], ref j.X[(nint)a * c], b - a, c, m, sum, dot, j.Path);
+        public static void Run<W, TV, TD>(ref Job<T> j, int n, bool simd) where W : IWidth<T, TV, TD>
+        {
+            int c = j.L.C, s = j.L.S;
+            var m = new ReadOnlySpan<double>(j.Mean + (j.PerPlane ? (nint)n * c : 0), c);
+            var sum = new Span<double>(j.Out0 + (nint)n * c, c);
+            var dot = new Span<double>(j.Out1 + (nint)n * c, c);
+            foreach (var (a, b) in new RowRuns(j.Mask, n * s, n * s + s, j.PerChunk))
+                Reductions.ColumnSumAndDot<T, W, TV, TD>(ref j.Dy[(nint)a * c], ref j.X[(nint)a * c], b - a, c, m, sum, dot, simd);
+        }
     }
 
     /// <summary>
@@ -412,7 +423,7 @@ internal static unsafe class ChannelKernel
         fixed (double* pp = part, pm = mean)
         {
             var job = new Job<T> { Dy = pdy, X = px, Out0 = pp, Mean = pm, L = l, Path = path, PerChunk = per };
-            WorkerPool.For(blocks, &job, &ColumnBlockGradSums<T>);
+            Width.For<T, Job<T>, ColumnBlockGradSumsOp<T>>(blocks, ref job);
         }
         for (int b = 0; b < blocks; b++)
             for (int c = 0; c < l.C; c++)
@@ -422,13 +433,15 @@ internal static unsafe class ChannelKernel
             }
     }
 
-    private static void ColumnBlockGradSums<T>(void* state, int block) where T : unmanaged
+    private readonly struct ColumnBlockGradSumsOp<T> : IKernelBody<T, Job<T>> where T : unmanaged
     {
-        ref Job<T> j = ref Unsafe.AsRef<Job<T>>(state);
-        int c = j.L.C;
-        int r0 = block * j.PerChunk, rows = Math.Min(j.PerChunk, j.L.Rows - r0);
-        Reductions.ColumnSumAndDot(ref j.Dy[(nint)r0 * c], ref j.X[(nint)r0 * c], rows, c, new ReadOnlySpan<double>(j.Mean, c),
-            new Span<double>(j.Out0 + (nint)2 * block * c, c), new Span<double>(j.Out0 + ((nint)2 * block + 1) * c, c), j.Path);
+        public static void Run<W, TV, TD>(ref Job<T> j, int block, bool simd) where W : IWidth<T, TV, TD>
+        {
+            int c = j.L.C;
+            int r0 = block * j.PerChunk, rows = Math.Min(j.PerChunk, j.L.Rows - r0);
+            Reductions.ColumnSumAndDot<T, W, TV, TD>(ref j.Dy[(nint)r0 * c], ref j.X[(nint)r0 * c], rows, c, new ReadOnlySpan<double>(j.Mean, c),
+                new Span<double>(j.Out0 + (nint)2 * block * c, c), new Span<double>(j.Out0 + ((nint)2 * block + 1) * c, c), simd);
+        }
     }
 
     // ============================ element-wise passes ============================
@@ -449,7 +462,7 @@ internal static unsafe class ChannelKernel
         fixed (bool* pk = mask)
         {
             var job = new Job<T> { X = px, Y = py, P0 = ph, P1 = pl, P2 = pa, P3 = pb, Mask = mask.IsEmpty ? null : pk, L = l, Path = path, PerPlane = perPlane };
-            RunElementwise(ref job, &Chunk<T, NormalizeOp<T>>);
+            RunElementwise<T, NormalizeOp<T>>(ref job);
         }
     }
 
@@ -467,7 +480,7 @@ internal static unsafe class ChannelKernel
         fixed (bool* pk = mask)
         {
             var job = new Job<T> { Dy = pdy, X = px, Y = pdx, P0 = ph, P1 = pl, P2 = pp, P3 = pq, P4 = pr, Mask = mask.IsEmpty ? null : pk, L = l, Path = path, PerPlane = perPlane };
-            RunElementwise(ref job, &Chunk<T, InputGradOp<T>>);
+            RunElementwise<T, InputGradOp<T>>(ref job);
         }
     }
 
@@ -481,52 +494,30 @@ internal static unsafe class ChannelKernel
         fixed (bool* pk = mask)
         {
             var job = new Job<T> { Dy = pdy, Y = pdx, P2 = pp, Mask = mask.IsEmpty ? null : pk, L = l, Path = path, PerPlane = perPlane };
-            RunElementwise(ref job, &Chunk<T, ScaleOp<T>>);
+            RunElementwise<T, ScaleOp<T>>(ref job);
         }
     }
 
     // The per-(sample, channel) statistics passes: channels-last runs one job per sample (its
     // rows in blocks, columns in registers); channels-first runs chunks of whole planes.
-    private static void RunPerSampleOrPlanes<T>(ref Job<T> job, delegate*<void*, int, void> perSample, delegate*<void*, int, void> planeChunk) where T : unmanaged
+    private static void RunPerSampleOrPlanes<T, TPerSample, TPlanes>(ref Job<T> job) where T : unmanaged
+        where TPerSample : IKernelBody<T, Job<T>> where TPlanes : IKernelBody<T, Job<T>>
     {
         var l = job.L;
         job.PerChunk = l.AsColumns ? BlockRows(l.C) : Math.Max(1, ChunkElements / l.S);
-        int chunks = l.AsColumns ? l.N : (l.Planes + job.PerChunk - 1) / job.PerChunk;
-        fixed (Job<T>* pj = &job) WorkerPool.For(chunks, pj, l.AsColumns ? perSample : planeChunk);
+        if (l.AsColumns) Width.For<T, Job<T>, TPerSample>(l.N, ref job);
+        else Width.For<T, Job<T>, TPlanes>((l.Planes + job.PerChunk - 1) / job.PerChunk, ref job);
     }
 
-    private static void RunElementwise<T>(ref Job<T> job, delegate*<void*, int, void> body) where T : unmanaged
+    private static void RunElementwise<T, TBody>(ref Job<T> job) where T : unmanaged where TBody : IKernelBody<T, Job<T>>
     {
         var l = job.L;
         int units = l.AsColumns ? l.Rows : l.Planes;
         int unitLength = l.AsColumns ? l.C : l.S;
         job.PerChunk = Math.Max(1, ChunkElements / unitLength);
-        int chunks = (units + job.PerChunk - 1) / job.PerChunk;
-        fixed (Job<T>* pj = &job) WorkerPool.For(chunks, pj, body);
+        Width.For<T, Job<T>, TBody>((units + job.PerChunk - 1) / job.PerChunk, ref job);
     }
 
-    /// <summary>
-    /// One unit of parallel work (a chunk, or a channel for the fused passes) written once as a
-    /// generic body over the vector width; <see cref="Chunk{T, TOp}"/> picks the width.
-    /// </summary>
-    private interface IChunkOp<T> where T : unmanaged, IFloatingPointIeee754<T>
-    {
-        static abstract void Run<W, TV, TD>(ref Job<T> j, int unit, bool simd) where W : IWidth<T, TV, TD>;
-    }
-
-    // The worker-pool entry of every channel pass: the job's path picks the width; the scalar
-    // path runs the same body's scalar loop from the start (simd = false).
-    private static void Chunk<T, TOp>(void* state, int unit) where T : unmanaged, IFloatingPointIeee754<T> where TOp : IChunkOp<T>
-    {
-        ref Job<T> j = ref Unsafe.AsRef<Job<T>>(state);
-        switch (j.Path)
-        {
-            case SimdPath.Vector512: TOp.Run<W512<T>, Vector512<T>, Vector512<double>>(ref j, unit, true); break;
-            case SimdPath.Vector256: TOp.Run<W256<T>, Vector256<T>, Vector256<double>>(ref j, unit, true); break;
-            case SimdPath.Vector128: TOp.Run<W128<T>, Vector128<T>, Vector128<double>>(ref j, unit, true); break;
-            default: TOp.Run<W128<T>, Vector128<T>, Vector128<double>>(ref j, unit, false); break;
-        }
-    }
 
     private interface IParam<T, TV> where T : unmanaged
     {
@@ -565,7 +556,7 @@ internal static unsafe class ChannelKernel
         }
     }
 
-    private readonly struct NormalizeOp<T> : IChunkOp<T> where T : unmanaged, IFloatingPointIeee754<T>
+    private readonly struct NormalizeOp<T> : IKernelBody<T, Job<T>> where T : unmanaged, IFloatingPointIeee754<T>
     {
         public static void Run<W, TV, TD>(ref Job<T> j, int chunk, bool simd) where W : IWidth<T, TV, TD> => NormalizeChunk<T, W, TV, TD>(ref j, chunk, simd);
     }
@@ -611,7 +602,7 @@ internal static unsafe class ChannelKernel
             Unsafe.Add(ref y, i) = (Unsafe.Add(ref x, i) - hi.S(i) - lo.S(i)) * a.S(i) + b.S(i);
     }
 
-    private readonly struct InputGradOp<T> : IChunkOp<T> where T : unmanaged, IFloatingPointIeee754<T>
+    private readonly struct InputGradOp<T> : IKernelBody<T, Job<T>> where T : unmanaged, IFloatingPointIeee754<T>
     {
         public static void Run<W, TV, TD>(ref Job<T> j, int chunk, bool simd) where W : IWidth<T, TV, TD> => InputGradChunk<T, W, TV, TD>(ref j, chunk, simd);
     }
@@ -658,7 +649,7 @@ internal static unsafe class ChannelKernel
             Unsafe.Add(ref dx, i) = Unsafe.Add(ref dy, i) * p.S(i) + (Unsafe.Add(ref x, i) - hi.S(i) - lo.S(i)) * q.S(i) + r.S(i);
     }
 
-    private readonly struct ScaleOp<T> : IChunkOp<T> where T : unmanaged, IFloatingPointIeee754<T>
+    private readonly struct ScaleOp<T> : IKernelBody<T, Job<T>> where T : unmanaged, IFloatingPointIeee754<T>
     {
         public static void Run<W, TV, TD>(ref Job<T> j, int chunk, bool simd) where W : IWidth<T, TV, TD> => ScaleChunk<T, W, TV, TD>(ref j, chunk, simd);
     }

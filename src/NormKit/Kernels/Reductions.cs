@@ -1,5 +1,4 @@
 using System.Runtime.CompilerServices;
-using System.Runtime.Intrinsics;
 
 namespace NormKit.Kernels;
 
@@ -7,20 +6,17 @@ namespace NormKit.Kernels;
 /// The reductions every norm is built from, accumulated in double whatever the element type:
 /// over one contiguous segment (a LayerNorm row, one (sample, channel) plane of BatchNorm)
 /// or down the columns of a block of rows (BatchNorm in channels-last layout, where a channel
-/// is a column). Each has a scalar specification and one generic SIMD body. Summation order
-/// depends only on the length and the path, never on alignment or threads.
+/// is a column). Each is called from a kernel body already specialised for one width W (see
+/// <see cref="Width"/>): with simd it runs the generic vector loop and the scalar tail, without
+/// it the scalar loop alone, which is the specification. Summation order depends only on the
+/// length and the path, never on alignment or threads.
 /// </summary>
 internal static class Reductions
 {
     // ---------------- contiguous segment: sum(x) ----------------
 
-    public static double Sum<T>(ref T x, int n, SimdPath path) where T : unmanaged => path switch
-    {
-        SimdPath.Vector512 => Sum<T, W512<T>, Vector512<T>, Vector512<double>>(ref x, n),
-        SimdPath.Vector256 => Sum<T, W256<T>, Vector256<T>, Vector256<double>>(ref x, n),
-        SimdPath.Vector128 => Sum<T, W128<T>, Vector128<T>, Vector128<double>>(ref x, n),
-        _ => SumScalar(ref x, 0, n, 0.0),
-    };
+    public static double Sum<T, W, TV, TD>(ref T x, int n, bool simd) where T : unmanaged where W : IWidth<T, TV, TD> =>
+        simd ? SumVector<T, W, TV, TD>(ref x, n) : SumScalar(ref x, 0, n, 0.0);
 
     private static double SumScalar<T>(ref T x, int from, int n, double acc) where T : unmanaged
     {
@@ -28,7 +24,7 @@ internal static class Reductions
         return acc;
     }
 
-    private static double Sum<T, W, TV, TD>(ref T x, int n) where T : unmanaged where W : IWidth<T, TV, TD>
+    private static double SumVector<T, W, TV, TD>(ref T x, int n) where T : unmanaged where W : IWidth<T, TV, TD>
     {
         TD a = W.ZeroD, b = W.ZeroD;
         int i = 0, step = W.WideCount;
@@ -42,13 +38,8 @@ internal static class Reductions
 
     // ---------------- contiguous segment: sum((x - mean)^2) ----------------
 
-    public static double SumSquaredDeviations<T>(ref T x, int n, double mean, SimdPath path) where T : unmanaged => path switch
-    {
-        SimdPath.Vector512 => SumSq<T, W512<T>, Vector512<T>, Vector512<double>>(ref x, n, mean),
-        SimdPath.Vector256 => SumSq<T, W256<T>, Vector256<T>, Vector256<double>>(ref x, n, mean),
-        SimdPath.Vector128 => SumSq<T, W128<T>, Vector128<T>, Vector128<double>>(ref x, n, mean),
-        _ => SumSqScalar(ref x, 0, n, mean, 0.0),
-    };
+    public static double SumSquaredDeviations<T, W, TV, TD>(ref T x, int n, double mean, bool simd) where T : unmanaged where W : IWidth<T, TV, TD> =>
+        simd ? SumSq<T, W, TV, TD>(ref x, n, mean) : SumSqScalar(ref x, 0, n, mean, 0.0);
 
     private static double SumSqScalar<T>(ref T x, int from, int n, double mean, double acc) where T : unmanaged
     {
@@ -75,15 +66,12 @@ internal static class Reductions
 
     // ---------------- contiguous segment: sum(dy) and sum((x - m) * dy) ----------------
 
-    public static void SumAndDot<T>(ref T dy, ref T x, int n, double m, SimdPath path, out double sum, out double dot) where T : unmanaged
+    public static void SumAndDot<T, W, TV, TD>(ref T dy, ref T x, int n, double m, bool simd, out double sum, out double dot)
+        where T : unmanaged where W : IWidth<T, TV, TD>
     {
-        switch (path)
-        {
-            case SimdPath.Vector512: SumDot<T, W512<T>, Vector512<T>, Vector512<double>>(ref dy, ref x, n, m, out sum, out dot); break;
-            case SimdPath.Vector256: SumDot<T, W256<T>, Vector256<T>, Vector256<double>>(ref dy, ref x, n, m, out sum, out dot); break;
-            case SimdPath.Vector128: SumDot<T, W128<T>, Vector128<T>, Vector128<double>>(ref dy, ref x, n, m, out sum, out dot); break;
-            default: sum = 0; dot = 0; SumDotScalar(ref dy, ref x, 0, n, m, ref sum, ref dot); break;
-        }
+        if (simd) { SumDot<T, W, TV, TD>(ref dy, ref x, n, m, out sum, out dot); return; }
+        sum = 0; dot = 0;
+        SumDotScalar(ref dy, ref x, 0, n, m, ref sum, ref dot);
     }
 
     private static void SumDotScalar<T>(ref T dy, ref T x, int from, int n, double m, ref double sum, ref double dot) where T : unmanaged
@@ -118,15 +106,10 @@ internal static class Reductions
     // x is rows x cols, row-major; acc[c] (double, length cols) is accumulated into.
 
     /// <summary>acc[c] += sum over rows of x[r, c].</summary>
-    public static void ColumnSums<T>(ref T x, int rows, int cols, Span<double> acc, SimdPath path) where T : unmanaged
+    public static void ColumnSums<T, W, TV, TD>(ref T x, int rows, int cols, Span<double> acc, bool simd) where T : unmanaged where W : IWidth<T, TV, TD>
     {
-        switch (path)
-        {
-            case SimdPath.Vector512: ColSum<T, W512<T>, Vector512<T>, Vector512<double>>(ref x, rows, cols, acc); break;
-            case SimdPath.Vector256: ColSum<T, W256<T>, Vector256<T>, Vector256<double>>(ref x, rows, cols, acc); break;
-            case SimdPath.Vector128: ColSum<T, W128<T>, Vector128<T>, Vector128<double>>(ref x, rows, cols, acc); break;
-            default: for (int r = 0; r < rows; r++) ColSumTail(ref Unsafe.Add(ref x, (nint)r * cols), 0, cols, acc); break;
-        }
+        if (simd) ColSum<T, W, TV, TD>(ref x, rows, cols, acc);
+        else for (int r = 0; r < rows; r++) ColSumTail(ref Unsafe.Add(ref x, (nint)r * cols), 0, cols, acc);
     }
 
     private static void ColSumTail<T>(ref T row, int from, int cols, Span<double> acc) where T : unmanaged
@@ -166,15 +149,11 @@ internal static class Reductions
     }
 
     /// <summary>acc[c] += sum over rows of (x[r, c] - mean[c])^2.</summary>
-    public static void ColumnSquaredDeviations<T>(ref T x, int rows, int cols, ReadOnlySpan<double> mean, Span<double> acc, SimdPath path) where T : unmanaged
+    public static void ColumnSquaredDeviations<T, W, TV, TD>(ref T x, int rows, int cols, ReadOnlySpan<double> mean, Span<double> acc, bool simd)
+        where T : unmanaged where W : IWidth<T, TV, TD>
     {
-        switch (path)
-        {
-            case SimdPath.Vector512: ColSq<T, W512<T>, Vector512<T>, Vector512<double>>(ref x, rows, cols, mean, acc); break;
-            case SimdPath.Vector256: ColSq<T, W256<T>, Vector256<T>, Vector256<double>>(ref x, rows, cols, mean, acc); break;
-            case SimdPath.Vector128: ColSq<T, W128<T>, Vector128<T>, Vector128<double>>(ref x, rows, cols, mean, acc); break;
-            default: for (int r = 0; r < rows; r++) ColSqTail(ref Unsafe.Add(ref x, (nint)r * cols), 0, cols, mean, acc); break;
-        }
+        if (simd) ColSq<T, W, TV, TD>(ref x, rows, cols, mean, acc);
+        else for (int r = 0; r < rows; r++) ColSqTail(ref Unsafe.Add(ref x, (nint)r * cols), 0, cols, mean, acc);
     }
 
     private static void ColSqTail<T>(ref T row, int from, int cols, ReadOnlySpan<double> mean, Span<double> acc) where T : unmanaged
@@ -221,19 +200,13 @@ internal static class Reductions
     }
 
     /// <summary>sum[c] += sum over rows of dy[r, c]; dot[c] += sum over rows of (x[r, c] - m[c]) * dy[r, c].</summary>
-    public static void ColumnSumAndDot<T>(ref T dy, ref T x, int rows, int cols, ReadOnlySpan<double> m, Span<double> sum, Span<double> dot, SimdPath path)
-        where T : unmanaged
+    public static void ColumnSumAndDot<T, W, TV, TD>(ref T dy, ref T x, int rows, int cols, ReadOnlySpan<double> m, Span<double> sum, Span<double> dot, bool simd)
+        where T : unmanaged where W : IWidth<T, TV, TD>
     {
-        switch (path)
-        {
-            case SimdPath.Vector512: ColSumDot<T, W512<T>, Vector512<T>, Vector512<double>>(ref dy, ref x, rows, cols, m, sum, dot); break;
-            case SimdPath.Vector256: ColSumDot<T, W256<T>, Vector256<T>, Vector256<double>>(ref dy, ref x, rows, cols, m, sum, dot); break;
-            case SimdPath.Vector128: ColSumDot<T, W128<T>, Vector128<T>, Vector128<double>>(ref dy, ref x, rows, cols, m, sum, dot); break;
-            default:
-                for (int r = 0; r < rows; r++)
-                    ColSumDotTail(ref Unsafe.Add(ref dy, (nint)r * cols), ref Unsafe.Add(ref x, (nint)r * cols), 0, cols, m, sum, dot);
-                break;
-        }
+        if (simd) ColSumDot<T, W, TV, TD>(ref dy, ref x, rows, cols, m, sum, dot);
+        else
+            for (int r = 0; r < rows; r++)
+                ColSumDotTail(ref Unsafe.Add(ref dy, (nint)r * cols), ref Unsafe.Add(ref x, (nint)r * cols), 0, cols, m, sum, dot);
     }
 
     private static void ColSumDotTail<T>(ref T dyRow, ref T xRow, int from, int cols, ReadOnlySpan<double> m, Span<double> sum, Span<double> dot)

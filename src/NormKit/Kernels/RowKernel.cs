@@ -1,16 +1,19 @@
 using System.Buffers;
 using System.Numerics;
 using System.Runtime.CompilerServices;
-using System.Runtime.Intrinsics;
 
 namespace NormKit.Kernels;
+
+/// <summary>The rows the row norms see: the trailing dims flattened into <see cref="Cols"/>, everything before into <see cref="Rows"/>.</summary>
+internal readonly record struct RowLayout(int Rows, int Cols);
 
 /// <summary>
 /// The row norms, LayerNorm and RMSNorm, over the last dimension of a rows x cols matrix (the
 /// trailing dims flattened): one segment is one row. RMSNorm is the uncentred case (the mean
 /// is taken as 0). Either can first add a residual: s = x + residual is written out and
 /// normalized in the same pass over memory. Callers have validated every length; this class
-/// trusts them.
+/// trusts them. Each pass is one kernel body (<see cref="IKernelBody{T, TJob}"/>), specialised
+/// once per chunk of rows for the width the call dispatched to.
 /// </summary>
 internal static unsafe class RowKernel
 {
@@ -19,6 +22,8 @@ internal static unsafe class RowKernel
     // Backward merges per-block partial dWeight/dBias in block order; at most this many blocks.
     private const int MaxGradBlocks = 64;
 
+    // ============================ forward ============================
+
     /// <summary>
     /// y = (x - mean) * rstd * weight + bias per row, with mean = sum(x) / cols (0 when not
     /// <paramref name="centered"/>: RMSNorm), var = sum((x - mean)^2) / cols (biased),
@@ -26,101 +31,95 @@ internal static unsafe class RowKernel
     /// s = x + residual, which is written to <paramref name="sum"/>.
     /// </summary>
     /// <remarks>
-    /// Segment: one row of <paramref name="cols"/> elements. Statistics are accumulated in
-    /// double with two passes over the row (it sits in L1/L2 between them), so memory traffic
-    /// is: reads x once from memory (twice from cache), writes y once.
-    /// eps is added to the variance inside the square root. mean and rstd are saved in double;
-    /// the element-wise pass subtracts the mean as two T values (hi + lo), so x - mean is
-    /// accurate even when |mean| is far larger than the spread, and backward derives the same
-    /// hi/lo from the saved mean and so recomputes exactly the same x_hat.
-    /// weight and bias may each be empty (absent). A one-element row gives exactly bias.
+    /// Segment: one row of cols elements. Statistics are accumulated in double with two passes
+    /// over the row (it sits in L1/L2 between them), so memory traffic is: reads x once from
+    /// memory (twice from cache), writes y once. eps is added to the variance inside the square
+    /// root. mean and rstd are saved in double; the element-wise pass subtracts the mean as two T
+    /// values (hi + lo), so x - mean is accurate even when |mean| is far larger than the spread,
+    /// and backward derives the same hi/lo from the saved mean and so recomputes exactly the same
+    /// x_hat. weight and bias may each be empty (absent). A one-element row gives exactly bias.
     /// With a residual: reads x and residual once, writes s and y once (s is re-read from cache).
     /// </remarks>
-    public static void Forward<T>(ReadOnlySpan<T> x, ReadOnlySpan<T> residual, ReadOnlySpan<T> weight, ReadOnlySpan<T> bias, int rows, int cols,
+    public static void Forward<T>(ReadOnlySpan<T> x, ReadOnlySpan<T> residual, ReadOnlySpan<T> weight, ReadOnlySpan<T> bias, RowLayout l,
         double eps, bool centered, Span<T> y, Span<T> sum, Span<double> mean, Span<double> rstd) where T : unmanaged, IFloatingPointIeee754<T>
     {
-        if (rows == 0 || cols == 0) return;
-        var path = Simd.Dispatch();
+        if (l.Rows == 0 || l.Cols == 0) return;
         fixed (T* px = x, pres = residual, pw = weight, pb = bias, py = y, ps = sum)
         fixed (double* pm = mean, pr = rstd)
         {
-            var job = new Job<T>
+            var job = new ForwardJob<T>
             {
-                X = px, Res = residual.IsEmpty ? null : pres, Sum = ps, W = weight.IsEmpty ? null : pw, B = bias.IsEmpty ? null : pb, Y = py,
-                Mean = pm, Rstd = pr, Rows = rows, Cols = cols, Eps = eps, Path = path, Centered = centered,
-                RowsPerChunk = Math.Max(1, ChunkElements / cols),
+                X = px, Residual = residual.IsEmpty ? null : pres, Sum = ps, Weight = weight.IsEmpty ? null : pw, Bias = bias.IsEmpty ? null : pb, Y = py,
+                Mean = pm, Rstd = pr, L = l, Eps = eps, Centered = centered, RowsPerChunk = Math.Max(1, ChunkElements / l.Cols), Path = Simd.Dispatch(),
             };
-            int chunks = (rows + job.RowsPerChunk - 1) / job.RowsPerChunk;
-            WorkerPool.For(chunks, &job, &ForwardChunk<T>);
+            Width.For<T, ForwardJob<T>, ForwardBody<T>>((l.Rows + job.RowsPerChunk - 1) / job.RowsPerChunk, ref job);
         }
     }
 
-    private struct Job<T> where T : unmanaged
+    private struct ForwardJob<T> : IKernelJob where T : unmanaged
     {
-        public T* X, W, B, Y, Dy, Dx, Res, Sum, Add;
-        public double* Mean, Rstd;
-        public double* Partials; // per block: dWeight[cols] then dBias[cols]
-        public T* Groups;        // per block: the T-precision dWeight and dBias sums of up to GradGroupRows rows
-        public int Rows, Cols, RowsPerChunk;
+        public T* X, Residual, Sum, Weight, Bias, Y;   // Residual and Sum: the fused residual add (else null); Weight, Bias: null when absent
+        public double* Mean, Rstd;                     // per row; Mean null for RMSNorm
+        public RowLayout L;
+        public int RowsPerChunk;
         public double Eps;
-        public SimdPath Path;
-        public bool WantGrads, Centered;
+        public bool Centered;
+        public SimdPath Path { get; set; }
     }
 
-    private static void ForwardChunk<T>(void* state, int chunk) where T : unmanaged, IFloatingPointIeee754<T>
+    // Per row: [s = x + residual], mean and var in two passes, then y = ((s - hi) - lo) * rstd * w + b.
+    private readonly struct ForwardBody<T> : IKernelBody<T, ForwardJob<T>> where T : unmanaged, IFloatingPointIeee754<T>
     {
-        ref Job<T> j = ref Unsafe.AsRef<Job<T>>(state);
-        int r0 = chunk * j.RowsPerChunk, r1 = Math.Min(j.Rows, r0 + j.RowsPerChunk);
-        int n = j.Cols;
-        for (int r = r0; r < r1; r++)
+        public static void Run<W, TV, TD>(ref ForwardJob<T> j, int chunk, bool simd) where W : IWidth<T, TV, TD>
         {
-            ref T xr = ref j.X[(nint)r * n];
-            if (j.Res != null)
+            int n = j.L.Cols;
+            int r0 = chunk * j.RowsPerChunk, r1 = Math.Min(j.L.Rows, r0 + j.RowsPerChunk);
+            for (int r = r0; r < r1; r++)
             {
-                AddRow(ref xr, ref j.Res[(nint)r * n], ref j.Sum[(nint)r * n], n, j.Path);
-                xr = ref j.Sum[(nint)r * n];
+                nint o = (nint)r * n;
+                ref T xr = ref j.X[o];
+                if (j.Residual != null)
+                {
+                    AddRow<T, W, TV, TD>(ref xr, ref j.Residual[o], ref j.Sum[o], n, simd);
+                    xr = ref j.Sum[o];
+                }
+                double mu = j.Centered ? Reductions.Sum<T, W, TV, TD>(ref xr, n, simd) / n : 0;
+                double var = Reductions.SumSquaredDeviations<T, W, TV, TD>(ref xr, n, mu, simd) / n;
+                double rstd = 1.0 / Math.Sqrt(var + j.Eps);
+                if (j.Mean != null) j.Mean[r] = mu;
+                j.Rstd[r] = rstd;
+                Num.Split(mu, out T hi, out T lo);
+                NormalizeRow<T, W, TV, TD>(ref xr, ref j.Y[o], j.Weight, j.Bias, n, hi, lo, Num.From<T>(rstd), simd);
             }
-            double mu = j.Centered ? Reductions.Sum(ref xr, n, j.Path) / n : 0;
-            double var = Reductions.SumSquaredDeviations(ref xr, n, mu, j.Path) / n;
-            double rstd = 1.0 / Math.Sqrt(var + j.Eps);
-            if (j.Mean != null) j.Mean[r] = mu;
-            j.Rstd[r] = rstd;
-            Num.Split(mu, out T hi, out T lo);
-            NormalizeRow(ref xr, ref j.Y[(nint)r * n], j.W, j.B, n, hi, lo, Num.From<T>(rstd), j.Path);
         }
     }
 
     // s = x + r, element-wise (the scalar loop is the specification and the SIMD tail).
-    private static void AddRow<T>(ref T x, ref T r, ref T s, int n, SimdPath path) where T : unmanaged, IFloatingPointIeee754<T>
+    private static void AddRow<T, W, TV, TD>(ref T x, ref T r, ref T s, int n, bool simd) where T : unmanaged, IFloatingPointIeee754<T> where W : IWidth<T, TV, TD>
     {
-        int i = path switch
-        {
-            SimdPath.Vector512 => AddRow<T, W512<T>, Vector512<T>, Vector512<double>>(ref x, ref r, ref s, n),
-            SimdPath.Vector256 => AddRow<T, W256<T>, Vector256<T>, Vector256<double>>(ref x, ref r, ref s, n),
-            SimdPath.Vector128 => AddRow<T, W128<T>, Vector128<T>, Vector128<double>>(ref x, ref r, ref s, n),
-            _ => 0,
-        };
+        int i = 0;
+        if (simd)
+            for (int step = W.Count; i <= n - step; i += step)
+                W.Store(W.Add(W.Load(ref x, (nuint)i), W.Load(ref r, (nuint)i)), ref s, (nuint)i);
         for (; i < n; i++) Unsafe.Add(ref s, i) = Unsafe.Add(ref x, i) + Unsafe.Add(ref r, i);
     }
 
-    private static int AddRow<T, W, TV, TD>(ref T x, ref T r, ref T s, int n) where T : unmanaged where W : IWidth<T, TV, TD>
+    // y = ((x - hi) - lo) * rs * w + b (the scalar loop is the specification and the SIMD tail).
+    private static void NormalizeRow<T, W, TV, TD>(ref T x, ref T y, T* w, T* b, int n, T hi, T lo, T rs, bool simd)
+        where T : unmanaged, IFloatingPointIeee754<T> where W : IWidth<T, TV, TD>
     {
         int i = 0;
-        for (int step = W.Count; i <= n - step; i += step)
-            W.Store(W.Add(W.Load(ref x, (nuint)i), W.Load(ref r, (nuint)i)), ref s, (nuint)i);
-        return i;
-    }
-
-    internal static void NormalizeRow<T>(ref T x, ref T y, T* w, T* b, int n, T hi, T lo, T rs, SimdPath path) where T : unmanaged, IFloatingPointIeee754<T>
-    {
-        int i = path switch
+        if (simd)
         {
-            SimdPath.Vector512 => NormalizeRow<T, W512<T>, Vector512<T>, Vector512<double>>(ref x, ref y, w, b, n, hi, lo, rs),
-            SimdPath.Vector256 => NormalizeRow<T, W256<T>, Vector256<T>, Vector256<double>>(ref x, ref y, w, b, n, hi, lo, rs),
-            SimdPath.Vector128 => NormalizeRow<T, W128<T>, Vector128<T>, Vector128<double>>(ref x, ref y, w, b, n, hi, lo, rs),
-            _ => 0,
-        };
-        // Scalar specification (and the SIMD tail): x_hat = ((x - hi) - lo) * rs; y = x_hat * w + b.
+            TV hv = W.Splat(hi), lv = W.Splat(lo), rv = W.Splat(rs);
+            for (int step = W.Count; i <= n - step; i += step)
+            {
+                TV v = W.Mul(W.Sub(W.Sub(W.Load(ref x, (nuint)i), hv), lv), rv);
+                if (w != null) v = W.Mul(v, W.Load(ref *w, (nuint)i));
+                if (b != null) v = W.Add(v, W.Load(ref *b, (nuint)i));
+                W.Store(v, ref y, (nuint)i);
+            }
+        }
         for (; i < n; i++)
         {
             T v = (Unsafe.Add(ref x, i) - hi - lo) * rs;
@@ -130,25 +129,36 @@ internal static unsafe class RowKernel
         }
     }
 
-    private static int NormalizeRow<T, W, TV, TD>(ref T x, ref T y, T* w, T* b, int n, T hi, T lo, T rs)
-        where T : unmanaged where W : IWidth<T, TV, TD>
+    /// <summary>One row's element-wise pass on the given path, for the tests that compare paths bit for bit.</summary>
+    internal static void NormalizeRow<T>(ref T x, ref T y, T* w, T* b, int n, T hi, T lo, T rs, SimdPath path) where T : unmanaged, IFloatingPointIeee754<T>
     {
-        TV hv = W.Splat(hi), lv = W.Splat(lo), rv = W.Splat(rs);
-        int i = 0, step = W.Count;
-        for (; i <= n - step; i += step)
+        fixed (T* px = &x, py = &y)
         {
-            TV v = W.Mul(W.Sub(W.Sub(W.Load(ref x, (nuint)i), hv), lv), rv);
-            if (w != null) v = W.Mul(v, W.Load(ref *w, (nuint)i));
-            if (b != null) v = W.Add(v, W.Load(ref *b, (nuint)i));
-            W.Store(v, ref y, (nuint)i);
+            var job = new NormalizeRowJob<T> { X = px, Y = py, W = w, B = b, N = n, Hi = hi, Lo = lo, Rs = rs, Path = path };
+            Width.Inline<T, NormalizeRowJob<T>, NormalizeRowBody<T>>(ref job, 0);
         }
-        return i;
     }
+
+    private struct NormalizeRowJob<T> : IKernelJob where T : unmanaged
+    {
+        public T* X, Y, W, B;
+        public int N;
+        public T Hi, Lo, Rs;
+        public SimdPath Path { get; set; }
+    }
+
+    private readonly struct NormalizeRowBody<T> : IKernelBody<T, NormalizeRowJob<T>> where T : unmanaged, IFloatingPointIeee754<T>
+    {
+        public static void Run<W, TV, TD>(ref NormalizeRowJob<T> j, int chunk, bool simd) where W : IWidth<T, TV, TD> =>
+            NormalizeRow<T, W, TV, TD>(ref *j.X, ref *j.Y, j.W, j.B, j.N, j.Hi, j.Lo, j.Rs, simd);
+    }
+
+    // ============================ backward ============================
 
     /// <summary>
     /// Backward of <see cref="Forward{T}"/> (x is the normalized input: s when a residual was added).
-    /// Per row, with g = dy * weight and
-    /// x_hat = ((x - hi) - lo) * rstd recomputed from the saved mean and rstd as in forward:
+    /// Per row, with g = dy * weight and x_hat = ((x - hi) - lo) * rstd recomputed from the saved
+    /// mean and rstd as in forward:
     /// dx = rstd * (g - mean(g) - x_hat * mean(g * x_hat)) (without the mean(g) term when not
     /// centred) plus <paramref name="gradSum"/> when given (the gradient that reaches s from
     /// elsewhere); dWeight += sum over rows of dy * x_hat; dBias += sum over rows of dy.
@@ -161,10 +171,10 @@ internal static unsafe class RowKernel
     /// are added in block order, so the result does not depend on the thread count.
     /// </remarks>
     public static void Backward<T>(ReadOnlySpan<T> dy, ReadOnlySpan<T> x, ReadOnlySpan<double> mean, ReadOnlySpan<double> rstd, ReadOnlySpan<T> weight,
-        int rows, int cols, bool centered, ReadOnlySpan<T> gradSum, Span<T> dx, Span<T> dWeight, Span<T> dBias) where T : unmanaged, IFloatingPointIeee754<T>
+        RowLayout l, bool centered, ReadOnlySpan<T> gradSum, Span<T> dx, Span<T> dWeight, Span<T> dBias) where T : unmanaged, IFloatingPointIeee754<T>
     {
+        int rows = l.Rows, cols = l.Cols;
         if (rows == 0 || cols == 0) return;
-        var path = Simd.Dispatch();
         bool wantGrads = !dWeight.IsEmpty || !dBias.IsEmpty;
         int blocks = Math.Min(rows, MaxGradBlocks);
         int rowsPerBlock = (rows + blocks - 1) / blocks;
@@ -182,13 +192,13 @@ internal static unsafe class RowKernel
             fixed (T* pdy = dy, px = x, pw = weight, pdx = dx, pa = gradSum, pg = groups)
             fixed (double* pp = partials, pm = mean, pr = rstd)
             {
-                var job = new Job<T>
+                var job = new BackwardJob<T>
                 {
-                    Dy = pdy, X = px, Mean = pm, Rstd = pr, W = weight.IsEmpty ? null : pw, Dx = pdx, Partials = pp, Groups = pg,
-                    Add = gradSum.IsEmpty ? null : pa, Centered = centered,
-                    Rows = rows, Cols = cols, RowsPerChunk = rowsPerBlock, Path = path, WantGrads = wantGrads,
+                    Dy = pdy, X = px, Mean = pm, Rstd = pr, Weight = weight.IsEmpty ? null : pw, Dx = pdx, GradSum = gradSum.IsEmpty ? null : pa,
+                    Partials = wantGrads ? pp : null, Groups = wantGrads ? pg : null, Centered = centered, L = l, RowsPerBlock = rowsPerBlock,
+                    Path = Simd.Dispatch(),
                 };
-                WorkerPool.For(blocks, &job, &BackwardBlock<T>);
+                Width.For<T, BackwardJob<T>, BackwardBody<T>>(blocks, ref job);
             }
             if (wantGrads)
             {
@@ -213,61 +223,68 @@ internal static unsafe class RowKernel
         }
     }
 
+    private struct BackwardJob<T> : IKernelJob where T : unmanaged
+    {
+        public T* Dy, X, Weight, Dx, GradSum;   // GradSum: gradient reaching s from elsewhere (fused residual), else null
+        public double* Mean, Rstd;              // Mean null for RMSNorm
+        public double* Partials;                // per block: dWeight[cols] then dBias[cols]; null when not wanted
+        public T* Groups;                       // per block: the T-precision dWeight and dBias sums of up to GradGroupRows rows
+        public RowLayout L;
+        public int RowsPerBlock;
+        public bool Centered;
+        public SimdPath Path { get; set; }
+    }
+
     // dWeight/dBias partials are summed in T over groups of this many rows, then added to the
     // block's double partials: a T vector add per element instead of a widening double one,
     // with at most 16 terms summed at T's precision.
     private const int GradGroupRows = 16;
 
-    private static void BackwardBlock<T>(void* state, int block) where T : unmanaged, IFloatingPointIeee754<T>
+    // One block of rows: per row, the sums s1 = Σ g and s2 = Σ g * x_hat (in double), then
+    // dx = (g - s1/n - x_hat * s2/n) * rstd [+ gradSum], and the block's dWeight/dBias partials.
+    private readonly struct BackwardBody<T> : IKernelBody<T, BackwardJob<T>> where T : unmanaged, IFloatingPointIeee754<T>
     {
-        ref Job<T> j = ref Unsafe.AsRef<Job<T>>(state);
-        int n = j.Cols;
-        int r0 = block * j.RowsPerChunk, r1 = Math.Min(j.Rows, r0 + j.RowsPerChunk);
-        double* pw = j.WantGrads ? j.Partials + (nint)block * 2 * n : null;
-        double* pb = j.WantGrads ? pw + n : null;
-        T* gw = j.WantGrads ? j.Groups + (nint)block * 2 * n : null;
-        T* gb = gw == null ? null : gw + n;
-        if (gw != null) new Span<T>(gw, 2 * n).Clear();
-        for (int r = r0; r < r1; r++)
+        public static void Run<W, TV, TD>(ref BackwardJob<T> j, int block, bool simd) where W : IWidth<T, TV, TD>
         {
-            BackwardRow(ref j, r, gw, gb);
-            if (gw != null && ((r - r0) % GradGroupRows == GradGroupRows - 1 || r == r1 - 1))
-                for (int c = 0; c < n; c++)
-                {
-                    pw[c] += Num.D(gw[c]); pb[c] += Num.D(gb[c]);
-                    gw[c] = T.Zero; gb[c] = T.Zero;
-                }
+            int n = j.L.Cols;
+            int r0 = block * j.RowsPerBlock, r1 = Math.Min(j.L.Rows, r0 + j.RowsPerBlock);
+            double* pw = j.Partials == null ? null : j.Partials + (nint)block * 2 * n;
+            double* pb = pw == null ? null : pw + n;
+            T* gw = j.Groups == null ? null : j.Groups + (nint)block * 2 * n;
+            T* gb = gw == null ? null : gw + n;
+            if (gw != null) new Span<T>(gw, 2 * n).Clear();
+            for (int r = r0; r < r1; r++)
+            {
+                BackwardRow<T, W, TV, TD>(ref j, r, gw, gb, simd);
+                if (gw != null && ((r - r0) % GradGroupRows == GradGroupRows - 1 || r == r1 - 1))
+                    for (int c = 0; c < n; c++)
+                    {
+                        pw[c] += Num.D(gw[c]); pb[c] += Num.D(gb[c]);
+                        gw[c] = T.Zero; gb[c] = T.Zero;
+                    }
+            }
         }
     }
 
-    private static void BackwardRow<T>(ref Job<T> j, int r, T* gw, T* gb) where T : unmanaged, IFloatingPointIeee754<T>
+    private static void BackwardRow<T, W, TV, TD>(ref BackwardJob<T> j, int r, T* gw, T* gb, bool simd)
+        where T : unmanaged, IFloatingPointIeee754<T> where W : IWidth<T, TV, TD>
     {
-        int n = j.Cols;
+        int n = j.L.Cols;
         nint o = (nint)r * n;
         Num.Split(j.Centered ? j.Mean[r] : 0, out T hi, out T lo);
         T rs = Num.From<T>(j.Rstd[r]);
-        var (s1, s2) = j.Path switch
-        {
-            SimdPath.Vector512 => RowSums<T, W512<T>, Vector512<T>, Vector512<double>>(ref j.Dy[o], ref j.X[o], j.W, n, hi, lo, rs),
-            SimdPath.Vector256 => RowSums<T, W256<T>, Vector256<T>, Vector256<double>>(ref j.Dy[o], ref j.X[o], j.W, n, hi, lo, rs),
-            SimdPath.Vector128 => RowSums<T, W128<T>, Vector128<T>, Vector128<double>>(ref j.Dy[o], ref j.X[o], j.W, n, hi, lo, rs),
-            _ => RowSumsTail(ref j.Dy[o], ref j.X[o], j.W, 0, n, hi, lo, rs, 0, 0),
-        };
+        var (s1, s2) = simd
+            ? RowSums<T, W, TV, TD>(ref j.Dy[o], ref j.X[o], j.Weight, n, hi, lo, rs)
+            : RowSumsTail(ref j.Dy[o], ref j.X[o], j.Weight, 0, n, hi, lo, rs, 0, 0);
         T c1 = j.Centered ? Num.From<T>(s1 / n) : T.Zero, c2 = Num.From<T>(s2 / n);
-        T* add = j.Add == null ? null : j.Add + o;
-        int i = j.Path switch
-        {
-            SimdPath.Vector512 => RowGrad<T, W512<T>, Vector512<T>, Vector512<double>>(ref j.Dy[o], ref j.X[o], j.W, ref j.Dx[o], add, gw, gb, n, hi, lo, rs, c1, c2),
-            SimdPath.Vector256 => RowGrad<T, W256<T>, Vector256<T>, Vector256<double>>(ref j.Dy[o], ref j.X[o], j.W, ref j.Dx[o], add, gw, gb, n, hi, lo, rs, c1, c2),
-            SimdPath.Vector128 => RowGrad<T, W128<T>, Vector128<T>, Vector128<double>>(ref j.Dy[o], ref j.X[o], j.W, ref j.Dx[o], add, gw, gb, n, hi, lo, rs, c1, c2),
-            _ => 0,
-        };
+        T* add = j.GradSum == null ? null : j.GradSum + o;
+        int i = simd ? RowGrad<T, W, TV, TD>(ref j.Dy[o], ref j.X[o], j.Weight, ref j.Dx[o], add, gw, gb, n, hi, lo, rs, c1, c2) : 0;
         // Scalar specification (and the SIMD tail).
         for (; i < n; i++)
         {
             T d = j.Dy[o + i];
             T xh = (j.X[o + i] - hi - lo) * rs;
-            T g = j.W != null ? d * j.W[i] : d;
+            T g = j.Weight != null ? d * j.Weight[i] : d;
             T d_x = (g - c1 - xh * c2) * rs;
             j.Dx[o + i] = add != null ? d_x + add[i] : d_x;
             if (gw != null)

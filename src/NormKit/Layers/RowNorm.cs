@@ -108,7 +108,7 @@ public abstract class RowNorm<T> : NormLayer<T> where T : unmanaged, IFloatingPo
         int rows = input.Length / _features;
         double[] mean = _mean.Length >= rows ? _mean : new double[rows];
         double[] rstd = _rstd.Length >= rows ? _rstd : new double[rows];
-        RowKernel.Forward(input, residual, _weight, _bias, rows, _features, Eps, _centered, output, sum,
+        RowKernel.Forward(input, residual, _weight, _bias, new RowLayout(rows, _features), Eps, _centered, output, sum,
             _centered ? mean.AsSpan(0, rows) : default, rstd.AsSpan(0, rows));
         _mean = mean; _rstd = rstd; _rows = rows;
     }
@@ -117,7 +117,7 @@ public abstract class RowNorm<T> : NormLayer<T> where T : unmanaged, IFloatingPo
         BackwardCore(gradOutput, default, input, shape, gradInput);
 
     private void BackwardCore(ReadOnlySpan<T> gradOutput, ReadOnlySpan<T> gradSum, ReadOnlySpan<T> input, ReadOnlySpan<int> shape, Span<T> gradInput) =>
-        RowKernel.Backward(gradOutput, input, _centered ? _mean.AsSpan(0, _rows) : default, _rstd.AsSpan(0, _rows), _weight, _rows, _features,
+        RowKernel.Backward(gradOutput, input, _centered ? _mean.AsSpan(0, _rows) : default, _rstd.AsSpan(0, _rows), _weight, new RowLayout(_rows, _features),
             _centered, gradSum, gradInput, _dWeight, _dBias);
 }
 
