@@ -45,19 +45,83 @@ internal readonly record struct ChannelLayout(int N, int C, int S, bool Channels
 /// </remarks>
 internal static unsafe class ChannelKernel
 {
+    /// <summary>A job the chunk runners can size: its layout and the units per chunk.</summary>
+    private interface IChannelJob : IKernelJob
+    {
+        ChannelLayout L { get; }
+        int PerChunk { get; set; }
+    }
+
     private const int ChunkElements = 16 * 1024;
 
-    private struct Job<T> : IKernelJob where T : unmanaged
+    // One named job type per kind of pass. L, PerChunk and Path are what the runners need.
+
+    // Per-plane moments; channels-last runs one sample per task.
+    private struct MomentsJob<T> : IChannelJob where T : unmanaged
     {
-        public T* X, Dy, Y, P0, P1, P2, P3, P4;   // P*: parameters of the element-wise pass
+        public T* X;
         public bool* Mask;
-        public double* Out0, Out1, Out2;           // per-plane or per-block results
-        public double* Mean;                       // means the gradient sums are taken about
-        public double* Scratch;                    // per-sample scratch, rented by the calling thread
-        public ChannelLayout L;
-        public int PerChunk;
+        public double* Count, Mean, M2;   // per (n, c) plane
+        public double* Scratch;           // channels-last: 2 * C doubles per sample, rented by the calling thread
+        public ChannelLayout L { get; set; }
+        public int PerChunk { get; set; }
+        public SimdPath Path { get; set; }
+    }
+
+    // Column moments or gradient sums of blocks of rows that may span samples (channels-last, no mask).
+    private struct ColumnBlocksJob<T> : IChannelJob where T : unmanaged
+    {
+        public T* X, Dy;
+        public double* Mean;       // the means the gradient sums are taken about
+        public double* Partials;   // per block: two rows of C (mean and M2, or sum and dot)
+        public ChannelLayout L { get; set; }
+        public int PerChunk { get; set; }
+        public SimdPath Path { get; set; }
+    }
+
+    // Per-plane gradient sums; channels-last runs one sample per task.
+    private struct GradSumsJob<T> : IChannelJob where T : unmanaged
+    {
+        public T* Dy, X;
+        public bool* Mask;
+        public double* Mean;       // per channel, or per plane when PerPlane
+        public double* Sum, Dot;   // per (n, c) plane
         public bool PerPlane;
+        public ChannelLayout L { get; set; }
+        public int PerChunk { get; set; }
+        public SimdPath Path { get; set; }
+    }
+
+    // BatchNorm's fused training forward: one channel per task.
+    private struct FusedForwardJob<T> : IKernelJob where T : unmanaged
+    {
+        public T* X, Y, Weight, Bias;     // Weight, Bias: null when absent
+        public double* Count, Mean, M2;   // per channel, written
         public double Eps;
+        public ChannelLayout L;
+        public SimdPath Path { get; set; }
+    }
+
+    // BatchNorm's fused training backward: one channel per task.
+    private struct FusedBackwardJob<T> : IKernelJob where T : unmanaged
+    {
+        public T* Dy, X, Dx, Weight;      // Weight: null when absent
+        public double* Mean, Rstd;        // per channel, read
+        public double* Sum, Dot;          // per channel, written
+        public ChannelLayout L;
+        public SimdPath Path { get; set; }
+    }
+
+    // The element-wise passes: Normalize (Hi, Lo, A, B), InputGrad (Hi, Lo, P, Q, R), Scale (P);
+    // one value per channel, or per (n, c) plane when PerPlane.
+    private struct ElementwiseJob<T> : IChannelJob where T : unmanaged
+    {
+        public T* X, Dy, Out;
+        public T* Hi, Lo, A, B, P, Q, R;
+        public bool* Mask;
+        public bool PerPlane;
+        public ChannelLayout L { get; set; }
+        public int PerChunk { get; set; }
         public SimdPath Path { get; set; }
     }
 
@@ -85,8 +149,8 @@ internal static unsafe class ChannelKernel
             fixed (bool* pk = mask)
             fixed (double* pc = count, pm = mean, pq = m2, ps = scratch)
             {
-                var job = new Job<T> { X = px, Mask = mask.IsEmpty ? null : pk, Out0 = pm, Out1 = pq, Out2 = pc, Scratch = ps, L = l, Path = path };
-                RunPerSampleOrPlanes<T, SampleColumnMomentsOp<T>, PlaneMomentsOp<T>>(ref job);
+                var job = new MomentsJob<T> { X = px, Mask = mask.IsEmpty ? null : pk, Mean = pm, M2 = pq, Count = pc, Scratch = ps, L = l, Path = path };
+                RunPerSampleOrPlanes<T, MomentsJob<T>, SampleColumnMomentsOp<T>, PlaneMomentsOp<T>>(ref job);
             }
         }
         finally
@@ -95,9 +159,9 @@ internal static unsafe class ChannelKernel
         }
     }
 
-    private readonly struct PlaneMomentsOp<T> : IKernelBody<T, Job<T>> where T : unmanaged
+    private readonly struct PlaneMomentsOp<T> : IKernelBody<T, MomentsJob<T>> where T : unmanaged
     {
-        public static void Run<W, TV, TD>(ref Job<T> j, int chunk, bool simd) where W : IWidth<T, TV, TD>
+        public static void Run<W, TV, TD>(ref MomentsJob<T> j, int chunk, bool simd) where W : IWidth<T, TV, TD>
         {
             int s = j.L.S;
             int p0 = chunk * j.PerChunk, p1 = Math.Min(j.L.Planes, p0 + j.PerChunk);
@@ -115,7 +179,7 @@ internal static unsafe class ChannelKernel
                         Reductions.ChanMerge(ref cnt, ref mu, ref q, rc, rm, rq);
                     }
                 }
-                j.Out2[p] = cnt; j.Out0[p] = mu; j.Out1[p] = q;
+                j.Count[p] = cnt; j.Mean[p] = mu; j.M2[p] = q;
             }
         }
     }
@@ -131,12 +195,12 @@ internal static unsafe class ChannelKernel
     // One sample of a channels-last input: its S rows in blocks of BlockRows(C), each block's
     // column moments merged into the sample's planes in block order. Masked rows are skipped
     // by splitting the block into runs of unmasked rows.
-    private readonly struct SampleColumnMomentsOp<T> : IKernelBody<T, Job<T>> where T : unmanaged
+    private readonly struct SampleColumnMomentsOp<T> : IKernelBody<T, MomentsJob<T>> where T : unmanaged
     {
-        public static void Run<W, TV, TD>(ref Job<T> j, int n, bool simd) where W : IWidth<T, TV, TD>
+        public static void Run<W, TV, TD>(ref MomentsJob<T> j, int n, bool simd) where W : IWidth<T, TV, TD>
         {
             int c = j.L.C, s = j.L.S;
-            double* cnt = j.Out2 + (nint)n * c, mean = j.Out0 + (nint)n * c, m2 = j.Out1 + (nint)n * c;
+            double* cnt = j.Count + (nint)n * c, mean = j.Mean + (nint)n * c, m2 = j.M2 + (nint)n * c;
             var bm = new Span<double>(j.Scratch + (nint)n * 2 * c, c);
             var bq = new Span<double>(j.Scratch + (nint)n * 2 * c + c, c);
             int r0 = n * s, r1 = r0 + s;
@@ -197,8 +261,8 @@ internal static unsafe class ChannelKernel
             fixed (T* px = x)
             fixed (double* pp = part)
             {
-                var job = new Job<T> { X = px, Out0 = pp, L = l, Path = path, PerChunk = per };
-                Width.For<T, Job<T>, ColumnBlockMomentsOp<T>>(blocks, ref job);
+                var job = new ColumnBlocksJob<T> { X = px, Partials = pp, L = l, Path = path, PerChunk = per };
+                Width.For<T, ColumnBlocksJob<T>, ColumnBlockMomentsOp<T>>(blocks, ref job);
             }
             for (int b = 0; b < blocks; b++)
             {
@@ -222,14 +286,14 @@ internal static unsafe class ChannelKernel
     public static int ChannelMomentsScratch(ChannelLayout l) =>
         Math.Max(3 * l.Planes, 2 * ((l.Rows + BlockRows(l.C) - 1) / BlockRows(l.C)) * l.C);
 
-    private readonly struct ColumnBlockMomentsOp<T> : IKernelBody<T, Job<T>> where T : unmanaged
+    private readonly struct ColumnBlockMomentsOp<T> : IKernelBody<T, ColumnBlocksJob<T>> where T : unmanaged
     {
-        public static void Run<W, TV, TD>(ref Job<T> j, int block, bool simd) where W : IWidth<T, TV, TD>
+        public static void Run<W, TV, TD>(ref ColumnBlocksJob<T> j, int block, bool simd) where W : IWidth<T, TV, TD>
         {
             int c = j.L.C;
             int r0 = block * j.PerChunk, rows = Math.Min(j.PerChunk, j.L.Rows - r0);
-            var mean = new Span<double>(j.Out0 + (nint)2 * block * c, c);
-            var m2 = new Span<double>(j.Out0 + ((nint)2 * block + 1) * c, c);
+            var mean = new Span<double>(j.Partials + (nint)2 * block * c, c);
+            var m2 = new Span<double>(j.Partials + ((nint)2 * block + 1) * c, c);
             ref T x = ref j.X[(nint)r0 * c];
             Reductions.ColumnSums<T, W, TV, TD>(ref x, rows, c, mean, simd);
             for (int k = 0; k < c; k++) mean[k] /= rows;
@@ -274,15 +338,15 @@ internal static unsafe class ChannelKernel
         fixed (T* px = x, py = y, pw = weight, pb = bias)
         fixed (double* pc = count, pm = mean, pq = m2)
         {
-            var job = new Job<T> { X = px, Y = py, P2 = weight.IsEmpty ? null : pw, P3 = bias.IsEmpty ? null : pb,
-                Out0 = pm, Out1 = pq, Out2 = pc, Eps = eps, L = l, Path = path };
-            Width.For<T, Job<T>, TrainForwardOp<T>>(l.C, ref job);
+            var job = new FusedForwardJob<T> { X = px, Y = py, Weight = weight.IsEmpty ? null : pw, Bias = bias.IsEmpty ? null : pb,
+                Mean = pm, M2 = pq, Count = pc, Eps = eps, L = l, Path = path };
+            Width.For<T, FusedForwardJob<T>, TrainForwardOp<T>>(l.C, ref job);
         }
     }
 
-    private readonly struct TrainForwardOp<T> : IKernelBody<T, Job<T>> where T : unmanaged, IFloatingPointIeee754<T>
+    private readonly struct TrainForwardOp<T> : IKernelBody<T, FusedForwardJob<T>> where T : unmanaged, IFloatingPointIeee754<T>
     {
-        public static void Run<W, TV, TD>(ref Job<T> j, int c, bool simd) where W : IWidth<T, TV, TD>
+        public static void Run<W, TV, TD>(ref FusedForwardJob<T> j, int c, bool simd) where W : IWidth<T, TV, TD>
         {
             var l = j.L;
             double cnt = 0, mu = 0, q = 0;
@@ -291,11 +355,11 @@ internal static unsafe class ChannelKernel
                 SegmentMoments<T, W, TV, TD>(ref j.X[(nint)(n * l.C + c) * l.S], l.S, simd, out double pc, out double pm, out double pq);
                 Reductions.ChanMerge(ref cnt, ref mu, ref q, pc, pm, pq);
             }
-            j.Out2[c] = cnt; j.Out0[c] = mu; j.Out1[c] = q;
+            j.Count[c] = cnt; j.Mean[c] = mu; j.M2[c] = q;
             double rs = ChannelCoefficients.Rstd(q / cnt, j.Eps);
             Num.Split(mu, out T hi, out T lo);
-            T a = ChannelCoefficients.Scale<T>(rs, j.P2 == null ? 1 : Num.D(j.P2[c]));
-            T b = j.P3 == null ? T.Zero : j.P3[c];
+            T a = ChannelCoefficients.Scale<T>(rs, j.Weight == null ? 1 : Num.D(j.Weight[c]));
+            T b = j.Bias == null ? T.Zero : j.Bias[c];
             for (int n = 0; n < l.N; n++)
             {
                 nint at = (nint)(n * l.C + c) * l.S;
@@ -321,14 +385,14 @@ internal static unsafe class ChannelKernel
         fixed (T* pdy = dy, px = x, pdx = dx, pw = weight)
         fixed (double* pm = mean, pr = rstd, ps = sum, pd = dot)
         {
-            var job = new Job<T> { Dy = pdy, X = px, Y = pdx, P2 = weight.IsEmpty ? null : pw, Mean = pm, Out2 = pr, Out0 = ps, Out1 = pd, L = l, Path = path };
-            Width.For<T, Job<T>, TrainBackwardOp<T>>(l.C, ref job);
+            var job = new FusedBackwardJob<T> { Dy = pdy, X = px, Dx = pdx, Weight = weight.IsEmpty ? null : pw, Mean = pm, Rstd = pr, Sum = ps, Dot = pd, L = l, Path = path };
+            Width.For<T, FusedBackwardJob<T>, TrainBackwardOp<T>>(l.C, ref job);
         }
     }
 
-    private readonly struct TrainBackwardOp<T> : IKernelBody<T, Job<T>> where T : unmanaged, IFloatingPointIeee754<T>
+    private readonly struct TrainBackwardOp<T> : IKernelBody<T, FusedBackwardJob<T>> where T : unmanaged, IFloatingPointIeee754<T>
     {
-        public static void Run<W, TV, TD>(ref Job<T> j, int c, bool simd) where W : IWidth<T, TV, TD>
+        public static void Run<W, TV, TD>(ref FusedBackwardJob<T> j, int c, bool simd) where W : IWidth<T, TV, TD>
         {
             var l = j.L;
             double m = j.Mean[c], sum = 0, dot = 0;
@@ -338,13 +402,13 @@ internal static unsafe class ChannelKernel
                 Reductions.SumAndDot<T, W, TV, TD>(ref j.Dy[at], ref j.X[at], l.S, m, simd, out double s, out double d);
                 sum += s; dot += d;
             }
-            j.Out0[c] = sum; j.Out1[c] = dot;
+            j.Sum[c] = sum; j.Dot[c] = dot;
             Num.Split(m, out T hi, out T lo);
-            ChannelCoefficients.BatchBackward(j.Out2[c], j.P2 == null ? 1 : Num.D(j.P2[c]), sum, dot, l.Count, out T p, out T q, out T r);
+            ChannelCoefficients.BatchBackward(j.Rstd[c], j.Weight == null ? 1 : Num.D(j.Weight[c]), sum, dot, l.Count, out T p, out T q, out T r);
             for (int n = 0; n < l.N; n++)
             {
                 nint at = (nint)(n * l.C + c) * l.S;
-                InputGradSpan<T, W, TV, TD, Broadcast<T, TV>>(ref j.Dy[at], ref j.X[at], ref j.Y[at], l.S, new(W.Splat(hi), hi), new(W.Splat(lo), lo),
+                InputGradSpan<T, W, TV, TD, Broadcast<T, TV>>(ref j.Dy[at], ref j.X[at], ref j.Dx[at], l.S, new(W.Splat(hi), hi), new(W.Splat(lo), lo),
                     new(W.Splat(p), p), new(W.Splat(q), q), new(W.Splat(r), r), simd);
             }
         }
@@ -366,14 +430,14 @@ internal static unsafe class ChannelKernel
         fixed (bool* pk = mask)
         fixed (double* pm = mean, ps = sum, pd = dot)
         {
-            var job = new Job<T> { Dy = pdy, X = px, Mask = mask.IsEmpty ? null : pk, Mean = pm, Out0 = ps, Out1 = pd, L = l, Path = path, PerPlane = perPlane };
-            RunPerSampleOrPlanes<T, SampleColumnGradSumsOp<T>, PlaneGradSumsOp<T>>(ref job);
+            var job = new GradSumsJob<T> { Dy = pdy, X = px, Mask = mask.IsEmpty ? null : pk, Mean = pm, Sum = ps, Dot = pd, L = l, Path = path, PerPlane = perPlane };
+            RunPerSampleOrPlanes<T, GradSumsJob<T>, SampleColumnGradSumsOp<T>, PlaneGradSumsOp<T>>(ref job);
         }
     }
 
-    private readonly struct PlaneGradSumsOp<T> : IKernelBody<T, Job<T>> where T : unmanaged
+    private readonly struct PlaneGradSumsOp<T> : IKernelBody<T, GradSumsJob<T>> where T : unmanaged
     {
-        public static void Run<W, TV, TD>(ref Job<T> j, int chunk, bool simd) where W : IWidth<T, TV, TD>
+        public static void Run<W, TV, TD>(ref GradSumsJob<T> j, int chunk, bool simd) where W : IWidth<T, TV, TD>
         {
             int s = j.L.S;
             int p0 = chunk * j.PerChunk, p1 = Math.Min(j.L.Planes, p0 + j.PerChunk);
@@ -388,19 +452,19 @@ internal static unsafe class ChannelKernel
                     Reductions.SumAndDot<T, W, TV, TD>(ref Unsafe.Add(ref dyp, a), ref Unsafe.Add(ref xp, a), b - a, m, simd, out double rs, out double rd);
                     sum += rs; dot += rd;
                 }
-                j.Out0[p] = sum; j.Out1[p] = dot;
+                j.Sum[p] = sum; j.Dot[p] = dot;
             }
         }
     }
 
-    private readonly struct SampleColumnGradSumsOp<T> : IKernelBody<T, Job<T>> where T : unmanaged
+    private readonly struct SampleColumnGradSumsOp<T> : IKernelBody<T, GradSumsJob<T>> where T : unmanaged
     {
-        public static void Run<W, TV, TD>(ref Job<T> j, int n, bool simd) where W : IWidth<T, TV, TD>
+        public static void Run<W, TV, TD>(ref GradSumsJob<T> j, int n, bool simd) where W : IWidth<T, TV, TD>
         {
             int c = j.L.C, s = j.L.S;
             var m = new ReadOnlySpan<double>(j.Mean + (j.PerPlane ? (nint)n * c : 0), c);
-            var sum = new Span<double>(j.Out0 + (nint)n * c, c);
-            var dot = new Span<double>(j.Out1 + (nint)n * c, c);
+            var sum = new Span<double>(j.Sum + (nint)n * c, c);
+            var dot = new Span<double>(j.Dot + (nint)n * c, c);
             foreach (var (a, b) in new RowRuns(j.Mask, n * s, n * s + s, j.PerChunk))
                 Reductions.ColumnSumAndDot<T, W, TV, TD>(ref j.Dy[(nint)a * c], ref j.X[(nint)a * c], b - a, c, m, sum, dot, simd);
         }
@@ -422,8 +486,8 @@ internal static unsafe class ChannelKernel
         fixed (T* pdy = dy, px = x)
         fixed (double* pp = part, pm = mean)
         {
-            var job = new Job<T> { Dy = pdy, X = px, Out0 = pp, Mean = pm, L = l, Path = path, PerChunk = per };
-            Width.For<T, Job<T>, ColumnBlockGradSumsOp<T>>(blocks, ref job);
+            var job = new ColumnBlocksJob<T> { Dy = pdy, X = px, Partials = pp, Mean = pm, L = l, Path = path, PerChunk = per };
+            Width.For<T, ColumnBlocksJob<T>, ColumnBlockGradSumsOp<T>>(blocks, ref job);
         }
         for (int b = 0; b < blocks; b++)
             for (int c = 0; c < l.C; c++)
@@ -433,14 +497,14 @@ internal static unsafe class ChannelKernel
             }
     }
 
-    private readonly struct ColumnBlockGradSumsOp<T> : IKernelBody<T, Job<T>> where T : unmanaged
+    private readonly struct ColumnBlockGradSumsOp<T> : IKernelBody<T, ColumnBlocksJob<T>> where T : unmanaged
     {
-        public static void Run<W, TV, TD>(ref Job<T> j, int block, bool simd) where W : IWidth<T, TV, TD>
+        public static void Run<W, TV, TD>(ref ColumnBlocksJob<T> j, int block, bool simd) where W : IWidth<T, TV, TD>
         {
             int c = j.L.C;
             int r0 = block * j.PerChunk, rows = Math.Min(j.PerChunk, j.L.Rows - r0);
             Reductions.ColumnSumAndDot<T, W, TV, TD>(ref j.Dy[(nint)r0 * c], ref j.X[(nint)r0 * c], rows, c, new ReadOnlySpan<double>(j.Mean, c),
-                new Span<double>(j.Out0 + (nint)2 * block * c, c), new Span<double>(j.Out0 + ((nint)2 * block + 1) * c, c), simd);
+                new Span<double>(j.Partials + (nint)2 * block * c, c), new Span<double>(j.Partials + ((nint)2 * block + 1) * c, c), simd);
         }
     }
 
@@ -461,7 +525,7 @@ internal static unsafe class ChannelKernel
         fixed (T* px = x, py = y, ph = hi, pl = lo, pa = a, pb = b)
         fixed (bool* pk = mask)
         {
-            var job = new Job<T> { X = px, Y = py, P0 = ph, P1 = pl, P2 = pa, P3 = pb, Mask = mask.IsEmpty ? null : pk, L = l, Path = path, PerPlane = perPlane };
+            var job = new ElementwiseJob<T> { X = px, Out = py, Hi = ph, Lo = pl, A = pa, B = pb, Mask = mask.IsEmpty ? null : pk, L = l, Path = path, PerPlane = perPlane };
             RunElementwise<T, NormalizeOp<T>>(ref job);
         }
     }
@@ -479,7 +543,7 @@ internal static unsafe class ChannelKernel
         fixed (T* pdy = dy, px = x, pdx = dx, ph = hi, pl = lo, pp = p, pq = q, pr = r)
         fixed (bool* pk = mask)
         {
-            var job = new Job<T> { Dy = pdy, X = px, Y = pdx, P0 = ph, P1 = pl, P2 = pp, P3 = pq, P4 = pr, Mask = mask.IsEmpty ? null : pk, L = l, Path = path, PerPlane = perPlane };
+            var job = new ElementwiseJob<T> { Dy = pdy, X = px, Out = pdx, Hi = ph, Lo = pl, P = pp, Q = pq, R = pr, Mask = mask.IsEmpty ? null : pk, L = l, Path = path, PerPlane = perPlane };
             RunElementwise<T, InputGradOp<T>>(ref job);
         }
     }
@@ -493,29 +557,29 @@ internal static unsafe class ChannelKernel
         fixed (T* pdy = dy, pdx = dx, pp = p)
         fixed (bool* pk = mask)
         {
-            var job = new Job<T> { Dy = pdy, Y = pdx, P2 = pp, Mask = mask.IsEmpty ? null : pk, L = l, Path = path, PerPlane = perPlane };
+            var job = new ElementwiseJob<T> { Dy = pdy, Out = pdx, P = pp, Mask = mask.IsEmpty ? null : pk, L = l, Path = path, PerPlane = perPlane };
             RunElementwise<T, ScaleOp<T>>(ref job);
         }
     }
 
     // The per-(sample, channel) statistics passes: channels-last runs one job per sample (its
     // rows in blocks, columns in registers); channels-first runs chunks of whole planes.
-    private static void RunPerSampleOrPlanes<T, TPerSample, TPlanes>(ref Job<T> job) where T : unmanaged
-        where TPerSample : IKernelBody<T, Job<T>> where TPlanes : IKernelBody<T, Job<T>>
+    private static void RunPerSampleOrPlanes<T, TJob, TPerSample, TPlanes>(ref TJob job) where T : unmanaged where TJob : unmanaged, IChannelJob
+        where TPerSample : IKernelBody<T, TJob> where TPlanes : IKernelBody<T, TJob>
     {
         var l = job.L;
         job.PerChunk = l.AsColumns ? BlockRows(l.C) : Math.Max(1, ChunkElements / l.S);
-        if (l.AsColumns) Width.For<T, Job<T>, TPerSample>(l.N, ref job);
-        else Width.For<T, Job<T>, TPlanes>((l.Planes + job.PerChunk - 1) / job.PerChunk, ref job);
+        if (l.AsColumns) Width.For<T, TJob, TPerSample>(l.N, ref job);
+        else Width.For<T, TJob, TPlanes>((l.Planes + job.PerChunk - 1) / job.PerChunk, ref job);
     }
 
-    private static void RunElementwise<T, TBody>(ref Job<T> job) where T : unmanaged where TBody : IKernelBody<T, Job<T>>
+    private static void RunElementwise<T, TBody>(ref ElementwiseJob<T> job) where T : unmanaged where TBody : IKernelBody<T, ElementwiseJob<T>>
     {
         var l = job.L;
         int units = l.AsColumns ? l.Rows : l.Planes;
         int unitLength = l.AsColumns ? l.C : l.S;
         job.PerChunk = Math.Max(1, ChunkElements / unitLength);
-        Width.For<T, Job<T>, TBody>((units + job.PerChunk - 1) / job.PerChunk, ref job);
+        Width.For<T, ElementwiseJob<T>, TBody>((units + job.PerChunk - 1) / job.PerChunk, ref job);
     }
 
 
@@ -538,11 +602,11 @@ internal static unsafe class ChannelKernel
     }
 
     /// <summary>The parameter index of plane p, or the offset of row r's parameters.</summary>
-    private static int PlaneParam<T>(in Job<T> j, int p) where T : unmanaged => j.PerPlane ? p : p % j.L.C;
-    private static nint RowParams<T>(in Job<T> j, int r) where T : unmanaged => j.PerPlane ? (nint)(r / j.L.S) * j.L.C : 0;
+    private static int PlaneParam<T>(in ElementwiseJob<T> j, int p) where T : unmanaged => j.PerPlane ? p : p % j.L.C;
+    private static nint RowParams<T>(in ElementwiseJob<T> j, int r) where T : unmanaged => j.PerPlane ? (nint)(r / j.L.S) * j.L.C : 0;
 
     // Masked positions of the unit just written get 0.
-    private static void ZeroMasked<T>(in Job<T> j, int unit, ref T y) where T : unmanaged
+    private static void ZeroMasked<T>(in ElementwiseJob<T> j, int unit, ref T y) where T : unmanaged
     {
         var l = j.L;
         if (l.AsColumns)
@@ -556,12 +620,12 @@ internal static unsafe class ChannelKernel
         }
     }
 
-    private readonly struct NormalizeOp<T> : IKernelBody<T, Job<T>> where T : unmanaged, IFloatingPointIeee754<T>
+    private readonly struct NormalizeOp<T> : IKernelBody<T, ElementwiseJob<T>> where T : unmanaged, IFloatingPointIeee754<T>
     {
-        public static void Run<W, TV, TD>(ref Job<T> j, int chunk, bool simd) where W : IWidth<T, TV, TD> => NormalizeChunk<T, W, TV, TD>(ref j, chunk, simd);
+        public static void Run<W, TV, TD>(ref ElementwiseJob<T> j, int chunk, bool simd) where W : IWidth<T, TV, TD> => NormalizeChunk<T, W, TV, TD>(ref j, chunk, simd);
     }
 
-    private static void NormalizeChunk<T, W, TV, TD>(ref Job<T> j, int chunk, bool simd)
+    private static void NormalizeChunk<T, W, TV, TD>(ref ElementwiseJob<T> j, int chunk, bool simd)
         where T : unmanaged, IFloatingPointIeee754<T> where W : IWidth<T, TV, TD>
     {
         var l = j.L;
@@ -571,18 +635,18 @@ internal static unsafe class ChannelKernel
             if (l.AsColumns)
             {
                 nint o = RowParams(j, u), at = (nint)u * l.C;
-                NormalizeSpan<T, W, TV, TD, PerColumn<T, W, TV, TD>>(ref j.X[at], ref j.Y[at], l.C,
-                    new(j.P0 + o), new(j.P1 + o), new(j.P2 + o), new(j.P3 + o), simd);
-                if (j.Mask != null) ZeroMasked(j, u, ref j.Y[at]);
+                NormalizeSpan<T, W, TV, TD, PerColumn<T, W, TV, TD>>(ref j.X[at], ref j.Out[at], l.C,
+                    new(j.Hi + o), new(j.Lo + o), new(j.A + o), new(j.B + o), simd);
+                if (j.Mask != null) ZeroMasked(j, u, ref j.Out[at]);
             }
             else
             {
                 int k = PlaneParam(j, u);
-                T h = j.P0[k], lo = j.P1[k], a = j.P2[k], b = j.P3[k];
+                T h = j.Hi[k], lo = j.Lo[k], a = j.A[k], b = j.B[k];
                 nint at = (nint)u * l.S;
-                NormalizeSpan<T, W, TV, TD, Broadcast<T, TV>>(ref j.X[at], ref j.Y[at], l.S,
+                NormalizeSpan<T, W, TV, TD, Broadcast<T, TV>>(ref j.X[at], ref j.Out[at], l.S,
                     new(W.Splat(h), h), new(W.Splat(lo), lo), new(W.Splat(a), a), new(W.Splat(b), b), simd);
-                if (j.Mask != null) ZeroMasked(j, u, ref j.Y[at]);
+                if (j.Mask != null) ZeroMasked(j, u, ref j.Out[at]);
             }
         }
     }
@@ -602,12 +666,12 @@ internal static unsafe class ChannelKernel
             Unsafe.Add(ref y, i) = (Unsafe.Add(ref x, i) - hi.S(i) - lo.S(i)) * a.S(i) + b.S(i);
     }
 
-    private readonly struct InputGradOp<T> : IKernelBody<T, Job<T>> where T : unmanaged, IFloatingPointIeee754<T>
+    private readonly struct InputGradOp<T> : IKernelBody<T, ElementwiseJob<T>> where T : unmanaged, IFloatingPointIeee754<T>
     {
-        public static void Run<W, TV, TD>(ref Job<T> j, int chunk, bool simd) where W : IWidth<T, TV, TD> => InputGradChunk<T, W, TV, TD>(ref j, chunk, simd);
+        public static void Run<W, TV, TD>(ref ElementwiseJob<T> j, int chunk, bool simd) where W : IWidth<T, TV, TD> => InputGradChunk<T, W, TV, TD>(ref j, chunk, simd);
     }
 
-    private static void InputGradChunk<T, W, TV, TD>(ref Job<T> j, int chunk, bool simd)
+    private static void InputGradChunk<T, W, TV, TD>(ref ElementwiseJob<T> j, int chunk, bool simd)
         where T : unmanaged, IFloatingPointIeee754<T> where W : IWidth<T, TV, TD>
     {
         var l = j.L;
@@ -617,18 +681,18 @@ internal static unsafe class ChannelKernel
             if (l.AsColumns)
             {
                 nint o = RowParams(j, u), at = (nint)u * l.C;
-                InputGradSpan<T, W, TV, TD, PerColumn<T, W, TV, TD>>(ref j.Dy[at], ref j.X[at], ref j.Y[at], l.C,
-                    new(j.P0 + o), new(j.P1 + o), new(j.P2 + o), new(j.P3 + o), new(j.P4 + o), simd);
-                if (j.Mask != null) ZeroMasked(j, u, ref j.Y[at]);
+                InputGradSpan<T, W, TV, TD, PerColumn<T, W, TV, TD>>(ref j.Dy[at], ref j.X[at], ref j.Out[at], l.C,
+                    new(j.Hi + o), new(j.Lo + o), new(j.P + o), new(j.Q + o), new(j.R + o), simd);
+                if (j.Mask != null) ZeroMasked(j, u, ref j.Out[at]);
             }
             else
             {
                 int k = PlaneParam(j, u);
-                T h = j.P0[k], lo = j.P1[k], p = j.P2[k], q = j.P3[k], r = j.P4[k];
+                T h = j.Hi[k], lo = j.Lo[k], p = j.P[k], q = j.Q[k], r = j.R[k];
                 nint at = (nint)u * l.S;
-                InputGradSpan<T, W, TV, TD, Broadcast<T, TV>>(ref j.Dy[at], ref j.X[at], ref j.Y[at], l.S,
+                InputGradSpan<T, W, TV, TD, Broadcast<T, TV>>(ref j.Dy[at], ref j.X[at], ref j.Out[at], l.S,
                     new(W.Splat(h), h), new(W.Splat(lo), lo), new(W.Splat(p), p), new(W.Splat(q), q), new(W.Splat(r), r), simd);
-                if (j.Mask != null) ZeroMasked(j, u, ref j.Y[at]);
+                if (j.Mask != null) ZeroMasked(j, u, ref j.Out[at]);
             }
         }
     }
@@ -649,12 +713,12 @@ internal static unsafe class ChannelKernel
             Unsafe.Add(ref dx, i) = Unsafe.Add(ref dy, i) * p.S(i) + (Unsafe.Add(ref x, i) - hi.S(i) - lo.S(i)) * q.S(i) + r.S(i);
     }
 
-    private readonly struct ScaleOp<T> : IKernelBody<T, Job<T>> where T : unmanaged, IFloatingPointIeee754<T>
+    private readonly struct ScaleOp<T> : IKernelBody<T, ElementwiseJob<T>> where T : unmanaged, IFloatingPointIeee754<T>
     {
-        public static void Run<W, TV, TD>(ref Job<T> j, int chunk, bool simd) where W : IWidth<T, TV, TD> => ScaleChunk<T, W, TV, TD>(ref j, chunk, simd);
+        public static void Run<W, TV, TD>(ref ElementwiseJob<T> j, int chunk, bool simd) where W : IWidth<T, TV, TD> => ScaleChunk<T, W, TV, TD>(ref j, chunk, simd);
     }
 
-    private static void ScaleChunk<T, W, TV, TD>(ref Job<T> j, int chunk, bool simd)
+    private static void ScaleChunk<T, W, TV, TD>(ref ElementwiseJob<T> j, int chunk, bool simd)
         where T : unmanaged, IFloatingPointIeee754<T> where W : IWidth<T, TV, TD>
     {
         var l = j.L;
@@ -664,15 +728,15 @@ internal static unsafe class ChannelKernel
             if (l.AsColumns)
             {
                 nint at = (nint)u * l.C;
-                ScaleSpan<T, W, TV, TD, PerColumn<T, W, TV, TD>>(ref j.Dy[at], ref j.Y[at], l.C, new(j.P2 + RowParams(j, u)), simd);
-                if (j.Mask != null) ZeroMasked(j, u, ref j.Y[at]);
+                ScaleSpan<T, W, TV, TD, PerColumn<T, W, TV, TD>>(ref j.Dy[at], ref j.Out[at], l.C, new(j.P + RowParams(j, u)), simd);
+                if (j.Mask != null) ZeroMasked(j, u, ref j.Out[at]);
             }
             else
             {
-                T p = j.P2[PlaneParam(j, u)];
+                T p = j.P[PlaneParam(j, u)];
                 nint at = (nint)u * l.S;
-                ScaleSpan<T, W, TV, TD, Broadcast<T, TV>>(ref j.Dy[at], ref j.Y[at], l.S, new(W.Splat(p), p), simd);
-                if (j.Mask != null) ZeroMasked(j, u, ref j.Y[at]);
+                ScaleSpan<T, W, TV, TD, Broadcast<T, TV>>(ref j.Dy[at], ref j.Out[at], l.S, new(W.Splat(p), p), simd);
+                if (j.Mask != null) ZeroMasked(j, u, ref j.Out[at]);
             }
         }
     }
