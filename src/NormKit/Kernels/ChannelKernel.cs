@@ -526,7 +526,7 @@ internal static unsafe class ChannelKernel
         fixed (bool* pk = mask)
         {
             var job = new ElementwiseJob<T> { X = px, Out = py, Hi = ph, Lo = pl, A = pa, B = pb, Mask = mask.IsEmpty ? null : pk, L = l, Path = path, PerPlane = perPlane };
-            RunElementwise<T, NormalizeOp<T>>(ref job);
+            RunElementwise<T, Elementwise<T, NormalizeOp<T>>>(ref job);
         }
     }
 
@@ -544,7 +544,7 @@ internal static unsafe class ChannelKernel
         fixed (bool* pk = mask)
         {
             var job = new ElementwiseJob<T> { Dy = pdy, X = px, Out = pdx, Hi = ph, Lo = pl, P = pp, Q = pq, R = pr, Mask = mask.IsEmpty ? null : pk, L = l, Path = path, PerPlane = perPlane };
-            RunElementwise<T, InputGradOp<T>>(ref job);
+            RunElementwise<T, Elementwise<T, InputGradOp<T>>>(ref job);
         }
     }
 
@@ -558,7 +558,7 @@ internal static unsafe class ChannelKernel
         fixed (bool* pk = mask)
         {
             var job = new ElementwiseJob<T> { Dy = pdy, Out = pdx, P = pp, Mask = mask.IsEmpty ? null : pk, L = l, Path = path, PerPlane = perPlane };
-            RunElementwise<T, ScaleOp<T>>(ref job);
+            RunElementwise<T, Elementwise<T, ScaleOp<T>>>(ref job);
         }
     }
 
@@ -620,35 +620,64 @@ internal static unsafe class ChannelKernel
         }
     }
 
-    private readonly struct NormalizeOp<T> : IKernelBody<T, ElementwiseJob<T>> where T : unmanaged, IFloatingPointIeee754<T>
+    // The one walk of the element-wise passes: chunk by chunk, a plane (channels-first, the
+    // parameters broadcast) or a row (channels-last, the parameters loaded per column) at a
+    // time, then the masked positions zeroed. TOp says what to compute on one span.
+    private readonly struct Elementwise<T, TOp> : IKernelBody<T, ElementwiseJob<T>>
+        where T : unmanaged, IFloatingPointIeee754<T> where TOp : IElementwiseOp<T>
     {
-        public static void Run<W, TV, TD>(ref ElementwiseJob<T> j, int chunk, bool simd) where W : IWidth<T, TV, TD> => NormalizeChunk<T, W, TV, TD>(ref j, chunk, simd);
-    }
-
-    private static void NormalizeChunk<T, W, TV, TD>(ref ElementwiseJob<T> j, int chunk, bool simd)
-        where T : unmanaged, IFloatingPointIeee754<T> where W : IWidth<T, TV, TD>
-    {
-        var l = j.L;
-        int u0 = chunk * j.PerChunk, u1 = Math.Min(l.AsColumns ? l.Rows : l.Planes, u0 + j.PerChunk);
-        for (int u = u0; u < u1; u++)
+        public static void Run<W, TV, TD>(ref ElementwiseJob<T> j, int chunk, bool simd) where W : IWidth<T, TV, TD>
         {
-            if (l.AsColumns)
+            var l = j.L;
+            int u0 = chunk * j.PerChunk, u1 = Math.Min(l.AsColumns ? l.Rows : l.Planes, u0 + j.PerChunk);
+            for (int u = u0; u < u1; u++)
             {
-                nint o = RowParams(j, u), at = (nint)u * l.C;
-                NormalizeSpan<T, W, TV, TD, PerColumn<T, W, TV, TD>>(ref j.X[at], ref j.Out[at], l.C,
-                    new(j.Hi + o), new(j.Lo + o), new(j.A + o), new(j.B + o), simd);
-                if (j.Mask != null) ZeroMasked(j, u, ref j.Out[at]);
-            }
-            else
-            {
-                int k = PlaneParam(j, u);
-                T h = j.Hi[k], lo = j.Lo[k], a = j.A[k], b = j.B[k];
-                nint at = (nint)u * l.S;
-                NormalizeSpan<T, W, TV, TD, Broadcast<T, TV>>(ref j.X[at], ref j.Out[at], l.S,
-                    new(W.Splat(h), h), new(W.Splat(lo), lo), new(W.Splat(a), a), new(W.Splat(b), b), simd);
+                nint at;
+                if (l.AsColumns)
+                {
+                    at = (nint)u * l.C;
+                    TOp.Apply<W, TV, TD, PerColumn<T, W, TV, TD>, Columns<T, W, TV, TD>>(ref j, at, l.C, new(RowParams(j, u)), simd);
+                }
+                else
+                {
+                    at = (nint)u * l.S;
+                    TOp.Apply<W, TV, TD, Broadcast<T, TV>, Plane<T, W, TV, TD>>(ref j, at, l.S, new(PlaneParam(j, u)), simd);
+                }
                 if (j.Mask != null) ZeroMasked(j, u, ref j.Out[at]);
             }
         }
+    }
+
+    // One span of an element-wise pass, its parameters taken from the job through S.
+    private interface IElementwiseOp<T> where T : unmanaged, IFloatingPointIeee754<T>
+    {
+        static abstract void Apply<W, TV, TD, P, S>(ref ElementwiseJob<T> j, nint at, int n, S s, bool simd)
+            where W : IWidth<T, TV, TD> where P : IParam<T, TV> where S : IParamSource<T, P>;
+    }
+
+    // Where a span's parameters come from: per column from an offset (channels-last), or one
+    // value broadcast (channels-first).
+    private interface IParamSource<T, P> where T : unmanaged
+    {
+        P Of(T* parameters);
+    }
+
+    private readonly struct Columns<T, W, TV, TD>(nint offset) : IParamSource<T, PerColumn<T, W, TV, TD>> where T : unmanaged where W : IWidth<T, TV, TD>
+    {
+        [MethodImpl(MethodImplOptions.AggressiveInlining)] public PerColumn<T, W, TV, TD> Of(T* parameters) => new(parameters + offset);
+    }
+
+    private readonly struct Plane<T, W, TV, TD>(int index) : IParamSource<T, Broadcast<T, TV>> where T : unmanaged where W : IWidth<T, TV, TD>
+    {
+        [MethodImpl(MethodImplOptions.AggressiveInlining)] public Broadcast<T, TV> Of(T* parameters) => new(W.Splat(parameters[index]), parameters[index]);
+    }
+
+    // y = ((x - hi) - lo) * a + b.
+    private readonly struct NormalizeOp<T> : IElementwiseOp<T> where T : unmanaged, IFloatingPointIeee754<T>
+    {
+        public static void Apply<W, TV, TD, P, S>(ref ElementwiseJob<T> j, nint at, int n, S s, bool simd)
+            where W : IWidth<T, TV, TD> where P : IParam<T, TV> where S : IParamSource<T, P> =>
+            NormalizeSpan<T, W, TV, TD, P>(ref j.X[at], ref j.Out[at], n, s.Of(j.Hi), s.Of(j.Lo), s.Of(j.A), s.Of(j.B), simd);
     }
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
@@ -666,35 +695,12 @@ internal static unsafe class ChannelKernel
             Unsafe.Add(ref y, i) = (Unsafe.Add(ref x, i) - hi.S(i) - lo.S(i)) * a.S(i) + b.S(i);
     }
 
-    private readonly struct InputGradOp<T> : IKernelBody<T, ElementwiseJob<T>> where T : unmanaged, IFloatingPointIeee754<T>
+    // dx = dy * p + ((x - hi) - lo) * q + r.
+    private readonly struct InputGradOp<T> : IElementwiseOp<T> where T : unmanaged, IFloatingPointIeee754<T>
     {
-        public static void Run<W, TV, TD>(ref ElementwiseJob<T> j, int chunk, bool simd) where W : IWidth<T, TV, TD> => InputGradChunk<T, W, TV, TD>(ref j, chunk, simd);
-    }
-
-    private static void InputGradChunk<T, W, TV, TD>(ref ElementwiseJob<T> j, int chunk, bool simd)
-        where T : unmanaged, IFloatingPointIeee754<T> where W : IWidth<T, TV, TD>
-    {
-        var l = j.L;
-        int u0 = chunk * j.PerChunk, u1 = Math.Min(l.AsColumns ? l.Rows : l.Planes, u0 + j.PerChunk);
-        for (int u = u0; u < u1; u++)
-        {
-            if (l.AsColumns)
-            {
-                nint o = RowParams(j, u), at = (nint)u * l.C;
-                InputGradSpan<T, W, TV, TD, PerColumn<T, W, TV, TD>>(ref j.Dy[at], ref j.X[at], ref j.Out[at], l.C,
-                    new(j.Hi + o), new(j.Lo + o), new(j.P + o), new(j.Q + o), new(j.R + o), simd);
-                if (j.Mask != null) ZeroMasked(j, u, ref j.Out[at]);
-            }
-            else
-            {
-                int k = PlaneParam(j, u);
-                T h = j.Hi[k], lo = j.Lo[k], p = j.P[k], q = j.Q[k], r = j.R[k];
-                nint at = (nint)u * l.S;
-                InputGradSpan<T, W, TV, TD, Broadcast<T, TV>>(ref j.Dy[at], ref j.X[at], ref j.Out[at], l.S,
-                    new(W.Splat(h), h), new(W.Splat(lo), lo), new(W.Splat(p), p), new(W.Splat(q), q), new(W.Splat(r), r), simd);
-                if (j.Mask != null) ZeroMasked(j, u, ref j.Out[at]);
-            }
-        }
+        public static void Apply<W, TV, TD, P, S>(ref ElementwiseJob<T> j, nint at, int n, S s, bool simd)
+            where W : IWidth<T, TV, TD> where P : IParam<T, TV> where S : IParamSource<T, P> =>
+            InputGradSpan<T, W, TV, TD, P>(ref j.Dy[at], ref j.X[at], ref j.Out[at], n, s.Of(j.Hi), s.Of(j.Lo), s.Of(j.P), s.Of(j.Q), s.Of(j.R), simd);
     }
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
@@ -713,32 +719,12 @@ internal static unsafe class ChannelKernel
             Unsafe.Add(ref dx, i) = Unsafe.Add(ref dy, i) * p.S(i) + (Unsafe.Add(ref x, i) - hi.S(i) - lo.S(i)) * q.S(i) + r.S(i);
     }
 
-    private readonly struct ScaleOp<T> : IKernelBody<T, ElementwiseJob<T>> where T : unmanaged, IFloatingPointIeee754<T>
+    // dx = dy * p.
+    private readonly struct ScaleOp<T> : IElementwiseOp<T> where T : unmanaged, IFloatingPointIeee754<T>
     {
-        public static void Run<W, TV, TD>(ref ElementwiseJob<T> j, int chunk, bool simd) where W : IWidth<T, TV, TD> => ScaleChunk<T, W, TV, TD>(ref j, chunk, simd);
-    }
-
-    private static void ScaleChunk<T, W, TV, TD>(ref ElementwiseJob<T> j, int chunk, bool simd)
-        where T : unmanaged, IFloatingPointIeee754<T> where W : IWidth<T, TV, TD>
-    {
-        var l = j.L;
-        int u0 = chunk * j.PerChunk, u1 = Math.Min(l.AsColumns ? l.Rows : l.Planes, u0 + j.PerChunk);
-        for (int u = u0; u < u1; u++)
-        {
-            if (l.AsColumns)
-            {
-                nint at = (nint)u * l.C;
-                ScaleSpan<T, W, TV, TD, PerColumn<T, W, TV, TD>>(ref j.Dy[at], ref j.Out[at], l.C, new(j.P + RowParams(j, u)), simd);
-                if (j.Mask != null) ZeroMasked(j, u, ref j.Out[at]);
-            }
-            else
-            {
-                T p = j.P[PlaneParam(j, u)];
-                nint at = (nint)u * l.S;
-                ScaleSpan<T, W, TV, TD, Broadcast<T, TV>>(ref j.Dy[at], ref j.Out[at], l.S, new(W.Splat(p), p), simd);
-                if (j.Mask != null) ZeroMasked(j, u, ref j.Out[at]);
-            }
-        }
+        public static void Apply<W, TV, TD, P, S>(ref ElementwiseJob<T> j, nint at, int n, S s, bool simd)
+            where W : IWidth<T, TV, TD> where P : IParam<T, TV> where S : IParamSource<T, P> =>
+            ScaleSpan<T, W, TV, TD, P>(ref j.Dy[at], ref j.Out[at], n, s.Of(j.P), simd);
     }
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
