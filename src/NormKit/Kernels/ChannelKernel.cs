@@ -233,8 +233,13 @@ internal static unsafe class ChannelKernel
             int a = _next;
             if (mask != null) while (a < to && !mask[a]) a++;
             if (a >= to) return false;
-            int b = a;
-            while (b < to && b - a < max && (mask == null || mask[b])) b++;
+            int b;
+            if (mask == null) b = to - a <= max ? to : a + max;   // no mask: straight to the run's end
+            else
+            {
+                b = a;
+                while (b < to && b - a < max && mask[b]) b++;
+            }
             Current = (a, b);
             _next = b;
             return true;
