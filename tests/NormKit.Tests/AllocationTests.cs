@@ -25,15 +25,19 @@ public class AllocationTests
     [Fact]
     public void The_helper_threads_counter_sees_an_allocation_on_a_helper()
     {
-        // The counter must be able to fail: a job that allocates on whichever thread runs its chunks.
+        // The counter must be able to fail: a job whose chunks each allocate 1000 bytes and take
+        // long enough that the helper threads take some of them. Every chunk a helper ran must
+        // show in the helpers' counter alone.
         Paths.WithThreads(2, () =>
         {
-            long before = NormKit.Kernels.WorkerPool.HelperAllocatedBytes, runs = NormKit.Kernels.WorkerPool.ParallelRuns;
-            long mine = GC.GetAllocatedBytesForCurrentThread();
+            long before = NormKit.Kernels.WorkerPool.HelperAllocatedBytes;
+            AllocatingJob.Caller = Environment.CurrentManagedThreadId;
+            AllocatingJob.OffCaller = 0;
             for (int k = 0; k < 50; k++) AllocatingJob.Run();
-            long total = GC.GetAllocatedBytesForCurrentThread() - mine + NormKit.Kernels.WorkerPool.HelperAllocatedBytes - before;
-            Assert.True(NormKit.Kernels.WorkerPool.ParallelRuns > runs, "the job ran on helper threads");
-            Assert.True(total >= 50 * 64 * 1000, $"counted {total} bytes for 50 jobs of 64 chunks allocating 1000 bytes each");
+            long helpers = NormKit.Kernels.WorkerPool.HelperAllocatedBytes - before;
+            Assert.True(AllocatingJob.OffCaller > 0, "no chunk ran on a helper thread");
+            Assert.True(helpers >= AllocatingJob.OffCaller * 1000L,
+                $"the helpers ran {AllocatingJob.OffCaller} chunks of 1000 bytes but their counter shows {helpers} bytes");
         });
     }
 
@@ -83,7 +87,14 @@ public class AllocationTests
 
 internal static unsafe class AllocatingJob
 {
+    public static int Caller, OffCaller;
+
     public static void Run() => NormKit.Kernels.WorkerPool.For(64, null, &Chunk);
 
-    private static void Chunk(void* state, int i) => GC.KeepAlive(new byte[1000 - 24]);
+    private static void Chunk(void* state, int i)
+    {
+        GC.KeepAlive(new byte[1000 - 24]);
+        Thread.SpinWait(2000);
+        if (Environment.CurrentManagedThreadId != Caller) Interlocked.Increment(ref OffCaller);
+    }
 }

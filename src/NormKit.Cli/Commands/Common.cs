@@ -70,6 +70,16 @@ internal static class Common
             $"{string.Join(", ", group.Subcommands.SkipLast(1).Select(c => c.Name))} or {group.Subcommands[^1].Name}."));
 
     /// <summary>A table with these columns, numbers right-aligned (a column whose header starts with '<' is left-aligned).</summary>
+    /// <summary>Writes an experiment's CSV into <paramref name="dir"/> (created if needed), ends the progress lines and returns the file's path.</summary>
+    public static string WriteCsv(string dir, string fileName, string csv)
+    {
+        Directory.CreateDirectory(dir);
+        string path = Path.Combine(dir, fileName);
+        File.WriteAllText(path, csv);
+        Console.WriteLine();
+        return path;
+    }
+
     public static Table Table(params string[] columns)
     {
         var table = new Table().Border(TableBorder.Rounded);

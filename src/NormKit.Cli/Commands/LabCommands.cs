@@ -47,10 +47,7 @@ internal static class LabCommands
             Console.WriteLine($"Training on {train.Count} images ({train.Source}), testing on {Math.Min(test.Count, config.TestImages)} ({test.Source}).");
             Console.WriteLine($"{config.HiddenLayers} x {config.Hidden} sigmoid, batch {config.Batch}, SGD lr {config.LearningRate} momentum {config.Momentum}, {config.Steps} steps, {config.Seeds} seed(s).");
             var points = Lab.Experiments.Saturation.Run(config, train, test, Progress());
-            Directory.CreateDirectory(dir);
-            string csv = Path.Combine(dir, config.HiddenLayers == 3 ? "saturation.csv" : $"saturation-{config.HiddenLayers}layers.csv");
-            File.WriteAllText(csv, Lab.Experiments.Saturation.Csv(points));
-            Console.WriteLine();
+            string csv = Common.WriteCsv(dir, config.HiddenLayers == 3 ? "saturation.csv" : $"saturation-{config.HiddenLayers}layers.csv", Lab.Experiments.Saturation.Csv(points));
             var table = Common.Table("<init", "<arm", "test acc", "first acc", "saturated", "sigmoid'", "p15..p85 first", "p15..p85 last", "|dW| first layer");
             foreach (var s in SaturationSummary.Of(points))
                 table.AddTextRow(s.Init, s.Arm, $"{s.TestAccuracy:F3}", $"{s.FirstTestAccuracy:F3}", $"{s.SaturatedFraction:F3}", $"{s.MeanSigmoidDerivative:F3}",
@@ -80,10 +77,7 @@ internal static class LabCommands
             var (train, test) = Lab.Experiments.Saturation.Data(r.GetValue(data));
             Console.WriteLine($"Training on {train.Count} images, {config.Examples} examples per run, AdamW lr {config.LearningRate}; testing on {Math.Min(test.Count, config.TestImages)}.");
             var points = BatchSize.Run(config, train, test, Progress());
-            Directory.CreateDirectory(dir);
-            string csv = Path.Combine(dir, "batch-size.csv");
-            File.WriteAllText(csv, BatchSize.Csv(points));
-            Console.WriteLine();
+            string csv = Common.WriteCsv(dir, "batch-size.csv", BatchSize.Csv(points));
             var table = Common.Table(["batch", .. BatchSize.Arms, "BN train-mode"]);
             foreach (var s in BatchSizeSummary.Of(points))
                 table.AddTextRow([$"{s.Batch}", .. s.TestError.Select(e => $"{e:F3}"), $"{s.BatchNormTrainModeError:F3}"]);
@@ -127,10 +121,7 @@ internal static class LabCommands
             var corpus = TextData.Load(r.GetValue(text));
             Console.WriteLine($"Text: {corpus.Ids.Length} characters from {corpus.Source}; {config.Steps} AdamW steps of {config.Sequences} x {config.Length} characters, {config.Seeds} seed(s).");
             var results = Language.Run(config, corpus, Progress());
-            Directory.CreateDirectory(dir);
-            string csv = Path.Combine(dir, "language.csv");
-            File.WriteAllText(csv, Language.Csv(results));
-            Console.WriteLine();
+            string csv = Common.WriteCsv(dir, "language.csv", Language.Csv(results));
             var table = Common.Table("<arm", "validation bits/char", "batch mean fluctuation", "<");
             foreach (var s in LanguageSummary.Of(results))
                 table.AddTextRow(s.Arm, $"{s.BitsPerChar:F3}", $"{s.BatchMeanFluctuation:E2}", s.Diverged > 0 ? $"{s.Diverged} of {s.Runs} runs diverged to NaN" : "");
@@ -157,10 +148,7 @@ internal static class LabCommands
             var (train, test) = Lab.Experiments.Saturation.Data(r.GetValue(data));
             Console.WriteLine($"Training on {train.Count} images, {config.Steps} AdamW steps (lr {config.LearningRate}) at batch {config.Batch}, {config.Seeds} seed(s); testing on {Math.Min(test.Count, config.TestImages)}.");
             var results = Vision.Run(config, train, test, Progress());
-            Directory.CreateDirectory(dir);
-            string csv = Path.Combine(dir, "vision.csv");
-            File.WriteAllText(csv, Vision.Csv(results));
-            Console.WriteLine();
+            string csv = Common.WriteCsv(dir, "vision.csv", Vision.Csv(results));
             var table = Common.Table("<arm", "test accuracy", "sd", "test error %", "batch mean fluctuation");
             foreach (var s in VisionSummary.Of(results))
                 table.AddTextRow(s.Arm, $"{s.TestAccuracy.Mean:F4}", $"{s.TestAccuracy.Sd:F4}", $"{s.TestErrorPercent:F2}", $"{s.BatchMeanFluctuation:E2}");

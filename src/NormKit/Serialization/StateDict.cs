@@ -92,21 +92,21 @@ public static class StateDict
         foreach (var (prefix, layer) in modules)
         {
             ArgumentNullException.ThrowIfNull(layer, nameof(modules));
-            foreach (var (name, shape, data) in layer.Tensors.Select(t => (t.Name, t.Shape, t.Data)))
+            foreach (var target in layer.Tensors)
             {
-                string key = options.KeyPrefix + Key(prefix, name);
+                string key = options.KeyPrefix + Key(prefix, target.Name);
                 if (!file.TryGetValue(key, out var t))
                 {
-                    missing.Add((key, $" (expected shape {SafeTensors.ShapeText(shape)})"));
+                    missing.Add((key, $" (expected shape {SafeTensors.ShapeText(target.Shape)})"));
                     continue;
                 }
                 if (t.DType is not ("F32" or "F64" or "F16" or "BF16"))
                     throw new InvalidDataException($"{path}: key '{key}' has dtype {t.DType}; a floating-point tensor is expected.");
-                if (!t.Shape.SequenceEqual(shape))
-                    throw new InvalidDataException($"{path}: key '{key}' has shape {SafeTensors.ShapeText(t.Shape)} in the file but the layer expects {SafeTensors.ShapeText(shape)}.");
+                if (!t.Shape.SequenceEqual(target.Shape))
+                    throw new InvalidDataException($"{path}: key '{key}' has shape {SafeTensors.ShapeText(t.Shape)} in the file but the layer expects {SafeTensors.ShapeText(target.Shape)}.");
                 var values = t.ToDoubles().Select(T.CreateTruncating).ToArray();
-                if (options.ValidateValues) CheckValues(path, key, name, values);
-                writes.Add((data, values));
+                if (options.ValidateValues) CheckValues(path, key, target.Name, values);
+                writes.Add((target.Data, values));
                 used.Add(key);
             }
             if (layer.BatchesTracked is not null)
