@@ -14,7 +14,7 @@ internal static class ReportCommand
         var text = Common.Text();
         var outDir = Common.Out("lab-report", "report.html, its charts and CSV files");
         var command = new Command("report", Common.Prose("""
-            The lab's tour: the figure and every experiment (quick modes, about 4 1/2 minutes on 2 cores;
+            The lab's tour: the figure and every experiment (quick modes, about 4 minutes on 2 cores;
             --full about twenty minutes), then DIR/report.html with the charts and, per claim of the seed
             article, what was measured, the published result and a verdict.
             """)) { full, data, text, outDir };
