@@ -1,3 +1,4 @@
+using NormKit.Lab.Data;
 using System.Diagnostics;
 using System.Globalization;
 using System.Text;
@@ -79,7 +80,7 @@ public static class MpiLatency
 
         // The data-parallel CNN: time per step, and the part spent in all-gathers.
         var config = new DataParallelVision.Config(Steps: smoke ? 3 : 200);
-        var train = Saturation.Data(null).Train;
+        var train = FashionMnist.TrainAndTest(null).Train;
         var dp = DataParallelVision.Run<float>(config, train, world);
         if (world.Rank != 0) return 0;
         var single = DataParallelVision.Run<float>(config, train);

@@ -12,7 +12,7 @@ public class SaturationTests
     [Fact]
     public void The_same_seed_gives_the_same_run()
     {
-        var (train, test) = Saturation.Data(FashionMnist.SampleFolder);
+        var (train, test) = FashionMnist.TrainAndTest(FashionMnist.SampleFolder);
         var a = Saturation.RunOne("BatchNorm", "Glorot", 7, Tiny with { Steps = 100 }, train, test);
         var b = Saturation.RunOne("BatchNorm", "Glorot", 7, Tiny with { Steps = 100 }, train, test);
         Assert.Equal(Saturation.Csv(a), Saturation.Csv(b));
@@ -27,7 +27,7 @@ public class SaturationTests
         // ln(10) = 2.30. BatchNorm must get the training loss of steps 201-300 below 0.6; without
         // normalization the N(0, 0.01^2) net stays above 2.0 (the stall the BatchNorm paper's
         // pilot reports).
-        var (train, test) = Saturation.Data(FashionMnist.SampleFolder);
+        var (train, test) = FashionMnist.TrainAndTest(FashionMnist.SampleFolder);
         var bn = Saturation.RunOne("BatchNorm", "N(0,0.01^2)", 1, Tiny, train, test);
         var none = Saturation.RunOne("none", "N(0,0.01^2)", 1, Tiny, train, test);
         Assert.True(bn[^1].TrainLoss < 0.6, $"BatchNorm training loss {bn[^1].TrainLoss}");
@@ -41,7 +41,7 @@ public class SaturationTests
     [Fact]
     public void Csv_has_a_header_and_one_row_per_point()
     {
-        var (train, test) = Saturation.Data(FashionMnist.SampleFolder);
+        var (train, test) = FashionMnist.TrainAndTest(FashionMnist.SampleFolder);
         var points = Saturation.RunOne("LayerNorm", "Glorot", 1, Tiny with { Steps = 200 }, train, test);
         var lines = Saturation.Csv(points).TrimEnd().Split('\n');
         Assert.StartsWith("arm,init,seed,step,train_loss,test_accuracy", lines[0]);
@@ -67,7 +67,7 @@ public sealed class SaturationPlotTests : IDisposable
     [Fact]
     public void Charts_render_as_png_and_svg()
     {
-        var (train, test) = Saturation.Data(FashionMnist.SampleFolder);
+        var (train, test) = FashionMnist.TrainAndTest(FashionMnist.SampleFolder);
         var config = new Saturation.Config(Steps: 40, EvalEvery: 20, Seeds: 1, TestImages: 100);
         var points = Saturation.RunOne("none", "Glorot", 1, config, train, test)
             .Concat(Saturation.RunOne("BatchNorm", "Glorot", 1, config, train, test)).ToList();
@@ -95,7 +95,7 @@ public class BatchSizeTests
         // Stated: after 3000 examples at batch 2 on the shipped batch, normalizing test batches of 2
         // with their own statistics (x_hat is always +-1 per feature) gives BatchNorm a test error at
         // least 0.15 above LayerNorm's; at batch 64 the two are within 0.15 of each other.
-        var (train, test) = Saturation.Data(FashionMnist.SampleFolder);
+        var (train, test) = FashionMnist.TrainAndTest(FashionMnist.SampleFolder);
         var bn2 = BatchSize.RunOne("BatchNorm", 2, 1, Tiny, train, test);
         var ln2 = BatchSize.RunOne("LayerNorm", 2, 1, Tiny, train, test);
         var bn64 = BatchSize.RunOne("BatchNorm", 64, 1, Tiny, train, test);
@@ -114,7 +114,7 @@ public class VisionTests
     {
         // Stated budget: 150 AdamW steps at batch 32 on the shipped 800 training images; every arm
         // must pass 55% test accuracy (chance is 10%) on the 200 held-out images.
-        var (train, test) = Saturation.Data(FashionMnist.SampleFolder);
+        var (train, test) = FashionMnist.TrainAndTest(FashionMnist.SampleFolder);
         var config = new Vision.Config(Steps: 150, Seeds: 1, TestImages: 200);
         foreach (string arm in Vision.Arms)
         {

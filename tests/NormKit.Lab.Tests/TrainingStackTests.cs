@@ -1,3 +1,4 @@
+using NormKit.Lab.Data;
 using NormKit.Layers;
 using NormKit.Lab.Training;
 
@@ -82,7 +83,7 @@ public class TrainingStackTests
                 last = CrossEntropy.LossAndGradient<double>(z, labels, 4, 2, g);
                 if (step == 0) first = last;
                 model.Backward(g);
-                opt.Step(model.Parameters);
+                opt.Step(model.Parameters.ToList());
             }
             Assert.True(last < first / 4, $"{opt.GetType().Name}: loss {first} -> {last}");
         }
@@ -196,7 +197,7 @@ public class DataParallelInProcessTests
     [InlineData(3)]
     public void Ranks_as_threads_train_like_one_process(int k)
     {
-        var train = NormKit.Lab.Experiments.Saturation.Data(null).Train;
+        var train = FashionMnist.TrainAndTest(null).Train;
         var config = new NormKit.Lab.Experiments.DataParallelVision.Config(Steps: 8, Batch: 16);
         var reference = NormKit.Lab.Experiments.DataParallelVision.Run<double>(config, train);
         var group = new NormKit.Distributed.InProcessGroup(k);

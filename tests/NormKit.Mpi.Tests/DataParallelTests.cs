@@ -1,3 +1,4 @@
+using NormKit.Lab.Data;
 using System.Globalization;
 using System.Numerics;
 using System.Runtime.InteropServices;
@@ -39,7 +40,7 @@ public class DataParallelTests
         Assert.Contains($"{np} ranks over", r.Output);
         Assert.Contains("weights bit-identical on every rank: yes", r.Output);
 
-        var reference = DataParallelVision.Run<T>(new DataParallelVision.Config(Steps: Steps), Saturation.Data(null).Train);
+        var reference = DataParallelVision.Run<T>(new DataParallelVision.Config(Steps: Steps), FashionMnist.TrainAndTest(null).Train);
         double[] losses = File.ReadAllLines(Path.Combine(dir, $"data-parallel-np{np}-losses.csv")).Skip(1)
             .Select(l => double.Parse(l.Split(',')[1], CultureInfo.InvariantCulture)).ToArray();
         T[] weights = MemoryMarshal.Cast<byte, T>(File.ReadAllBytes(Path.Combine(dir, $"data-parallel-np{np}-weights.bin"))).ToArray();

@@ -35,7 +35,7 @@ internal static class DataParallelCommand
             var config = defaults with { Steps = r.GetValue(steps), Batch = r.GetValue(batch) };
             if (r.GetValue(adamw)) config = config with { AdamW = true, LearningRate = 2e-3 };
             string dir = r.GetValue(outDir)!;
-            var (train, _) = Saturation.Data(r.GetValue(data));
+            var (train, _) = FashionMnist.TrainAndTest(r.GetValue(data));
             return r.GetValue(useDouble) ? Run<double>(config, train, dir, r.GetValue(check)) : Run<float>(config, train, dir, r.GetValue(check));
         });
         return command;

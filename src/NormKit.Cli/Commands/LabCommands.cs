@@ -2,6 +2,7 @@ using System.CommandLine;
 using System.Diagnostics;
 using NormKit.Lab.Data;
 using NormKit.Lab.Experiments;
+using NormKit.Lab.Training;
 
 namespace NormKit.Cli.Commands;
 
@@ -43,10 +44,10 @@ internal static class LabCommands
         {
             var config = r.GetValue(deep) ? Lab.Experiments.Saturation.Config.Deep : r.GetValue(quick) ? Lab.Experiments.Saturation.Config.Quick : Lab.Experiments.Saturation.Config.Full;
             string dir = r.GetValue(outDir)!;
-            var (train, test) = Lab.Experiments.Saturation.Data(r.GetValue(data));
+            var (train, test) = FashionMnist.TrainAndTest(r.GetValue(data));
             Console.WriteLine($"Training on {train.Count} images ({train.Source}), testing on {Math.Min(test.Count, config.TestImages)} ({test.Source}).");
             Console.WriteLine($"{config.HiddenLayers} x {config.Hidden} sigmoid, batch {config.Batch}, SGD lr {config.LearningRate} momentum {config.Momentum}, {config.Steps} steps, {config.Seeds} seed(s).");
-            var points = Lab.Experiments.Saturation.Run(config, train, test, Progress());
+            var points = Lab.Experiments.Saturation.Run(config, train, test, Progress(), Meter(Lab.Experiments.Saturation.TotalSteps(config)));
             string csv = Common.WriteCsv(dir, config.HiddenLayers == 3 ? "saturation.csv" : $"saturation-{config.HiddenLayers}layers.csv", Lab.Experiments.Saturation.Csv(points));
             var table = Common.Table("<init", "<arm", "test acc", "first acc", "saturated", "sigmoid'", "p15..p85 first", "p15..p85 last", "|dW| first layer");
             foreach (var s in SaturationSummary.Of(points))
@@ -74,9 +75,9 @@ internal static class LabCommands
         {
             var config = r.GetValue(quick) ? BatchSize.Config.Quick : BatchSize.Config.Full;
             string dir = r.GetValue(outDir)!;
-            var (train, test) = Lab.Experiments.Saturation.Data(r.GetValue(data));
+            var (train, test) = FashionMnist.TrainAndTest(r.GetValue(data));
             Console.WriteLine($"Training on {train.Count} images, {config.Examples} examples per run, AdamW lr {config.LearningRate}; testing on {Math.Min(test.Count, config.TestImages)}.");
-            var points = BatchSize.Run(config, train, test, Progress());
+            var points = BatchSize.Run(config, train, test, Progress(), Meter(BatchSize.TotalSteps(config)));
             string csv = Common.WriteCsv(dir, "batch-size.csv", BatchSize.Csv(points));
             var table = Common.Table(["batch", .. BatchSize.Arms, "BN train-mode"]);
             foreach (var s in BatchSizeSummary.Of(points))
@@ -120,7 +121,7 @@ internal static class LabCommands
             string dir = r.GetValue(outDir)!;
             var corpus = TextData.Load(r.GetValue(text));
             Console.WriteLine($"Text: {corpus.Ids.Length} characters from {corpus.Source}; {config.Steps} AdamW steps of {config.Sequences} x {config.Length} characters, {config.Seeds} seed(s).");
-            var results = Language.Run(config, corpus, Progress());
+            var results = Language.Run(config, corpus, Progress(), Meter(Language.TotalSteps(config)));
             string csv = Common.WriteCsv(dir, "language.csv", Language.Csv(results));
             var table = Common.Table("<arm", "validation bits/char", "batch mean fluctuation", "<");
             foreach (var s in LanguageSummary.Of(results))
@@ -145,9 +146,9 @@ internal static class LabCommands
         {
             var config = r.GetValue(quick) ? Vision.Config.Quick : Vision.Config.Full;
             string dir = r.GetValue(outDir)!;
-            var (train, test) = Lab.Experiments.Saturation.Data(r.GetValue(data));
+            var (train, test) = FashionMnist.TrainAndTest(r.GetValue(data));
             Console.WriteLine($"Training on {train.Count} images, {config.Steps} AdamW steps (lr {config.LearningRate}) at batch {config.Batch}, {config.Seeds} seed(s); testing on {Math.Min(test.Count, config.TestImages)}.");
-            var results = Vision.Run(config, train, test, Progress());
+            var results = Vision.Run(config, train, test, Progress(), Meter(Vision.TotalSteps(config)));
             string csv = Common.WriteCsv(dir, "vision.csv", Vision.Csv(results));
             var table = Common.Table("<arm", "test accuracy", "sd", "test error %", "batch mean fluctuation");
             foreach (var s in VisionSummary.Of(results))
@@ -157,6 +158,10 @@ internal static class LabCommands
         });
         return command;
     }
+
+    /// <summary>Prints the training's progress (steps, loss, examples/s, time left) every few seconds.</summary>
+    private static ProgressMeter Meter(long totalSteps) =>
+        new(totalSteps, line => Console.WriteLine($"  {line}")) { Interval = TimeSpan.FromSeconds(5) };
 
     /// <summary>Prints each finished run with the seconds since the experiment started.</summary>
     private static Action<string> Progress()

@@ -34,13 +34,16 @@ internal static class ReportCommand
                 .Start(ctx =>
                 {
                     var task = ctx.AddTask("lab tour", maxValue: total);
-                    return Report.Run(outDir, data, full, step => { task.Increment(1); task.Description = step; }, text);
+                    var run = ctx.AddTask("training", maxValue: 1);
+                    return Report.Run(outDir, data, full, step => { task.Increment(1); task.Description = step; }, text,
+                        status: line => run.Description = Markup.Escape(line));
                 });
         }
         else
         {
             int done = 0;
-            path = Report.Run(outDir, data, full, step => Console.WriteLine($"[{watch.Elapsed.TotalSeconds,4:F0} s] {++done}/{total} {step}"), text);
+            path = Report.Run(outDir, data, full, step => Console.WriteLine($"[{watch.Elapsed.TotalSeconds,4:F0} s] {++done}/{total} {step}"), text,
+                status: line => Console.WriteLine($"[{watch.Elapsed.TotalSeconds,4:F0} s]   {line}"));
         }
         Console.WriteLine($"Report: {Path.GetFullPath(path)}");
         return 0;

@@ -50,6 +50,24 @@ public static class FashionMnist
     private static bool HasFile(string folder, string name) =>
         File.Exists(Path.Combine(folder, name)) || File.Exists(Path.Combine(folder, name + ".gz"));
 
+    /// <summary>
+    /// Training and test data: the full set's splits when installed; else the shipped batch
+    /// (<see cref="SampleFolder"/>, 1000 test images) split 800 for training, 200 for testing.
+    /// </summary>
+    public static (Split Train, Split Test) TrainAndTest(string? folder)
+    {
+        string dir = Locate(folder);
+        var test = LoadTest(dir);
+        try { return (LoadTrain(dir), test); }
+        catch (FileNotFoundException)
+        {
+            int d = test.Features, cut = test.Count * 4 / 5;
+            var train = test with { Count = cut, Pixels = test.Pixels[..(cut * d)], Labels = test.Labels[..cut], Source = test.Source + " (first 80% as training data)" };
+            var rest = test with { Count = test.Count - cut, Pixels = test.Pixels[(cut * d)..], Labels = test.Labels[cut..], Source = test.Source + " (last 20% as test data)" };
+            return (train, rest);
+        }
+    }
+
     // Accepts both the raw and the gzipped file name.
     private static string FindFile(string folder, string name)
     {

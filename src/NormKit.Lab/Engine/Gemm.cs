@@ -18,9 +18,29 @@ public static class Gemm
         ReadOnlySpan<T> a, int lda, ReadOnlySpan<T> b, int ldb, Span<T> c, int ldc, bool accumulate)
         where T : unmanaged, IFloatingPointIeee754<T>
     {
+        if (!transB)
+        {
+            for (int i = 0; i < m; i++)
+            {
+                var row = c.Slice(i * ldc, n);
+                if (!accumulate) row.Clear();
+                for (int p = 0; p < k; p++)
+                {
+                    T v = transA ? a[p * lda + i] : a[i * lda + p];
+                    if (v != T.Zero) System.Numerics.Tensors.TensorPrimitives.MultiplyAdd(b.Slice(p * ldb, n), v, row, row);
+                }
+            }
+            return;
+        }
         for (int i = 0; i < m; i++)
             for (int j = 0; j < n; j++)
             {
+                if (!transA && transB)
+                {
+                    T d = System.Numerics.Tensors.TensorPrimitives.Dot(a.Slice(i * lda, k), b.Slice(j * ldb, k));
+                    c[i * ldc + j] = accumulate ? c[i * ldc + j] + d : d;
+                    continue;
+                }
                 T s = T.Zero;
                 for (int p = 0; p < k; p++)
                     s += (transA ? a[p * lda + i] : a[i * lda + p]) * (transB ? b[j * ldb + p] : b[p * ldb + j]);

@@ -1,6 +1,5 @@
-using System.Globalization;
-using System.Text;
 using NormKit.Lab.Data;
+using NormKit.Lab.Results;
 using NormKit.Lab.Training;
 using NormKit.Layers;
 
@@ -49,64 +48,44 @@ public static class BatchSize
         return new Sequential<float>(layers);
     }
 
-    public static List<Point> Run(Config c, FashionMnist.Split train, FashionMnist.Split test, Action<string>? progress = null)
+    /// <summary>What one run trains: the settings the trainer takes (the same examples at every batch size).</summary>
+    public static TrainSettings Training(Config c, int batch) => new(Math.Max(1, c.Examples / batch), OptimizerSettings.AdamW(c.LearningRate));
+
+    /// <summary>Training steps of a whole <see cref="Run"/>, for progress.</summary>
+    public static long TotalSteps(Config c) => c.BatchSizes.Sum(b => (long)Training(c, b).Steps) * Arms.Length * c.Seeds;
+
+    public static List<Point> Run(Config c, FashionMnist.Split train, FashionMnist.Split test, Action<string>? progress = null, ProgressMeter? meter = null)
     {
         var points = new List<Point>();
         foreach (int batch in c.BatchSizes)
             foreach (string arm in Arms)
                 for (int seed = 1; seed <= c.Seeds; seed++)
                 {
-                    points.Add(RunOne(arm, batch, seed, c, train, test));
+                    points.Add(RunOne(arm, batch, seed, c, train, test, meter));
                     progress?.Invoke($"{arm}, batch {batch}, seed {seed}");
                 }
         return points;
     }
 
-    public static Point RunOne(string arm, int batch, int seed, Config c, FashionMnist.Split train, FashionMnist.Split test)
+    public static Point RunOne(string arm, int batch, int seed, Config c, FashionMnist.Split train, FashionMnist.Split test, ProgressMeter? meter = null)
     {
         var rng = new Rng(seed);
         var model = Model(arm, c, rng);
-        var opt = new AdamW<float>(c.LearningRate, weightDecay: 0);
-        int d = train.Features, steps = Math.Max(1, c.Examples / batch);
-        var x = new float[batch * d];
-        var y = new byte[batch];
-        double recent = 0; int recentCount = 0;
-        for (int step = 1; step <= steps; step++)
-        {
-            MiniBatch.Sample(train, rng, x, y);
-            double loss = MiniBatch.ForwardBackward(model, x, y);
-            if (step > steps * 9 / 10) { recent += loss; recentCount++; }
-            opt.Step(model.Parameters);
-        }
-        double evalError = 1 - Accuracy(model, test, c.TestImages, 500, training: false);
-        double trainModeError = arm == "BatchNorm" && batch > 1 ? 1 - Accuracy(model, test, c.TestImages, batch, training: true) : double.NaN;
-        return new Point(arm, batch, seed, recent / Math.Max(1, recentCount), evalError, trainModeError);
+        double finalLoss = new Trainer<float>(model, Images.Random<float>(train, batch), Training(c, batch), rng).Run(meter);
+        double evalError = 1 - Evaluation.Run(model, Images.InOrder<float>(test, c.TestImages, 500), 10).Accuracy;
+        // Each test batch of the training batch size normalized with its own statistics.
+        double trainModeError = arm == "BatchNorm" && batch > 1 ? 1 - Evaluation.Run(model, Images.InOrder<float>(test, c.TestImages, batch), 10, training: true).Accuracy : double.NaN;
+        return new Point(arm, batch, seed, finalLoss, evalError, trainModeError);
     }
 
-    // Accuracy over the first n test images in chunks of the given size (train mode: each chunk's own statistics).
-    private static double Accuracy(Sequential<float> model, FashionMnist.Split test, int images, int chunk, bool training)
+    public static ResultTable Table(IEnumerable<Point> points)
     {
-        int available = Math.Min(images, test.Count);
-        chunk = Math.Min(chunk, available);
-        int n = available / chunk * chunk, d = test.Features;
-        double right = 0;
-        for (int start = 0; start < n; start += chunk)
-        {
-            var logits = model.Forward(test.Pixels.AsSpan(start * d, chunk * d).ToArray(), chunk, training);
-            right += CrossEntropy.Accuracy<float>(logits, test.Labels.AsSpan(start, chunk), chunk, 10) * chunk;
-        }
-        return right / n;
+        var t = new ResultTable("arm", "batch", "seed", "final_train_loss", "test_error", "test_error_train_mode");
+        foreach (var p in points) t.Add(p.Arm, p.Batch, p.Seed, p.FinalTrainLoss, p.TestError, p.TestErrorTrainMode);
+        return t;
     }
 
-    public static string Csv(IEnumerable<Point> points)
-    {
-        var sb = new StringBuilder("arm,batch,seed,final_train_loss,test_error,test_error_train_mode\n");
-        foreach (var p in points)
-            sb.AppendLine(string.Join(",", p.Arm, p.Batch, p.Seed, F(p.FinalTrainLoss), F(p.TestError), F(p.TestErrorTrainMode)));
-        return sb.ToString();
-    }
-
-    private static string F(double v) => double.IsNaN(v) ? "" : v.ToString("G6", CultureInfo.InvariantCulture);
+    public static string Csv(IEnumerable<Point> points) => Table(points).ToCsv();
 
     /// <summary>Test error against batch size, one line per arm, plus BatchNorm in train mode.</summary>
     public static string Plot(IReadOnlyList<Point> points, string dir, string name)

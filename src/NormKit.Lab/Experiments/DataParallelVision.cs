@@ -35,30 +35,22 @@ public static class DataParallelVision
         var dp = new DataParallel<T>(timed);
         var rng = new Rng(c.Seed);
         var model = Vision.Model<T>("BatchNorm", rng, timed);
-        var parameters = model.Parameters.ToList();
-        IOptimizer<T> opt = c.AdamW ? new AdamW<T>(c.LearningRate, weightDecay: 0) : new Sgd<T>(c.LearningRate, momentum: 0.9);
-        var (start, count) = dp.Shard(c.Batch);
-        int d = train.Features;
-        var x = new float[c.Batch * d];
-        var y = new byte[c.Batch];
-        var shardX = new T[count * d];
-        var losses = new double[c.Steps];
+        var optimizer = c.AdamW ? OptimizerSettings.AdamW(c.LearningRate) : OptimizerSettings.Sgd(c.LearningRate, momentum: 0.9);
+        // Every rank draws the same global batch (the same seed) and trains on its shard.
+        var trainer = new Trainer<T>(model, Images.Random<T>(train, c.Batch), new TrainSettings(c.Steps, optimizer), rng, dp);
+        var parameters = trainer.Parameters;
         var stepTimes = new double[c.Steps];
         var exchangeTimes = new double[c.Steps];
         long doubles = 0; int calls = 0;
-        for (int step = 0; step < c.Steps; step++)
+        for (int step = 1; step <= c.Steps; step++)
         {
             var clock = Stopwatch.StartNew();
             timed?.Reset();
-            MiniBatch.Sample(train, rng, x, y);   // the same draw on every rank and in the reference
-            for (int i = 0; i < shardX.Length; i++) shardX[i] = T.CreateTruncating(x[start * d + i]);
-            foreach (var p in parameters) p.Grad.Clear();
-            losses[step] = dp.ForwardBackward(model, shardX, y.AsSpan(start, count), c.Batch, 10);
-            dp.SumGradients(parameters);
-            opt.Step(parameters);
-            stepTimes[step] = clock.Elapsed.TotalSeconds;
-            if (timed != null) { exchangeTimes[step] = timed.Seconds; doubles = timed.Doubles; calls = timed.Calls; }
+            trainer.Step(step);
+            stepTimes[step - 1] = clock.Elapsed.TotalSeconds;
+            if (timed != null) { exchangeTimes[step - 1] = timed.Seconds; doubles = timed.Doubles; calls = timed.Calls; }
         }
+        var losses = trainer.Losses;
         var weights = parameters.SelectMany(p => p.Value.ToArray()).ToArray();
         bool same = dp.SameOnEveryRank(weights);
         return new Result<T>(losses, weights, same, dp.WorldSize, Median(stepTimes), Median(exchangeTimes), doubles, calls);

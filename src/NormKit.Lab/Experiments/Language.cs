@@ -1,6 +1,5 @@
-using System.Globalization;
-using System.Text;
 using NormKit.Lab.Data;
+using NormKit.Lab.Results;
 using NormKit.Lab.Training;
 using NormKit.Layers;
 
@@ -49,67 +48,45 @@ public static class Language
         return new Sequential<float>(layers);
     }
 
-    public static List<Result> Run(Config c, TextCorpus corpus, Action<string>? progress = null)
+    /// <summary>What one run trains: the settings the trainer takes.</summary>
+    public static TrainSettings Training(Config c, TextCorpus corpus) => new(c.Steps, OptimizerSettings.AdamW(c.LearningRate), Classes: corpus.Vocabulary);
+
+    /// <summary>Training steps of a whole <see cref="Run"/>, for progress.</summary>
+    public static long TotalSteps(Config c) => (long)Arms.Length * c.Seeds * c.Steps;
+
+    public static List<Result> Run(Config c, TextCorpus corpus, Action<string>? progress = null, ProgressMeter? meter = null)
     {
         var results = new List<Result>();
         foreach (string arm in Arms)
             for (int seed = 1; seed <= c.Seeds; seed++)
             {
-                results.Add(RunOne(arm, seed, c, corpus));
+                results.Add(RunOne(arm, seed, c, corpus, meter));
                 progress?.Invoke($"{arm}, seed {seed}");
             }
         return results;
     }
 
-    public static Result RunOne(string arm, int seed, Config c, TextCorpus corpus)
+    public static Result RunOne(string arm, int seed, Config c, TextCorpus corpus, ProgressMeter? meter = null)
     {
         var rng = new Rng(seed);
         var model = Model(arm, c, corpus.Vocabulary, rng);
-        var opt = new AdamW<float>(c.LearningRate, weightDecay: 0);
-        int split = corpus.Ids.Length * 9 / 10, rows = c.Sequences * c.Length;
-        var x = new float[rows];
-        var y = new byte[rows];
+        var trainer = new Trainer<float>(model, TextWindows.Random<float>(corpus, c.Sequences, c.Length), Training(c, corpus), rng);
         var firstNorm = model.Layers.OfType<Residual<float>>().First().Inner.OfType<Norm<float>>().FirstOrDefault();
-        double recent = 0, fluctuation = 0; int recentCount = 0, fluctuationCount = 0;
-        for (int step = 1; step <= c.Steps; step++)
-        {
-            for (int s = 0; s < c.Sequences; s++)
-                Window(corpus.Ids, rng.Next(split - c.Length - 1), c.Length, x.AsSpan(s * c.Length), y.AsSpan(s * c.Length));
-            var logits = model.Forward(x, rows, training: true);
-            var g = new float[logits.Length];
-            double loss = CrossEntropy.LossAndGradient<float>(logits, y, rows, corpus.Vocabulary, g);
-            if (step > c.Steps * 9 / 10) { recent += loss; recentCount++; }
-            if (arm == "BatchNorm" && step > c.Steps / 10) { fluctuation += BatchStatistics.MeanFluctuation(firstNorm!); fluctuationCount++; }
-            model.Backward(g);
-            opt.Step(model.Parameters);
-        }
+        var fluctuation = arm == "BatchNorm" ? BatchStatistics.MeanFluctuationAfter(trainer, firstNorm!, c.Steps / 10) : null;
+        double finalLoss = trainer.Run(meter);
         // Validation: consecutive windows of the held-out tenth, in eval mode.
-        double nats = 0; int counted = 0;
-        for (int v = 0; v < c.ValidationSequences; v += c.Sequences)
-        {
-            for (int s = 0; s < c.Sequences; s++)
-                Window(corpus.Ids, split + ((v + s) * c.Length) % (corpus.Ids.Length - split - c.Length - 1), c.Length, x.AsSpan(s * c.Length), y.AsSpan(s * c.Length));
-            var logits = model.Forward(x, rows, training: false);
-            nats += CrossEntropy.LossAndGradient<float>(logits, y, rows, corpus.Vocabulary, new float[logits.Length]) * rows;
-            counted += rows;
-        }
-        return new Result(arm, seed, recent / Math.Max(1, recentCount), nats / counted / Math.Log(2),
-            fluctuationCount > 0 ? fluctuation / fluctuationCount : double.NaN);
+        var validation = Evaluation.Run(model, TextWindows.Validation<float>(corpus, c.Sequences, c.Length, c.ValidationSequences), corpus.Vocabulary);
+        return new Result(arm, seed, finalLoss, validation.Loss / Math.Log(2), fluctuation?.Mean ?? double.NaN);
     }
 
-    // Inputs are the ids at start..start+length-1 (as numbers), targets the next characters.
-    private static void Window(byte[] ids, int start, int length, Span<float> x, Span<byte> y)
+    public static ResultTable Table(IEnumerable<Result> results)
     {
-        for (int t = 0; t < length; t++) { x[t] = ids[start + t]; y[t] = ids[start + t + 1]; }
+        var t = new ResultTable("arm", "seed", "final_train_loss", "validation_bits_per_char", "batch_mean_fluctuation");
+        foreach (var r in results) t.Add(r.Arm, r.Seed, r.FinalTrainLoss, r.ValidationBitsPerChar, r.BatchMeanFluctuation);
+        return t;
     }
 
-    public static string Csv(IEnumerable<Result> results)
-    {
-        static string F(double v) => double.IsNaN(v) ? "" : v.ToString("G6", CultureInfo.InvariantCulture);
-        var sb = new StringBuilder("arm,seed,final_train_loss,validation_bits_per_char,batch_mean_fluctuation\n");
-        foreach (var r in results) sb.AppendLine(string.Join(",", r.Arm, r.Seed, F(r.FinalTrainLoss), F(r.ValidationBitsPerChar), F(r.BatchMeanFluctuation)));
-        return sb.ToString();
-    }
+    public static string Csv(IEnumerable<Result> results) => Table(results).ToCsv();
 
     /// <summary>Mean validation bits per character over the runs that did not diverge (NaN), and how many did.</summary>
     public static (double Mean, int Diverged, int Runs) BitsPerChar(IEnumerable<Result> arm)

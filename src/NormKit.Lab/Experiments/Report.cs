@@ -3,6 +3,7 @@ using System.Net;
 using System.Text;
 using NormKit.Lab.Data;
 using NormKit.Lab.Demos;
+using NormKit.Lab.Training;
 
 namespace NormKit.Lab.Experiments;
 
@@ -35,14 +36,23 @@ public static class Report
         + Vision.Arms.Length * tour.Vision.Seeds + Language.Arms.Length * tour.Language.Seeds;
 
     /// <summary>Runs the quick or the full tour; <paramref name="progress"/> is called once per finished unit (see <see cref="Units(bool)"/>).</summary>
-    public static string Run(string outDir, string? data, bool full, Action<string> progress, string? text = null) =>
-        Run(outDir, data, Tour.For(full), progress, text);
+    public static string Run(string outDir, string? data, bool full, Action<string> progress, string? text = null, Action<string>? status = null) =>
+        Run(outDir, data, Tour.For(full), progress, text, status);
 
-    /// <summary>Runs <paramref name="tour"/>; <paramref name="progress"/> is called once per finished unit (see <see cref="Units(Tour)"/>).</summary>
-    public static string Run(string outDir, string? data, Tour tour, Action<string> progress, string? text = null)
+    /// <summary>Training steps of the whole tour, for progress.</summary>
+    public static long TotalSteps(Tour tour) =>
+        Saturation.TotalSteps(tour.Saturation) + BatchSize.TotalSteps(tour.BatchSize) + Vision.TotalSteps(tour.Vision) + Language.TotalSteps(tour.Language);
+
+    /// <summary>
+    /// Runs <paramref name="tour"/>; <paramref name="progress"/> is called once per finished unit (see
+    /// <see cref="Units(Tour)"/>), <paramref name="status"/> every few seconds with the training's
+    /// progress (steps of the whole tour, loss, examples/s, time left).
+    /// </summary>
+    public static string Run(string outDir, string? data, Tour tour, Action<string> progress, string? text = null, Action<string>? status = null)
     {
+        var meter = status is null ? null : new ProgressMeter(TotalSteps(tour), status);
         Directory.CreateDirectory(outDir);
-        var (train, test) = Saturation.Data(data);
+        var (train, test) = FashionMnist.TrainAndTest(data);
         var (sc, bc, vc, lc) = (tour.Saturation, tour.BatchSize, tour.Vision, tour.Language);
         var claims = new List<Claim>();
 
@@ -56,7 +66,7 @@ public static class Report
             $"64 x 784 batch: after BatchNorm the largest column mean is {bn.PerFeature.MaxAbsMean:E1} (rows: {bn.PerSample.MaxAbsMean:F2}); after LayerNorm the largest row mean is {ln.PerSample.MaxAbsMean:E1} (columns: {ln.PerFeature.MaxAbsMean:F2}).",
             "By definition (Ioffe & Szegedy 2015; Ba et al. 2016).", bHolds ? "holds" : "does not hold here"));
 
-        var sat = Saturation.Run(sc, train, test, run => progress($"saturation: {run}"));
+        var sat = Saturation.Run(sc, train, test, run => progress($"saturation: {run}"), meter);
         File.WriteAllText(Path.Combine(outDir, "saturation.csv"), Saturation.Csv(sat));
         SaturationPlots.Write(sat, outDir, "saturation");
         double Last(string init, string arm, Func<Saturation.Point, double> f) =>
@@ -74,7 +84,7 @@ public static class Report
             "Ioffe & Szegedy 2015, Fig. 1: with BN accuracy rises faster and higher and the sigmoid input percentiles stay stable.",
             lessSaturated && faster && higher ? "holds" : lessSaturated || faster ? "holds partly" : "does not hold here"));
 
-        var bs = BatchSize.Run(bc, train, test, run => progress($"batch size: {run}"));
+        var bs = BatchSize.Run(bc, train, test, run => progress($"batch size: {run}"), meter);
         File.WriteAllText(Path.Combine(outDir, "batch-size.csv"), BatchSize.Csv(bs));
         BatchSize.Plot(bs, outDir, "batch-size");
         int smallest = bc.BatchSizes.Min(), largest = bc.BatchSizes.Max();
@@ -87,7 +97,7 @@ public static class Report
             "Wu & He 2018: BN 23.6 -> 34.7% error from 32 to 2 images/GPU, GN ~24.1% throughout; Ba et al. 2016: LN robust at batch 4.",
             degrades && fineLarge ? "holds" : degrades ? "holds partly" : "does not hold here"));
 
-        var vis = Vision.Run(vc, train, test, run => progress($"vision: {run}"));
+        var vis = Vision.Run(vc, train, test, run => progress($"vision: {run}"), meter);
         File.WriteAllText(Path.Combine(outDir, "vision.csv"), Vision.Csv(vis));
         Vision.Plot(vis, outDir);
         var acc = vis.GroupBy(r => r.Arm).ToDictionary(g => g.Key, g => g.Average(r => r.TestAccuracy));
@@ -97,7 +107,7 @@ public static class Report
             "Wu & He 2018, Table 1 (ResNet-50, ImageNet): error BN 23.6, GN 24.1, LN 25.3, IN 28.4.",
             acc["BatchNorm"] > best + 0.01 ? "holds" : acc["BatchNorm"] > best - 0.01 ? "does not hold here (the arms are within 0.01)" : "does not hold here"));
         var corpus = TextData.Load(text);
-        var lang = Language.Run(lc, corpus, run => progress($"language: {run}"));
+        var lang = Language.Run(lc, corpus, run => progress($"language: {run}"), meter);
         File.WriteAllText(Path.Combine(outDir, "language.csv"), Language.Csv(lang));
         Language.Plot(lang, outDir);
         var bpc = lang.GroupBy(r => r.Arm).ToDictionary(g => g.Key, g => Language.BitsPerChar(g).Mean);

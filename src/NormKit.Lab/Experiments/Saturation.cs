@@ -1,6 +1,5 @@
-using System.Globalization;
-using System.Text;
 using NormKit.Lab.Data;
+using NormKit.Lab.Results;
 using NormKit.Lab.Training;
 using NormKit.Layers;
 
@@ -50,63 +49,59 @@ public static class Saturation
     private static Linear<float> NewLinear(int i, int o, string init, Rng rng) =>
         init == "Glorot" ? new Linear<float>(i, o, Init.Glorot, rng) : new Linear<float>(i, o, Init.SmallNormal, rng, std: 0.01);
 
+    /// <summary>What one run trains: the settings the trainer takes.</summary>
+    public static TrainSettings Training(Config c) => new(c.Steps, OptimizerSettings.Sgd(c.LearningRate, c.Momentum));
+
+    /// <summary>Training steps of a whole <see cref="Run"/>, for progress.</summary>
+    public static long TotalSteps(Config c) => (long)Inits.Length * Arms.Length * c.Seeds * c.Steps;
+
     /// <summary>Runs every arm and initialization for each seed; reports each finished run.</summary>
-    public static List<Point> Run(Config c, FashionMnist.Split train, FashionMnist.Split test, Action<string>? progress = null)
+    public static List<Point> Run(Config c, FashionMnist.Split train, FashionMnist.Split test, Action<string>? progress = null, ProgressMeter? meter = null)
     {
         var points = new List<Point>();
         foreach (string init in Inits)
             foreach (string arm in Arms)
                 for (int seed = 1; seed <= c.Seeds; seed++)
                 {
-                    points.AddRange(RunOne(arm, init, seed, c, train, test));
+                    points.AddRange(RunOne(arm, init, seed, c, train, test, meter));
                     progress?.Invoke($"{arm}, {init}, seed {seed}");
                 }
         return points;
     }
 
-    public static List<Point> RunOne(string arm, string init, int seed, Config c, FashionMnist.Split train, FashionMnist.Split test)
+    public static List<Point> RunOne(string arm, string init, int seed, Config c, FashionMnist.Split train, FashionMnist.Split test, ProgressMeter? meter = null)
     {
         var rng = new Rng(seed);
         var model = Model(arm, init, c, rng);
-        var opt = new Sgd<float>(c.LearningRate, c.Momentum);
+        var trainer = new Trainer<float>(model, Images.Random<float>(train, c.Batch), Training(c), rng);
         var linears = model.Layers.OfType<Linear<float>>().ToList();
+        var evaluation = Images.InOrder<float>(test, c.TestImages, 500);
         var points = new List<Point>();
-        int d = train.Features;
-        var x = new float[c.Batch * d];
-        var y = new byte[c.Batch];
         double lossSum = 0; int lossCount = 0;
-        for (int step = 1; step <= c.Steps; step++)
+        trainer.AfterBackward += s =>
         {
-            MiniBatch.Sample(train, rng, x, y);
-            lossSum += MiniBatch.ForwardBackward(model, x, y);
-            lossCount++;
-            if (step % c.EvalEvery == 0 || step == c.Steps)
-            {
-                double[] norms = linears.Select(l => Math.Sqrt(l.Weight.Grad.ToArray().Sum(v => (double)v * v))).ToArray();
-                var (acc, p15, p50, p85, sat, deriv) = Evaluate(model, test, c);
-                points.Add(new Point(arm, init, seed, step, lossSum / lossCount, acc, p15, p50, p85, sat, deriv, norms));
-                lossSum = 0; lossCount = 0;
-            }
-            opt.Step(model.Parameters);
-        }
+            lossSum += s.Loss; lossCount++;
+            if (s.Step % c.EvalEvery != 0 && s.Step != s.Steps) return;
+            double[] norms = linears.Select(l => Math.Sqrt(l.Weight.Grad.ToArray().Sum(v => (double)v * v))).ToArray();
+            var (acc, p15, p50, p85, sat, deriv) = Evaluate(model, evaluation);
+            points.Add(new Point(arm, init, seed, s.Step, lossSum / lossCount, acc, p15, p50, p85, sat, deriv, norms));
+            lossSum = 0; lossCount = 0;
+        };
+        trainer.Run(meter);
         return points;
     }
 
     // Test accuracy in eval mode, and the statistics of the last hidden layer's sigmoid inputs.
-    private static (double Acc, double P15, double P50, double P85, double Saturated, double Derivative) Evaluate(Sequential<float> model, FashionMnist.Split test, Config c)
+    private static (double Acc, double P15, double P50, double P85, double Saturated, double Derivative) Evaluate(Sequential<float> model, IEvaluationBatches<float> test)
     {
-        int n = Math.Min(c.TestImages, test.Count), d = test.Features, right = 0;
         var lastSigmoid = model.Layers.OfType<Activation<float>>().Last();
         var unit0 = new List<double>();
         long saturated = 0, total = 0;
         double derivative = 0;
-        for (int start = 0; start < n; start += 500)
+        var result = Evaluation.Run(model, test, 10, afterBatch: rows =>
         {
-            int m = Math.Min(500, n - start);
-            var logits = model.Forward(test.Pixels.AsSpan(start * d, m * d).ToArray(), m, training: false);
-            right += (int)Math.Round(CrossEntropy.Accuracy<float>(logits, test.Labels.AsSpan(start, m), m, 10) * m);
             var inputs = lastSigmoid.LastInput;
-            int h = inputs.Length / m;
+            int h = inputs.Length / rows;
             for (int i = 0; i < inputs.Length; i++)
             {
                 double v = inputs[i], s = 1 / (1 + Math.Exp(-v));
@@ -115,37 +110,21 @@ public static class Saturation
                 if (i % h == 0) unit0.Add(v);
             }
             total += inputs.Length;
-        }
+        });
         unit0.Sort();
         double P(double q) => unit0[(int)Math.Clamp(Math.Round(q * (unit0.Count - 1)), 0, unit0.Count - 1)];
-        return ((double)right / n, P(0.15), P(0.50), P(0.85), (double)saturated / total, derivative / total);
+        return (result.Accuracy, P(0.15), P(0.50), P(0.85), (double)saturated / total, derivative / total);
     }
 
-    public static string Csv(IEnumerable<Point> points)
+    public static ResultTable Table(IEnumerable<Point> points)
     {
-        var sb = new StringBuilder("arm,init,seed,step,train_loss,test_accuracy,p15,p50,p85,saturated_fraction,mean_sigmoid_derivative,grad_norms\n");
+        var t = new ResultTable("arm", "init", "seed", "step", "train_loss", "test_accuracy", "p15", "p50", "p85", "saturated_fraction", "mean_sigmoid_derivative", "grad_norms");
         foreach (var p in points)
-            sb.AppendLine(string.Join(",", p.Arm, $"\"{p.Init}\"", p.Seed, p.Step, F(p.TrainLoss), F(p.TestAccuracy), F(p.P15), F(p.P50), F(p.P85),
-                F(p.SaturatedFraction), F(p.MeanSigmoidDerivative), string.Join(";", p.GradNorms.Select(F))));
-        return sb.ToString();
+            t.Add(p.Arm, p.Init, p.Seed, p.Step, p.TrainLoss, p.TestAccuracy, p.P15, p.P50, p.P85, p.SaturatedFraction, p.MeanSigmoidDerivative, p.GradNorms);
+        return t;
     }
 
-    private static string F(double v) => v.ToString("G6", CultureInfo.InvariantCulture);
-
-    /// <summary>Training and test data: the full set when installed, else the shipped batch split 800/200.</summary>
-    public static (FashionMnist.Split Train, FashionMnist.Split Test) Data(string? folder)
-    {
-        string dir = FashionMnist.Locate(folder);
-        var test = FashionMnist.LoadTest(dir);
-        try { return (FashionMnist.LoadTrain(dir), test); }
-        catch (FileNotFoundException)
-        {
-            int d = test.Features, cut = test.Count * 4 / 5;
-            var train = test with { Count = cut, Pixels = test.Pixels[..(cut * d)], Labels = test.Labels[..cut], Source = test.Source + " (first 80% as training data)" };
-            var rest = test with { Count = test.Count - cut, Pixels = test.Pixels[(cut * d)..], Labels = test.Labels[cut..], Source = test.Source + " (last 20% as test data)" };
-            return (train, rest);
-        }
-    }
+    public static string Csv(IEnumerable<Point> points) => Table(points).ToCsv();
 }
 
 /// <summary>The saturation experiment's charts: accuracy, last-layer input percentiles and saturation against steps.</summary>

@@ -1,8 +1,7 @@
-using System.Globalization;
 using System.Numerics;
 using NormKit.Distributed;
-using System.Text;
 using NormKit.Lab.Data;
+using NormKit.Lab.Results;
 using NormKit.Lab.Training;
 using NormKit.Layers;
 
@@ -51,55 +50,43 @@ public static class Vision
         return new Sequential<T>(layers);
     }
 
-    public static List<Result> Run(Config c, FashionMnist.Split train, FashionMnist.Split test, Action<string>? progress = null)
+    /// <summary>What one run trains: the settings the trainer takes.</summary>
+    public static TrainSettings Training(Config c) => new(c.Steps, OptimizerSettings.AdamW(c.LearningRate));
+
+    /// <summary>Training steps of a whole <see cref="Run"/>, for progress.</summary>
+    public static long TotalSteps(Config c) => (long)Arms.Length * c.Seeds * c.Steps;
+
+    public static List<Result> Run(Config c, FashionMnist.Split train, FashionMnist.Split test, Action<string>? progress = null, ProgressMeter? meter = null)
     {
         var results = new List<Result>();
         foreach (string arm in Arms)
             for (int seed = 1; seed <= c.Seeds; seed++)
             {
-                results.Add(RunOne(arm, seed, c, train, test));
+                results.Add(RunOne(arm, seed, c, train, test, meter));
                 progress?.Invoke($"{arm}, seed {seed}");
             }
         return results;
     }
 
-    public static Result RunOne(string arm, int seed, Config c, FashionMnist.Split train, FashionMnist.Split test)
+    public static Result RunOne(string arm, int seed, Config c, FashionMnist.Split train, FashionMnist.Split test, ProgressMeter? meter = null)
     {
         var rng = new Rng(seed);
         var model = Model<float>(arm, rng);
-        var opt = new AdamW<float>(c.LearningRate, weightDecay: 0);
-        int d = train.Features;
-        var x = new float[c.Batch * d];
-        var y = new byte[c.Batch];
-        var firstNorm = model.Layers.OfType<Norm<float>>().FirstOrDefault();
-        double recent = 0, fluctuation = 0; int recentCount = 0, fluctuationCount = 0;
-        for (int step = 1; step <= c.Steps; step++)
-        {
-            MiniBatch.Sample(train, rng, x, y);
-            double loss = MiniBatch.ForwardBackward(model, x, y);
-            if (step > c.Steps * 9 / 10) { recent += loss; recentCount++; }
-            if (arm == "BatchNorm" && step > c.Steps / 10) { fluctuation += BatchStatistics.MeanFluctuation(firstNorm!); fluctuationCount++; }
-            opt.Step(model.Parameters);
-        }
-        int n = Math.Min(c.TestImages, test.Count), chunk = Math.Min(250, n);
-        double right = 0;
-        for (int start = 0; start + chunk <= n; start += chunk)
-        {
-            var logits = model.Forward(test.Pixels.AsSpan(start * d, chunk * d).ToArray(), chunk, training: false);
-            right += CrossEntropy.Accuracy<float>(logits, test.Labels.AsSpan(start, chunk), chunk, 10) * chunk;
-        }
-        return new Result(arm, seed, recent / Math.Max(1, recentCount), right / (n / chunk * chunk),
-            fluctuationCount > 0 ? fluctuation / fluctuationCount : double.NaN);
+        var trainer = new Trainer<float>(model, Images.Random<float>(train, c.Batch), Training(c), rng);
+        var fluctuation = arm == "BatchNorm" ? BatchStatistics.MeanFluctuationAfter(trainer, model.Layers.OfType<Norm<float>>().First(), c.Steps / 10) : null;
+        double finalLoss = trainer.Run(meter);
+        var accuracy = Evaluation.Run(model, Images.InOrder<float>(test, c.TestImages, 250), 10).Accuracy;
+        return new Result(arm, seed, finalLoss, accuracy, fluctuation?.Mean ?? double.NaN);
     }
 
-    public static string Csv(IEnumerable<Result> results)
+    public static ResultTable Table(IEnumerable<Result> results)
     {
-        static string F(double v) => double.IsNaN(v) ? "" : v.ToString("G6", CultureInfo.InvariantCulture);
-        var sb = new StringBuilder("arm,seed,final_train_loss,test_accuracy,batch_mean_fluctuation\n");
-        foreach (var r in results)
-            sb.AppendLine(string.Join(",", r.Arm, r.Seed, F(r.FinalTrainLoss), F(r.TestAccuracy), F(r.BatchMeanFluctuation)));
-        return sb.ToString();
+        var t = new ResultTable("arm", "seed", "final_train_loss", "test_accuracy", "batch_mean_fluctuation");
+        foreach (var r in results) t.Add(r.Arm, r.Seed, r.FinalTrainLoss, r.TestAccuracy, r.BatchMeanFluctuation);
+        return t;
     }
+
+    public static string Csv(IEnumerable<Result> results) => Table(results).ToCsv();
 
     /// <summary>Test accuracy per arm (mean +- sd over seeds) as a bar chart.</summary>
     public static string Plot(IReadOnlyList<Result> results, string dir)

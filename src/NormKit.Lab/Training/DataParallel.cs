@@ -7,8 +7,9 @@ namespace NormKit.Lab.Training;
 /// Data-parallel training over a group of ranks (threads or MPI processes): every rank draws the
 /// same global batch and keeps its contiguous shard; SyncBatchNorm layers share the whole batch's
 /// statistics; after backward the parameter gradients are summed over the ranks in rank order, so
-/// every rank holds the same bits and takes the same optimizer step. The loss gradient of each shard
-/// is scaled by shard / batch, so the sum is the gradient of the whole batch's mean loss.
+/// every rank holds the same bits and takes the same optimizer step (<see cref="Trainer{T}"/> runs
+/// the steps and scales each shard's loss gradient by shard / batch, so the sum is the gradient of
+/// the whole batch's mean loss).
 /// </summary>
 public sealed class DataParallel<T>(IAllGather? group) where T : unmanaged, IFloatingPointIeee754<T>
 {
@@ -24,19 +25,6 @@ public sealed class DataParallel<T>(IAllGather? group) where T : unmanaged, IFlo
             throw new ArgumentOutOfRangeException(nameof(batch), batch, $"batch must be at least the number of ranks ({WorldSize}) so that every rank has a sample.");
         int k = WorldSize, r = Rank, each = batch / k, extra = batch % k;
         return (r * each + Math.Min(r, extra), each + (r < extra ? 1 : 0));
-    }
-
-    /// <summary>Forward in training mode on this rank's shard, cross-entropy, backward; returns the whole batch's mean loss.</summary>
-    public double ForwardBackward(Sequential<T> model, T[] shardX, ReadOnlySpan<byte> shardY, int batch, int classes)
-    {
-        int n = shardY.Length;
-        var logits = model.Forward(shardX, n, training: true);
-        var g = new T[logits.Length];
-        double loss = CrossEntropy.LossAndGradient<T>(logits, shardY, n, classes, g);
-        T scale = T.CreateTruncating((double)n / batch);
-        for (int i = 0; i < g.Length; i++) g[i] *= scale;
-        model.Backward(g);
-        return Sum(loss * n / batch);
     }
 
     /// <summary>Sums every parameter gradient over the ranks (one all-gather for all of them).</summary>

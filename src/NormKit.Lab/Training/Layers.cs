@@ -1,6 +1,7 @@
 using System.Numerics;
 using System.Numerics.Tensors;
 using System.Runtime.InteropServices;
+using NormKit.Lab.Engine;
 using NormKit.Layers;
 
 namespace NormKit.Lab.Training;
@@ -35,6 +36,17 @@ public interface ILayer<T> where T : unmanaged, IFloatingPointIeee754<T>
     IEnumerable<Param<T>> Parameters { get; }
 }
 
+/// <summary>
+/// The arrays a layer returns and keeps: reused from call to call and reallocated only when the
+/// size changes (a new batch size), so a training step in steady state allocates nothing. A
+/// caller uses a layer's result before calling that layer again.
+/// </summary>
+public static class Buffer
+{
+    /// <summary><paramref name="array"/> if it has <paramref name="length"/> elements, else a new array stored there.</summary>
+    public static T[] Sized<T>(ref T[] array, int length) => array.Length == length ? array : array = new T[length];
+}
+
 /// <summary>Weight initializations.</summary>
 public enum Init { Glorot, Kaiming, SmallNormal }
 
@@ -51,14 +63,14 @@ public sealed class Rng(int seed)
     }
 }
 
-/// <summary>y = x W^T + b with W of shape [out, in].</summary>
+/// <summary>y = x W^T + b with W of shape [out, in]; the products run on <see cref="Gemm"/>.</summary>
 public sealed class Linear<T> : ILayer<T> where T : unmanaged, IFloatingPointIeee754<T>
 {
     public Param<T> Weight { get; }
     public Param<T> Bias { get; }
     public int In { get; }
     public int Out { get; }
-    private T[] _x = [];
+    private T[] _x = [], _y = [], _dx = [];
     private int _batch;
 
     /// <param name="init">Glorot: U(+-sqrt(6 / (in + out))); Kaiming: N(0, 2 / in); SmallNormal: N(0, std^2).</param>
@@ -83,35 +95,24 @@ public sealed class Linear<T> : ILayer<T> where T : unmanaged, IFloatingPointIee
     public T[] Forward(T[] x, int batch, bool training)
     {
         _x = x; _batch = batch;
-        var y = new T[batch * Out];
-        Span<T> w = Weight.Value, b = Bias.Value;
+        var y = Buffer.Sized(ref _y, batch * Out);
+        Gemm.Multiply<T>(false, true, batch, Out, In, x, In, Weight.Value, In, y, Out, accumulate: false);
+        ReadOnlySpan<T> b = Bias.Value;
         for (int n = 0; n < batch; n++)
         {
-            var xr = x.AsSpan(n * In, In);
-            for (int o = 0; o < Out; o++)
-                y[n * Out + o] = TensorPrimitives.Dot<T>(xr, w.Slice(o * In, In)) + b[o];
+            var row = y.AsSpan(n * Out, Out);
+            TensorPrimitives.Add(row, b, row);
         }
         return y;
     }
 
     public T[] Backward(T[] dy)
     {
-        var dx = new T[_batch * In];
-        Span<T> w = Weight.Value, gWeight = Weight.Grad, gBias = Bias.Grad;
-        for (int n = 0; n < _batch; n++)
-        {
-            var dxr = dx.AsSpan(n * In, In);
-            var xr = _x.AsSpan(n * In, In);
-            for (int o = 0; o < Out; o++)
-            {
-                T g = dy[n * Out + o];
-                if (g == T.Zero) continue;
-                TensorPrimitives.MultiplyAdd(w.Slice(o * In, In), g, dxr, dxr);
-                var gw = gWeight.Slice(o * In, In);
-                TensorPrimitives.MultiplyAdd(xr, g, gw, gw);
-                gBias[o] += g;
-            }
-        }
+        var dx = Buffer.Sized(ref _dx, _batch * In);
+        Gemm.Multiply<T>(false, false, _batch, In, Out, dy, Out, Weight.Value, In, dx, In, accumulate: false);
+        Gemm.Multiply<T>(true, false, Out, In, _batch, dy, Out, _x, In, Weight.Grad, In, accumulate: true);
+        Span<T> gBias = Bias.Grad;
+        for (int n = 0; n < _batch; n++) TensorPrimitives.Add(gBias, dy.AsSpan(n * Out, Out), gBias);
         return dx;
     }
 }
@@ -121,7 +122,7 @@ public sealed class Activation<T>(Activation<T>.Kind kind) : ILayer<T> where T :
 {
     public enum Kind { Sigmoid, ReLU, Tanh, GELU }
     public Kind Function { get; } = kind;
-    private T[] _x = [], _y = [];
+    private T[] _x = [], _y = [], _dx = [];
 
     /// <summary>The last forward's input (the pre-activations), for saturation statistics.</summary>
     public ReadOnlySpan<T> LastInput => _x;
@@ -131,7 +132,7 @@ public sealed class Activation<T>(Activation<T>.Kind kind) : ILayer<T> where T :
     public T[] Forward(T[] x, int batch, bool training)
     {
         _x = x;
-        _y = new T[x.Length];
+        Buffer.Sized(ref _y, x.Length);
         switch (Function)
         {
             case Kind.Sigmoid: TensorPrimitives.Sigmoid<T>(x, _y); break;
@@ -146,7 +147,7 @@ public sealed class Activation<T>(Activation<T>.Kind kind) : ILayer<T> where T :
 
     public T[] Backward(T[] dy)
     {
-        var dx = new T[dy.Length];
+        var dx = Buffer.Sized(ref _dx, dy.Length);
         for (int i = 0; i < dy.Length; i++)
         {
             T y = _y[i], x = _x[i];
@@ -180,7 +181,7 @@ public sealed class Norm<T> : ILayer<T> where T : unmanaged, IFloatingPointIeee7
 {
     public NormLayer<T> Layer { get; }
     private readonly int[] _shape;   // [batch, *sampleShape]; the batch is filled in per call
-    private T[] _x = [];
+    private T[] _x = [], _y = [], _dx = [];
 
     public Norm(NormLayer<T> layer, params int[] sampleShape) { Layer = layer; _shape = [0, .. sampleShape]; }
 
@@ -198,14 +199,14 @@ public sealed class Norm<T> : ILayer<T> where T : unmanaged, IFloatingPointIeee7
     {
         Layer.Train(training);
         _x = x; _shape[0] = batch;
-        var y = new T[x.Length];
+        var y = Buffer.Sized(ref _y, x.Length);
         Layer.Forward(x, _shape, y);
         return y;
     }
 
     public T[] Backward(T[] dy)
     {
-        var dx = new T[dy.Length];
+        var dx = Buffer.Sized(ref _dx, dy.Length);
         Layer.Backward(dy, _x, _shape, dx);
         return dx;
     }

@@ -10,6 +10,7 @@ public sealed class Embedding<T> : ILayer<T> where T : unmanaged, IFloatingPoint
     public Param<T> Positions { get; }
     private readonly int _dim, _length;
     private int[] _ids = [];
+    private T[] _y = [], _dx = [];
 
     public Embedding(int vocabulary, int dim, int length, Rng rng)
     {
@@ -22,8 +23,9 @@ public sealed class Embedding<T> : ILayer<T> where T : unmanaged, IFloatingPoint
 
     public T[] Forward(T[] x, int batch, bool training)
     {
-        _ids = x.Select(v => int.CreateTruncating(v)).ToArray();
-        var y = new T[x.Length * _dim];
+        Buffer.Sized(ref _ids, x.Length);
+        for (int i = 0; i < x.Length; i++) _ids[i] = int.CreateTruncating(x[i]);
+        var y = Buffer.Sized(ref _y, x.Length * _dim);
         Span<T> tok = Tokens.Value, pos = Positions.Value;
         for (int r = 0; r < _ids.Length; r++)
             TensorPrimitives.Add(tok.Slice(_ids[r] * _dim, _dim), pos.Slice(r % _length * _dim, _dim), y.AsSpan(r * _dim, _dim));
@@ -39,7 +41,7 @@ public sealed class Embedding<T> : ILayer<T> where T : unmanaged, IFloatingPoint
             var a = gt.Slice(_ids[r] * _dim, _dim); TensorPrimitives.Add(a, d, a);
             var b = gp.Slice(r % _length * _dim, _dim); TensorPrimitives.Add(b, d, b);
         }
-        return new T[_ids.Length];   // token ids take no gradient
+        return Buffer.Sized(ref _dx, _ids.Length);   // token ids take no gradient: zeros
     }
 }
 
@@ -47,21 +49,23 @@ public sealed class Embedding<T> : ILayer<T> where T : unmanaged, IFloatingPoint
 public sealed class Residual<T>(params ILayer<T>[] inner) : ILayer<T> where T : unmanaged, IFloatingPointIeee754<T>
 {
     private readonly Sequential<T> _inner = new(inner);
+    private T[] _y = [], _dx = [];
     public IReadOnlyList<ILayer<T>> Inner => _inner.Layers;
     public IEnumerable<Param<T>> Parameters => _inner.Parameters;
 
     public T[] Forward(T[] x, int batch, bool training)
     {
-        var y = _inner.Forward(x, batch, training);
-        TensorPrimitives.Add<T>(y, x, y);
+        var y = Buffer.Sized(ref _y, x.Length);
+        TensorPrimitives.Add<T>(_inner.Forward(x, batch, training), x, y);
         return y;
     }
 
     public T[] Backward(T[] dy)
     {
-        var dx = dy;
-        for (int i = _inner.Layers.Count - 1; i >= 0; i--) dx = _inner.Layers[i].Backward(dx);
-        TensorPrimitives.Add<T>(dx, dy, dx);
+        var d = dy;
+        for (int i = _inner.Layers.Count - 1; i >= 0; i--) d = _inner.Layers[i].Backward(d);
+        var dx = Buffer.Sized(ref _dx, dy.Length);
+        TensorPrimitives.Add<T>(d, dy, dx);
         return dx;
     }
 }
@@ -75,7 +79,7 @@ public sealed class CausalSelfAttention<T> : ILayer<T> where T : unmanaged, IFlo
 {
     private readonly Linear<T> _q, _k, _v, _o;
     private readonly int _dim, _heads, _length, _dh;
-    private T[] _Q = [], _K = [], _V = [], _P = [];
+    private T[] _Q = [], _K = [], _V = [], _P = [], _O = [], _dQ = [], _dK = [], _dV = [], _dP = [];
     private int _batch;
 
     public CausalSelfAttention(int dim, int heads, int length, Rng rng)
@@ -92,8 +96,9 @@ public sealed class CausalSelfAttention<T> : ILayer<T> where T : unmanaged, IFlo
         int sequences = batch / _length;
         _batch = batch;
         _Q = _q.Forward(x, batch, training); _K = _k.Forward(x, batch, training); _V = _v.Forward(x, batch, training);
-        _P = new T[sequences * _heads * _length * _length];
-        var o = new T[batch * _dim];
+        Buffer.Sized(ref _P, sequences * _heads * _length * _length);
+        var o = Buffer.Sized(ref _O, batch * _dim);
+        Array.Clear(o);
         T scale = T.One / T.Sqrt(T.CreateTruncating(_dh));
         for (int s = 0; s < sequences; s++)
             for (int h = 0; h < _heads; h++)
@@ -112,8 +117,9 @@ public sealed class CausalSelfAttention<T> : ILayer<T> where T : unmanaged, IFlo
     public T[] Backward(T[] dy)
     {
         var dO = _o.Backward(dy);
-        var dQ = new T[_Q.Length]; var dK = new T[_K.Length]; var dV = new T[_V.Length];
-        var dP = new T[_length];
+        var dQ = Buffer.Sized(ref _dQ, _Q.Length); var dK = Buffer.Sized(ref _dK, _K.Length); var dV = Buffer.Sized(ref _dV, _V.Length);
+        var dP = Buffer.Sized(ref _dP, _length);
+        Array.Clear(dQ); Array.Clear(dK); Array.Clear(dV);
         T scale = T.One / T.Sqrt(T.CreateTruncating(_dh));
         int sequences = _batch / _length;
         for (int s = 0; s < sequences; s++)

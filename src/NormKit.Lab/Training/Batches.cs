@@ -1,0 +1,147 @@
+using System.Numerics;
+using NormKit.Lab.Data;
+
+namespace NormKit.Lab.Training;
+
+/// <summary>
+/// Where a run's examples come from. A batch is <see cref="Rows"/> labels (the rows of the
+/// model's output: one per image, one per token of text) and <see cref="Inputs"/> input numbers.
+/// </summary>
+public interface IBatches<T> where T : unmanaged
+{
+    /// <summary>Labels (output rows) per batch.</summary>
+    int Rows { get; }
+    /// <summary>Input numbers per batch.</summary>
+    int Inputs { get; }
+    /// <summary>Examples (images, sequences) per batch, for throughput.</summary>
+    int Examples { get; }
+}
+
+/// <summary>Training batches drawn at random.</summary>
+public interface ITrainingBatches<T> : IBatches<T> where T : unmanaged
+{
+    /// <summary>Draws the next batch with <paramref name="rng"/> into x and y.</summary>
+    void Next(Rng rng, Span<T> x, Span<byte> y);
+}
+
+/// <summary>A fixed evaluation set, in batches of the same size.</summary>
+public interface IEvaluationBatches<T> : IBatches<T> where T : unmanaged
+{
+    int Count { get; }
+    /// <summary>Writes batch <paramref name="index"/> (0..Count-1) into x and y.</summary>
+    void Get(int index, Span<T> x, Span<byte> y);
+}
+
+/// <summary>Images and labels of a Fashion-MNIST split.</summary>
+public static class Images
+{
+    /// <summary>Batches of <paramref name="batch"/> images drawn uniformly with replacement.</summary>
+    public static ITrainingBatches<T> Random<T>(FashionMnist.Split split, int batch) where T : unmanaged, IFloatingPointIeee754<T> =>
+        new RandomImages<T>(split, batch);
+
+    /// <summary>
+    /// The first <paramref name="images"/> images (at most the split's) in order, in batches of
+    /// <paramref name="batch"/>; a last partial batch is left out, so every batch has the same size.
+    /// </summary>
+    public static IEvaluationBatches<T> InOrder<T>(FashionMnist.Split split, int images, int batch) where T : unmanaged, IFloatingPointIeee754<T>
+    {
+        int available = Math.Min(images, split.Count);
+        batch = Math.Min(batch, available);
+        return new OrderedImages<T>(split, batch, available / batch);
+    }
+
+    private static void Copy<T>(FashionMnist.Split split, int image, Span<T> x) where T : unmanaged, IFloatingPointIeee754<T>
+    {
+        var pixels = split.Pixels.AsSpan(image * split.Features, split.Features);
+        if (typeof(T) == typeof(float)) pixels.CopyTo(System.Runtime.InteropServices.MemoryMarshal.Cast<T, float>(x));
+        else for (int i = 0; i < pixels.Length; i++) x[i] = T.CreateTruncating(pixels[i]);
+    }
+
+    private sealed class RandomImages<T>(FashionMnist.Split split, int batch) : ITrainingBatches<T> where T : unmanaged, IFloatingPointIeee754<T>
+    {
+        public int Rows => batch;
+        public int Examples => batch;
+        public int Inputs => batch * split.Features;
+
+        public void Next(Rng rng, Span<T> x, Span<byte> y)
+        {
+            int d = split.Features;
+            for (int b = 0; b < batch; b++)
+            {
+                int k = rng.Next(split.Count);
+                Copy(split, k, x.Slice(b * d, d));
+                y[b] = split.Labels[k];
+            }
+        }
+    }
+
+    private sealed class OrderedImages<T>(FashionMnist.Split split, int batch, int count) : IEvaluationBatches<T> where T : unmanaged, IFloatingPointIeee754<T>
+    {
+        public int Rows => batch;
+        public int Examples => batch;
+        public int Inputs => batch * split.Features;
+        public int Count => count;
+
+        public void Get(int index, Span<T> x, Span<byte> y)
+        {
+            int d = split.Features;
+            for (int b = 0; b < batch; b++)
+            {
+                Copy(split, index * batch + b, x.Slice(b * d, d));
+                y[b] = split.Labels[index * batch + b];
+            }
+        }
+    }
+}
+
+/// <summary>
+/// Windows of a character corpus: the inputs are the ids at start..start+length-1 (as numbers),
+/// the labels the characters that follow each. The first 90% of the text trains, the rest validates.
+/// </summary>
+public static class TextWindows
+{
+    /// <summary>The end of the training part of <paramref name="corpus"/>.</summary>
+    public static int TrainingEnd(TextCorpus corpus) => corpus.Ids.Length * 9 / 10;
+
+    /// <summary>Batches of <paramref name="sequences"/> windows starting at random in the training part.</summary>
+    public static ITrainingBatches<T> Random<T>(TextCorpus corpus, int sequences, int length) where T : unmanaged, IFloatingPointIeee754<T> =>
+        new RandomWindows<T>(corpus, sequences, length);
+
+    /// <summary><paramref name="windows"/> consecutive windows of the held-out part, in batches of <paramref name="sequences"/>.</summary>
+    public static IEvaluationBatches<T> Validation<T>(TextCorpus corpus, int sequences, int length, int windows) where T : unmanaged, IFloatingPointIeee754<T> =>
+        new ValidationWindows<T>(corpus, sequences, length, (windows + sequences - 1) / sequences);
+
+    private static void Window<T>(byte[] ids, int start, int length, Span<T> x, Span<byte> y) where T : unmanaged, IFloatingPointIeee754<T>
+    {
+        for (int t = 0; t < length; t++) { x[t] = T.CreateTruncating(ids[start + t]); y[t] = ids[start + t + 1]; }
+    }
+
+    private sealed class RandomWindows<T>(TextCorpus corpus, int sequences, int length) : ITrainingBatches<T> where T : unmanaged, IFloatingPointIeee754<T>
+    {
+        public int Rows => sequences * length;
+        public int Inputs => sequences * length;
+        public int Examples => sequences;
+
+        public void Next(Rng rng, Span<T> x, Span<byte> y)
+        {
+            int end = TrainingEnd(corpus);
+            for (int s = 0; s < sequences; s++)
+                Window(corpus.Ids, rng.Next(end - length - 1), length, x.Slice(s * length, length), y.Slice(s * length, length));
+        }
+    }
+
+    private sealed class ValidationWindows<T>(TextCorpus corpus, int sequences, int length, int count) : IEvaluationBatches<T> where T : unmanaged, IFloatingPointIeee754<T>
+    {
+        public int Rows => sequences * length;
+        public int Inputs => sequences * length;
+        public int Examples => sequences;
+        public int Count => count;
+
+        public void Get(int index, Span<T> x, Span<byte> y)
+        {
+            int split = TrainingEnd(corpus), span = corpus.Ids.Length - split - length - 1;
+            for (int s = 0; s < sequences; s++)
+                Window(corpus.Ids, split + ((index * sequences + s) * length) % span, length, x.Slice(s * length, length), y.Slice(s * length, length));
+        }
+    }
+}
