@@ -210,8 +210,9 @@ internal readonly struct ConvGeometry
                         }
                         else
                         {
-                            new Span<T>(colRow, c0).Clear();
-                            new Span<T>(colRow + c1, OutWidth - c1).Clear();
+                            // The padding edges are a few elements: a loop beats Span.Clear's call.
+                            for (int c = 0; c < c0; c++) colRow[c] = T.Zero;
+                            for (int c = c1; c < OutWidth; c++) colRow[c] = T.Zero;
                             if (Stride == 1) new ReadOnlySpan<T>(imageRow + c0, c1 - c0).CopyTo(new Span<T>(colRow + c0, c1 - c0));
                             else for (int c = c0; c < c1; c++) colRow[c] = imageRow[c * Stride];
                         }
