@@ -181,7 +181,7 @@ public static class ResidualCnn
         layers.AddRange(blocks);
         var classifier = new Linear<T>(channels, c.Classes, Init.Glorot, rng);
         layers.AddRange([new GlobalAvgPool<T>(channels, h, w), classifier]);
-        if (stemNorm is null)
+        if (arm == "none")
         {
             T branchScale = T.CreateTruncating(Math.Pow(blocks.Count, -1.0 / (2 * BranchDepth - 2)));
             foreach (var block in blocks)
