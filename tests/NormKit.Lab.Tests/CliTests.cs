@@ -39,7 +39,7 @@ public class CliTests
         var root = Cli.Cli.Build();
         Assert.Equal("normkit", root.Name);
         Assert.Equal(["demo", "report", "lab"], root.Subcommands.Select(c => c.Name));
-        Assert.Equal(["saturation", "batch-size", "figure", "language", "vision", "data-parallel"],
+        Assert.Equal(["saturation", "batch-size", "figure", "language", "vision", "resnet", "data-parallel"],
             root.Subcommands.Single(c => c.Name == "lab").Subcommands.Select(c => c.Name));
     }
 
@@ -55,6 +55,8 @@ public class CliTests
     [InlineData("demo --batch 0", "normkit demo --help")]
     [InlineData("lab data-parallel --steps 0", "normkit lab data-parallel --help")]
     [InlineData("lab saturation --quick --deep", "normkit lab saturation --help")]
+    [InlineData("lab resnet --arm BatchNorm2d", "normkit lab resnet --help")]
+    [InlineData("lab resnet --epochs 0", "normkit lab resnet --help")]
     public void Bad_usage_gives_one_error_line_a_help_hint_and_exit_code_2(string args, string help)
     {
         var r = Run(args.Split(' ', StringSplitOptions.RemoveEmptyEntries));
@@ -76,7 +78,7 @@ public class CliTests
     public void A_group_run_alone_lists_its_commands()
     {
         Assert.Equal("normkit: missing command: demo, report or lab.", Run().ErrorLines[0]);
-        Assert.Equal("normkit: missing command after 'lab': saturation, batch-size, figure, language, vision or data-parallel.", Run("lab").ErrorLines[0]);
+        Assert.Equal("normkit: missing command after 'lab': saturation, batch-size, figure, language, vision, resnet or data-parallel.", Run("lab").ErrorLines[0]);
     }
 
     [Theory]
@@ -99,6 +101,8 @@ public class CliTests
     [InlineData("lab data-parallel --steps 0", "--steps must be an integer >= 1, but was '0'.")]
     [InlineData("lab data-parallel --steps -3", "--steps must be an integer >= 1, but was '-3'.")]
     [InlineData("lab data-parallel --batch 1", "--batch must be an integer >= 2, but was '1'.")]
+    [InlineData("lab resnet --seeds 0", "--seeds must be an integer >= 1, but was '0'.")]
+    [InlineData("lab resnet --arm none --arm BatchNorm2d", "--arm must be one of none, BatchNorm, GroupNorm, LayerNorm, InstanceNorm, but was 'BatchNorm2d'.")]
     public void Integer_options_name_the_option_the_range_and_the_value(string args, string message)
     {
         var r = Run(args.Split(' '));
@@ -126,6 +130,7 @@ public class CliTests
     [InlineData("lab figure", "second")]
     [InlineData("lab language", "minute")]
     [InlineData("lab vision", "minute")]
+    [InlineData("lab resnet", "minute")]
     [InlineData("lab data-parallel", "second")]
     public void Each_command_says_how_long_it_runs(string path, string unit)
     {

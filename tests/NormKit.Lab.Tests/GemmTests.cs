@@ -11,6 +11,7 @@ namespace NormKit.Lab.Tests;
 /// leading dimensions wider than the matrices, bitwise identity across thread counts, no
 /// allocation in steady state, and argument checks that leave C untouched.
 /// </summary>
+[Collection("Lab threading")]   // sets the global thread count
 public class GemmTests
 {
     /// <summary>

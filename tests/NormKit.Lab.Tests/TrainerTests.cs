@@ -7,6 +7,7 @@ using NormKit.Layers;
 namespace NormKit.Lab.Tests;
 
 /// <summary>The one trainer: schedules, weight decay, callbacks, buffers kept across steps.</summary>
+[Collection("Lab threading")]   // sets the global thread count
 public class TrainerTests
 {
     [Fact]
@@ -103,6 +104,34 @@ public class TrainerTests
             }
             finally { NormKitThreading.MaxDegreeOfParallelism = previous; }
         }
+    }
+
+    [Fact]
+    public void Shuffled_batches_show_every_image_once_per_epoch_in_a_new_order()
+    {
+        var (_, test) = FashionMnist.TrainAndTest(FashionMnist.SampleFolder);
+        var split = Images.First(test, 40);
+        var batches = Images.Shuffled<float>(split, 8);
+        var rng = new Rng(7);
+        var x = new float[8 * 784];
+        var y = new byte[8];
+        List<int> Epoch()
+        {
+            var seen = new List<int>();
+            for (int b = 0; b < 5; b++)
+            {
+                batches.Next(rng, x, y);
+                for (int i = 0; i < 8; i++)   // which image: find its pixels in the split
+                    seen.Add(Enumerable.Range(0, 40).Single(k => split.Pixels.AsSpan(k * 784, 784).SequenceEqual(x.AsSpan(i * 784, 784)) && split.Labels[k] == y[i]));
+            }
+            return seen;
+        }
+        var first = Epoch();
+        var second = Epoch();
+        Assert.Equal(Enumerable.Range(0, 40), first.Order());
+        Assert.Equal(Enumerable.Range(0, 40), second.Order());
+        Assert.NotEqual(first, second);
+        Assert.Throws<ArgumentOutOfRangeException>("count", () => Images.First(test, 201));
     }
 
     [Fact]

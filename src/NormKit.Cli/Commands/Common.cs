@@ -69,7 +69,6 @@ internal static class Common
             $"missing command{(r.CommandResult.Parent is null ? "" : $" after '{group.Name}'")}: " +
             $"{string.Join(", ", group.Subcommands.SkipLast(1).Select(c => c.Name))} or {group.Subcommands[^1].Name}."));
 
-    /// <summary>A table with these columns, numbers right-aligned (a column whose header starts with '<' is left-aligned).</summary>
     /// <summary>Writes an experiment's CSV into <paramref name="dir"/> (created if needed), ends the progress lines and returns the file's path.</summary>
     public static string WriteCsv(string dir, string fileName, string csv)
     {
@@ -80,6 +79,7 @@ internal static class Common
         return path;
     }
 
+    /// <summary>A table with these columns, numbers right-aligned (a column whose header starts with '<' is left-aligned).</summary>
     public static Table Table(params string[] columns)
     {
         var table = new Table().Border(TableBorder.Rounded);

@@ -40,6 +40,22 @@ public static class Images
         new RandomImages<T>(split, batch);
 
     /// <summary>
+    /// Batches of <paramref name="batch"/> images walking through shuffled epochs: every image once
+    /// per epoch, a new order (Fisher-Yates with the run's random numbers) each time; a batch that
+    /// crosses the end of an epoch continues into the next.
+    /// </summary>
+    public static ITrainingBatches<T> Shuffled<T>(FashionMnist.Split split, int batch) where T : unmanaged, IFloatingPointIeee754<T> =>
+        new ShuffledImages<T>(split, batch);
+
+    /// <summary>The first <paramref name="count"/> images of <paramref name="split"/>.</summary>
+    public static FashionMnist.Split First(FashionMnist.Split split, int count)
+    {
+        if (count < 1 || count > split.Count)
+            throw new ArgumentOutOfRangeException(nameof(count), count, $"count must be in 1..{split.Count} (the split's images) but was {count}.");
+        return split with { Count = count, Pixels = split.Pixels[..(count * split.Features)], Labels = split.Labels[..count], Source = $"{split.Source} (first {count} images)" };
+    }
+
+    /// <summary>
     /// The first <paramref name="images"/> images (at most the split's) in order, in batches of
     /// <paramref name="batch"/>; a last partial batch is left out, so every batch has the same size.
     /// </summary>
@@ -69,6 +85,32 @@ public static class Images
             for (int b = 0; b < batch; b++)
             {
                 int k = rng.Next(split.Count);
+                Copy(split, k, x.Slice(b * d, d));
+                y[b] = split.Labels[k];
+            }
+        }
+    }
+
+    private sealed class ShuffledImages<T>(FashionMnist.Split split, int batch) : ITrainingBatches<T> where T : unmanaged, IFloatingPointIeee754<T>
+    {
+        private readonly int[] _order = Enumerable.Range(0, split.Count).ToArray();
+        private int _next = split.Count;   // the first draw shuffles
+
+        public int Rows => batch;
+        public int Examples => batch;
+        public int Inputs => batch * split.Features;
+
+        public void Next(Rng rng, Span<T> x, Span<byte> y)
+        {
+            int d = split.Features;
+            for (int b = 0; b < batch; b++)
+            {
+                if (_next == _order.Length)
+                {
+                    for (int i = _order.Length - 1; i > 0; i--) { int j = rng.Next(i + 1); (_order[i], _order[j]) = (_order[j], _order[i]); }
+                    _next = 0;
+                }
+                int k = _order[_next++];
                 Copy(split, k, x.Slice(b * d, d));
                 y[b] = split.Labels[k];
             }
