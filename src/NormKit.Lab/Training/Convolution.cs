@@ -193,6 +193,20 @@ internal readonly struct ConvGeometry
                     {
                         new Span<T>(row, r0 * OutWidth).Clear();
                         new Span<T>(row + r1 * OutWidth, (OutHeight - r1) * OutWidth).Clear();
+                        if (Stride == 1 && OutWidth == Width && r1 > r0)
+                        {
+                            // A "same" conv: the rows' inside parts are one contiguous run of the image,
+                            // copied at once; then the padding columns, which the run wraps, are zeroed.
+                            T* first = image + (i * Height + r0 + u - Padding) * Width + v - Padding;
+                            new ReadOnlySpan<T>(first + c0, (r1 - r0 - 1) * Width + c1 - c0).CopyTo(new Span<T>(row + r0 * OutWidth + c0, (r1 - r0 - 1) * Width + c1 - c0));
+                            for (int r = r0; r < r1; r++)
+                            {
+                                T* colRow = row + r * OutWidth;
+                                for (int c = 0; c < c0; c++) colRow[c] = T.Zero;
+                                for (int c = c1; c < OutWidth; c++) colRow[c] = T.Zero;
+                            }
+                            continue;
+                        }
                     }
                     for (int r = r0; r < r1; r++)
                     {

@@ -148,17 +148,38 @@ public sealed class Activation<T>(Activation<T>.Kind kind) : ILayer<T> where T :
     public T[] Backward(T[] dy)
     {
         var dx = Buffer.Sized(ref _dx, dy.Length);
-        for (int i = 0; i < dy.Length; i++)
+        if (Function == Kind.GELU)
         {
-            T y = _y[i], x = _x[i];
-            T d = Function switch
+            for (int i = 0; i < dy.Length; i++) dx[i] = dy[i] * GeluDerivative(_x[i]);
+            return dx;
+        }
+        // The derivative from the saved output (sigmoid: y (1 - y); tanh: 1 - y^2) or input (ReLU:
+        // x > 0), vectorized; the scalar tail computes the same expressions.
+        int i0 = 0;
+        if (Vector.IsHardwareAccelerated)
+        {
+            var one = Vector<T>.One;
+            for (; i0 <= dy.Length - Vector<T>.Count; i0 += Vector<T>.Count)
             {
-                Kind.Sigmoid => y * (T.One - y),
-                Kind.Tanh => T.One - y * y,
-                Kind.ReLU => x > T.Zero ? T.One : T.Zero,
-                _ => GeluDerivative(x),
+                var g = new Vector<T>(dy, i0);
+                var d = Function switch
+                {
+                    Kind.Sigmoid => g * (new Vector<T>(_y, i0) * (one - new Vector<T>(_y, i0))),
+                    Kind.Tanh => g * (one - new Vector<T>(_y, i0) * new Vector<T>(_y, i0)),
+                    _ => Vector.ConditionalSelect(Vector.GreaterThan(new Vector<T>(_x, i0), Vector<T>.Zero), g, Vector<T>.Zero),
+                };
+                d.CopyTo(dx, i0);
+            }
+        }
+        for (int i = i0; i < dy.Length; i++)
+        {
+            T y = _y[i];
+            dx[i] = Function switch
+            {
+                Kind.Sigmoid => dy[i] * (y * (T.One - y)),
+                Kind.Tanh => dy[i] * (T.One - y * y),
+                _ => _x[i] > T.Zero ? dy[i] : T.Zero,
             };
-            dx[i] = dy[i] * d;
         }
         return dx;
     }
