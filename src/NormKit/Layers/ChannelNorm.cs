@@ -159,8 +159,14 @@ public abstract class TrackedChannelNorm<T> : ChannelNorm<T> where T : unmanaged
         base.ResetParameters();
     }
 
+    /// <summary>
+    /// Set while <see cref="BatchNormRecalibration"/> re-estimates the running statistics: the
+    /// cumulative average whatever <see cref="Momentum"/> is.
+    /// </summary>
+    internal bool CumulativeUpdate { get; set; }
+
     /// <summary>The running-update factor for the next training batch: Momentum, or 1 / (batches + 1).</summary>
-    private protected virtual double UpdateFactor => Momentum ?? 1.0 / (NumBatchesTracked + 1);
+    private protected virtual double UpdateFactor => Momentum is double m && !CumulativeUpdate ? m : 1.0 / (NumBatchesTracked + 1);
 
     /// <summary>Whether training forwards count into NumBatchesTracked (BatchNorm's do; PyTorch's InstanceNorm never counts).</summary>
     private protected virtual bool CountsBatches => true;
