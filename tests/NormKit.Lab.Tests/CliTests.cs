@@ -39,7 +39,7 @@ public class CliTests
         var root = Cli.Cli.Build();
         Assert.Equal("normkit", root.Name);
         Assert.Equal(["demo", "report", "lab"], root.Subcommands.Select(c => c.Name));
-        Assert.Equal(["saturation", "batch-size", "figure", "language", "vision", "resnet", "data-parallel"],
+        Assert.Equal(["saturation", "batch-size", "figure", "language", "vision", "resnet", "shift", "data-parallel"],
             root.Subcommands.Single(c => c.Name == "lab").Subcommands.Select(c => c.Name));
     }
 
@@ -78,7 +78,7 @@ public class CliTests
     public void A_group_run_alone_lists_its_commands()
     {
         Assert.Equal("normkit: missing command: demo, report or lab.", Run().ErrorLines[0]);
-        Assert.Equal("normkit: missing command after 'lab': saturation, batch-size, figure, language, vision, resnet or data-parallel.", Run("lab").ErrorLines[0]);
+        Assert.Equal("normkit: missing command after 'lab': saturation, batch-size, figure, language, vision, resnet, shift or data-parallel.", Run("lab").ErrorLines[0]);
     }
 
     [Theory]
@@ -131,6 +131,7 @@ public class CliTests
     [InlineData("lab language", "minute")]
     [InlineData("lab vision", "minute")]
     [InlineData("lab resnet", "minute")]
+    [InlineData("lab shift", "minute")]
     [InlineData("lab data-parallel", "second")]
     public void Each_command_says_how_long_it_runs(string path, string unit)
     {

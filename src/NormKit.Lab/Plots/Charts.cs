@@ -19,7 +19,8 @@ public static class Charts
     public sealed record Series(string Label, double[] X, double[] Y, bool OpenMarkers = false);
 
     /// <summary>Draws the series on one chart and writes <paramref name="pathWithoutExtension"/>.png and .svg.</summary>
-    public static void Lines(string pathWithoutExtension, string title, string xLabel, string yLabel, IEnumerable<Series> series, int width = 800, int height = 500)
+    /// <param name="xTicks">Labels at x = 0, 1, 2, ... instead of numbers (categories on the x axis).</param>
+    public static void Lines(string pathWithoutExtension, string title, string xLabel, string yLabel, IEnumerable<Series> series, int width = 800, int height = 500, string[]? xTicks = null)
     {
         var plot = new Plot();
         plot.Font.Set(FontFamily);
@@ -33,6 +34,7 @@ public static class Charts
             line.MarkerSize = 3;
             if (s.OpenMarkers) line.MarkerShape = MarkerShape.OpenCircle;
         }
+        if (xTicks != null) plot.Axes.Bottom.SetTicks(Enumerable.Range(0, xTicks.Length).Select(i => (double)i).ToArray(), xTicks);
         plot.ShowLegend(Edge.Right);
         Directory.CreateDirectory(Path.GetDirectoryName(Path.GetFullPath(pathWithoutExtension))!);
         plot.SavePng(pathWithoutExtension + ".png", width, height);

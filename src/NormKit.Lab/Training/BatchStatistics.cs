@@ -45,4 +45,39 @@ public static class BatchStatistics
         trainer.AfterBackward += s => { if (s.Step > afterStep) mean.Add(MeanFluctuation(norm)); };
         return mean;
     }
+
+    /// <summary>Every NormKit layer of <paramref name="model"/> in forward order, inside residual blocks and branches too.</summary>
+    public static IEnumerable<NormLayer<T>> NormLayers<T>(Sequential<T> model) where T : unmanaged, System.Numerics.IFloatingPointIeee754<T>
+    {
+        static IEnumerable<NormLayer<T>> Of(ILayer<T>? layer) => layer switch
+        {
+            Norm<T> n => [n.Layer],
+            ResidualBlock<T> b => new[] { b.Norm1, b.Norm2, b.ShortcutNorm }.SelectMany(Of),
+            Residual<T> r => r.Inner.SelectMany(Of),
+            _ => [],
+        };
+        return model.Layers.SelectMany(Of);
+    }
+
+    /// <summary>
+    /// AdaBN (Li et al. 2016): re-estimates every BatchNorm's running statistics of
+    /// <paramref name="model"/> on <paramref name="data"/> (the library's
+    /// <see cref="BatchNormRecalibration.Recompute"/>: cumulative average over the batches, as
+    /// torch.optim.swa_utils.update_bn). Returns how many layers it recomputed.
+    /// </summary>
+    public static int Recompute<T>(Sequential<T> model, IEvaluationBatches<T> data) where T : unmanaged, System.Numerics.IFloatingPointIeee754<T>
+    {
+        var layers = NormLayers(model).OfType<BatchNorm<T>>().ToList();
+        var x = new T[data.Inputs];
+        var y = new byte[data.Rows];
+        BatchNormRecalibration.Recompute(layers, () =>
+        {
+            for (int b = 0; b < data.Count; b++)
+            {
+                data.Get(b, x, y);
+                model.Forward(x, data.Rows, training: true);
+            }
+        });
+        return layers.Count;
+    }
 }
