@@ -259,7 +259,7 @@ public static unsafe class Gemm
         }
         else
         {
-            // op(B) columns are rows of B: transpose W x W blocks in registers.
+            // op(B) columns are rows of B: transpose W x W blocks of them in registers.
             for (int f = 0; f < full; f++)
             {
                 T* src = b + (nint)(j0 + f * nr) * ldb + p0, d = dst + (nint)f * nr * kc;
@@ -279,7 +279,34 @@ public static unsafe class Gemm
         {
             int cols = Math.Min(nr, nc - s);
             T* d = dst + (nint)s * kc;
-            for (int j = 0; j < nr; j++)
+            if (fast && !trans)
+            {
+                // Masked loads read only the columns B has and give zeros for the rest.
+                var lane = Vector256<T>.Indices;
+                var m0 = Vector256.LessThan(lane, Vector256.Create(T.CreateTruncating(cols)));
+                var m1 = Vector256.LessThan(lane, Vector256.Create(T.CreateTruncating(cols - w)));
+                var m2 = Vector256.LessThan(lane, Vector256.Create(T.CreateTruncating(cols - 2 * w)));
+                T* src = b + (nint)p0 * ldb + j0 + s;
+                for (int p = 0; p < kc; p++, src += ldb)
+                {
+                    Vector256.Store(MaskLoad(src, m0), d + p * nr);
+                    Vector256.Store(MaskLoad(src + w, m1), d + p * nr + w);
+                    Vector256.Store(MaskLoad(src + 2 * w, m2), d + p * nr + 2 * w);
+                }
+                continue;
+            }
+            int j0v = 0;
+            if (fast)
+            {
+                // Zeros first, then whole groups of W rows by transposes, the rest one by one.
+                for (int i = 0; i < kc * nr; i += w) Vector256.Store(Vector256<T>.Zero, d + i);
+                T* src = b + (nint)(j0 + s) * ldb + p0;
+                for (j0v = 0; j0v + w <= cols; j0v += w)
+                    for (int p = 0; p + w <= kc; p += w) TransposeWxW(src + j0v * ldb + p, ldb, d + p * nr + j0v, nr);
+                for (int j = 0; j < j0v; j++)
+                    for (int p = kc / w * w; p < kc; p++) d[p * nr + j] = src[j * ldb + p];
+            }
+            for (int j = j0v; j < (fast ? cols : nr); j++)
             {
                 T* src = trans ? b + (j0 + s + j) * ldb + p0 : b + p0 * ldb + j0 + s + j;
                 nint step = trans ? 1 : ldb;
@@ -356,6 +383,11 @@ public static unsafe class Gemm
         where T : unmanaged, IFloatingPointIeee754<T>
     {
         nint w = Vector256<T>.Count;
+        // The next row tile's C lines (first and last element of each row): where k is short, its
+        // loads and read-for-ownership would otherwise stall the stores of the next call.
+        T* q = c + MR * ldc;
+        Sse.Prefetch0(q); Sse.Prefetch0(q + NV * w - 1); Sse.Prefetch0(q + ldc); Sse.Prefetch0(q + ldc + NV * w - 1);
+        Sse.Prefetch0(q + 2 * ldc); Sse.Prefetch0(q + 2 * ldc + NV * w - 1); Sse.Prefetch0(q + 3 * ldc); Sse.Prefetch0(q + 3 * ldc + NV * w - 1);
         Vector256<T> c00 = default, c01 = default, c02 = default, c10 = default, c11 = default, c12 = default;
         Vector256<T> c20 = default, c21 = default, c22 = default, c30 = default, c31 = default, c32 = default;
         for (nint p = 0; p < kc; p++, a += MR, b += NV * w)
@@ -414,19 +446,15 @@ public static unsafe class Gemm
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     private static void PutMasked<T>(T* c, Vector256<T> v, Vector256<T> mask, bool add) where T : unmanaged
     {
-        if (typeof(T) == typeof(float))
-        {
-            var x = v.AsSingle();
-            if (add) x += Avx.MaskLoad((float*)c, mask.AsSingle());
-            Avx.MaskStore((float*)c, mask.AsSingle(), x);
-        }
-        else
-        {
-            var x = v.AsDouble();
-            if (add) x += Avx.MaskLoad((double*)c, mask.AsDouble());
-            Avx.MaskStore((double*)c, mask.AsDouble(), x);
-        }
+        if (add) v += MaskLoad(c, mask);
+        if (typeof(T) == typeof(float)) Avx.MaskStore((float*)c, mask.AsSingle(), v.AsSingle());
+        else Avx.MaskStore((double*)c, mask.AsDouble(), v.AsDouble());
     }
+
+    /// <summary>The lanes set in mask from p, zero elsewhere; memory under clear lanes is not touched.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static Vector256<T> MaskLoad<T>(T* p, Vector256<T> mask) where T : unmanaged =>
+        typeof(T) == typeof(float) ? Avx.MaskLoad((float*)p, mask.AsSingle()).As<float, T>() : Avx.MaskLoad((double*)p, mask.AsDouble()).As<double, T>();
 
     /// <summary>The microkernel without AVX2 and FMA: plain multiply-adds over the same packing, through tile[MR x NR].</summary>
     private static void ScalarKernel<T>(nint kc, T* a, T* b, T* c, nint ldc, bool add, int mr, int nr, T* tile)
