@@ -152,12 +152,15 @@ public static unsafe class Gemm
             for (int ic = i0; ic < i1; ic += mc)
             {
                 int mcur = Math.Min(mc, i1 - ic);
-                PackA(job.A, job.Lda, job.TransA, ic, mcur, p0, kcur, pa, fast);
+                // Where k has more blocks, the packers prefetch the same rows and columns one k
+                // block on, so the next block's operands arrive while this one computes.
+                int nextK = fast && p0 + kc < job.K ? kc : 0;
+                PackA(job.A, job.Lda, job.TransA, ic, mcur, p0, kcur, nextK, pa, fast);
                 for (int jc = j0; jc < j1; jc += nc)
                 {
                     int ncur = Math.Min(nc, j1 - jc);
-                    int ahead = fast ? Math.Clamp(j1 - jc - nc, 0, nc) : 0;
-                    PackB(job.B, job.Ldb, job.TransB, p0, kcur, jc, ncur, ahead, pb, fast);
+                    int ahead = fast && p0 == 0 ? Math.Clamp(j1 - jc - nc, 0, nc) : 0;
+                    PackB(job.B, job.Ldb, job.TransB, p0, kcur, jc, ncur, ahead, nextK, pb, fast);
                     for (int jr = 0; jr < ncur; jr += nr)
                     {
                         T* bs = pb + (nint)jr * kcur;
@@ -202,11 +205,13 @@ public static unsafe class Gemm
     /// <summary>
     /// Packs rows [i0, i0 + mc) x columns [p0, p0 + kc) of op(A) as MR-row slivers: sliver s
     /// holds op(A)[i0 + s MR + r, p0 + p] at s MR kc + p MR + r, rows past the edge zero.
+    /// Prefetches the same rows nextK columns on (0: none).
     /// </summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    private static void PackA<T>(T* a, nint lda, bool trans, int i0, int mc, int p0, int kc, T* dst, bool fast)
+    private static void PackA<T>(T* a, nint lda, bool trans, int i0, int mc, int p0, int kc, int nextK, T* dst, bool fast)
         where T : unmanaged, IFloatingPointIeee754<T>
     {
+        int line = 64 / sizeof(T);
         for (int s = 0; s < mc; s += MR, dst += MR * kc)
         {
             int rows = Math.Min(MR, mc - s), p = 0;
@@ -214,10 +219,13 @@ public static unsafe class Gemm
             {
                 // op(A) rows are contiguous in A: one short copy per p.
                 T* src = a + (nint)p0 * lda + i0 + s;
-                if (fast && rows == MR && sizeof(T) == 4)
-                    for (; p < kc; p++) Vector128.Store(Vector128.Load(src + p * lda), dst + p * MR);
-                else if (fast && rows == MR)
-                    for (; p < kc; p++) Vector256.Store(Vector256.Load(src + p * lda), dst + p * MR);
+                if (fast && rows == MR)
+                    for (; p < kc; p++)
+                    {
+                        if (nextK > 0) Sse.Prefetch0(src + (p + nextK) * lda);
+                        if (sizeof(T) == 4) Vector128.Store(Vector128.Load(src + p * lda), dst + p * MR);
+                        else Vector256.Store(Vector256.Load(src + p * lda), dst + p * MR);
+                    }
                 for (; p < kc; p++)
                     for (int r = 0; r < MR; r++) dst[p * MR + r] = r < rows ? src[p * lda + r] : T.Zero;
             }
@@ -226,7 +234,12 @@ public static unsafe class Gemm
                 // op(A) rows are rows of A: gather MR of them, transposing in registers.
                 T* src = a + (nint)(i0 + s) * lda + p0;
                 if (fast && rows == MR)
-                    for (int w = Vector256<T>.Count; p + w <= kc; p += w) Transpose4xW(src + p, lda, dst + p * MR);
+                    for (int w = Vector256<T>.Count; p + w <= kc; p += w)
+                    {
+                        if (nextK > 0 && p % line == 0)
+                            for (int r = 0; r < MR; r++) Sse.Prefetch0(src + r * lda + p + nextK);
+                        Transpose4xW(src + p, lda, dst + p * MR);
+                    }
                 for (; p < kc; p++)
                     for (int r = 0; r < MR; r++) dst[p * MR + r] = r < rows ? src[r * lda + p] : T.Zero;
             }
@@ -236,11 +249,12 @@ public static unsafe class Gemm
     /// <summary>
     /// Packs rows [p0, p0 + kc) x columns [j0, j0 + nc) of op(B) as NR-column slivers: sliver s
     /// holds op(B)[p0 + p, j0 + s NR + j] at s NR kc + p NR + j, columns past the edge zero.
-    /// Prefetches the source of the next <paramref name="ahead"/> columns, the next block, so
-    /// that memory works while the kernels compute this one.
+    /// Prefetches the source of the next <paramref name="ahead"/> columns (the next block), and of
+    /// the same columns nextK rows on (the next k block), so that memory works while the kernels
+    /// compute this block.
     /// </summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    private static void PackB<T>(T* b, nint ldb, bool trans, int p0, int kc, int j0, int nc, int ahead, T* dst, bool fast)
+    private static void PackB<T>(T* b, nint ldb, bool trans, int p0, int kc, int j0, int nc, int ahead, int nextK, T* dst, bool fast)
         where T : unmanaged, IFloatingPointIeee754<T>
     {
         int w = Vector256<T>.Count, nr = NV * w, line = 64 / sizeof(T);
@@ -253,6 +267,11 @@ public static unsafe class Gemm
             {
                 for (int q = 0; q < ahead; q += line) Sse.Prefetch0(src + nc + q);
                 if (ahead > 0) Sse.Prefetch0(src + nc + ahead - 1);
+                if (nextK > 0)
+                {
+                    for (int q = 0; q < nc; q += line) Sse.Prefetch0(src + nextK * ldb + q);
+                    Sse.Prefetch0(src + nextK * ldb + nc - 1);
+                }
                 for (int f = 0; f < full; f++)
                     for (int v = 0; v < NV; v++) Vector256.Store(Vector256.Load(src + f * nr + v * w), dst + (nint)f * nr * kc + p * nr + v * w);
             }
@@ -267,7 +286,11 @@ public static unsafe class Gemm
                 for (; p + w <= kc; p += w)
                 {
                     if (p % line == 0)
+                    {
                         for (int r = 0; r < nextRows; r++) Sse.Prefetch0(src + (nc + r) * ldb + p);
+                        if (nextK > 0)
+                            for (int r = 0; r < nr; r++) Sse.Prefetch0(src + r * ldb + p + nextK);
+                    }
                     for (int v = 0; v < NV; v++) TransposeWxW(src + v * w * ldb + p, ldb, d + p * nr + v * w, nr);
                 }
                 for (; p < kc; p++)
