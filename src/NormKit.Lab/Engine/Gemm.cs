@@ -278,23 +278,27 @@ public static unsafe class Gemm
         }
         else
         {
-            // op(B) columns are rows of B: transpose W x W blocks of them in registers.
+            // op(B) columns are rows of B: transpose W x W blocks of them in registers, W rows at
+            // a time along their whole length (few streams for the hardware prefetcher).
             for (int f = 0; f < full; f++)
             {
-                T* src = b + (nint)(j0 + f * nr) * ldb + p0, d = dst + (nint)f * nr * kc;
-                int nextRows = Math.Clamp(ahead - f * nr, 0, nr), p = 0;
-                for (; p + w <= kc; p += w)
+                for (int v = 0; v < NV; v++)
                 {
-                    if (p % line == 0)
+                    T* src = b + (nint)(j0 + f * nr + v * w) * ldb + p0, d = dst + (nint)f * nr * kc + v * w;
+                    int nextRows = Math.Clamp(ahead - f * nr - v * w, 0, w), p = 0;
+                    for (; p + w <= kc; p += w)
                     {
-                        for (int r = 0; r < nextRows; r++) Sse.Prefetch0(src + (nc + r) * ldb + p);
-                        if (nextK > 0)
-                            for (int r = 0; r < nr; r++) Sse.Prefetch0(src + r * ldb + p + nextK);
+                        if (p % line == 0)
+                        {
+                            for (int r = 0; r < nextRows; r++) Sse.Prefetch0(src + (nc + r) * ldb + p);
+                            if (nextK > 0)
+                                for (int r = 0; r < w; r++) Sse.Prefetch0(src + r * ldb + p + nextK);
+                        }
+                        TransposeWxW(src + p, ldb, d + p * nr, nr);
                     }
-                    for (int v = 0; v < NV; v++) TransposeWxW(src + v * w * ldb + p, ldb, d + p * nr + v * w, nr);
+                    for (; p < kc; p++)
+                        for (int j = 0; j < w; j++) d[p * nr + j] = src[j * ldb + p];
                 }
-                for (; p < kc; p++)
-                    for (int j = 0; j < nr; j++) d[p * nr + j] = src[j * ldb + p];
             }
         }
         // The edge sliver, and every sliver without vectors.
