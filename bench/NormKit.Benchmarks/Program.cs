@@ -21,8 +21,10 @@ using NormKit.Kernels;
 //   --out DIR    where the table goes (default: bench/results, or a temp folder with --smoke)
 //   --filter T   only the cases whose name contains T, and no roofline (for quick comparisons)
 //   --mpi        instead: SyncBatchNorm over MPI, run under mpirun (MpiLatency.cs)
+//   --lab-engine instead: the lab's matrix products against the FMA peak and OpenBLAS (LabEngine.cs)
 CultureInfo.CurrentCulture = CultureInfo.InvariantCulture;
 if (args.Contains("--mpi")) return MpiLatency.Run(args);   // under mpirun: SyncBatchNorm's collectives (MpiLatency.cs)
+if (args.Contains("--lab-engine")) return LabEngine.Run(args);   // Gemm against the FMA peak and OpenBLAS (LabEngine.cs)
 bool smoke = args.Contains("--smoke");
 bool noTorch = args.Contains("--no-torch");
 string outDir = ResultsFolder.From(args, smoke);

@@ -7,7 +7,7 @@ namespace NormKit.Lab.Tests;
 
 /// <summary>
 /// Gemm.Multiply against a reference written here: every transpose case, accumulate on and off,
-/// edge sizes around the register tile (4 x 24 floats, 4 x 12 doubles) and the k block (256),
+/// edge sizes around the register tile (4 x 24 floats, 4 x 12 doubles) and the k block (320),
 /// leading dimensions wider than the matrices, bitwise identity across thread counts, no
 /// allocation in steady state, and argument checks that leave C untouched.
 /// </summary>
@@ -16,15 +16,15 @@ public class GemmTests
 {
     /// <summary>
     /// (m, n, k): 1 and odd sizes, just below / at / above the tile (m 3-5; n 23-25 and 47-49 for
-    /// float, 11-13 for double), k across one and two k blocks (255-257, 513), and a product with
-    /// several row blocks of packed A (400 rows at k 520).
+    /// float, 11-13 for double), k across one and two k blocks (319-321, 641), and a product with
+    /// several row blocks of packed A (400 rows at k 520: k blocks of 260, A blocks of 188 float or 92 double rows).
     /// </summary>
     public static TheoryData<int, int, int> Shapes() => new()
     {
         { 1, 1, 1 }, { 3, 5, 17 }, { 5, 3, 33 }, { 17, 33, 5 }, { 33, 100, 3 }, { 100, 17, 33 },
         { 4, 24, 8 }, { 3, 23, 9 }, { 5, 25, 7 }, { 8, 48, 16 }, { 7, 47, 15 }, { 9, 49, 17 },
         { 4, 12, 4 }, { 5, 11, 13 }, { 3, 13, 1 },
-        { 6, 30, 255 }, { 6, 30, 256 }, { 6, 30, 257 }, { 13, 29, 513 },
+        { 6, 30, 319 }, { 6, 30, 320 }, { 6, 30, 321 }, { 13, 29, 641 },
         { 400, 60, 520 },
     };
 

@@ -73,8 +73,12 @@ public static unsafe class Gemm
     private const int MR = 4;
     /// <summary>Vectors across the register tile: NR = 3 x 8 floats or 3 x 4 doubles, 12 accumulators of the 16 AVX2 registers.</summary>
     private const int NV = 3;
-    /// <summary>Largest k block: a packed B sliver (KC x NR, 24 KiB) stays in L1 while every A sliver passes over it.</summary>
-    private const int KcMax = 256;
+    /// <summary>
+    /// Largest k block: a packed B sliver (KC x NR, 30 KiB of float) stays about in L1 while every
+    /// A sliver passes over it; 320 keeps k = 288 and 576 (the lab's 3 x 3 convolutions of 32 and
+    /// 64 channels) in whole blocks of 288.
+    /// </summary>
+    private const int KcMax = 320;
     /// <summary>Bytes of packed A (MC x KC) kept in L2: MC grows as the k block shrinks.</summary>
     private const int ABlockBytes = 192 << 10;
     /// <summary>Columns of B packed at once: 4 slivers, each row of the block one sequential read.</summary>
@@ -148,12 +152,15 @@ public static unsafe class Gemm
             for (int ic = i0; ic < i1; ic += mc)
             {
                 int mcur = Math.Min(mc, i1 - ic);
-                PackA(job.A, job.Lda, job.TransA, ic, mcur, p0, kcur, pa, fast);
+                // Where k has more blocks, the packers prefetch the same rows and columns one k
+                // block on, so the next block's operands arrive while this one computes.
+                int nextK = fast && p0 + kc < job.K ? kc : 0;
+                PackA(job.A, job.Lda, job.TransA, ic, mcur, p0, kcur, nextK, pa, fast);
                 for (int jc = j0; jc < j1; jc += nc)
                 {
                     int ncur = Math.Min(nc, j1 - jc);
-                    int ahead = fast ? Math.Clamp(j1 - jc - nc, 0, nc) : 0;
-                    PackB(job.B, job.Ldb, job.TransB, p0, kcur, jc, ncur, ahead, pb, fast);
+                    int ahead = fast && p0 == 0 ? Math.Clamp(j1 - jc - nc, 0, nc) : 0;
+                    PackB(job.B, job.Ldb, job.TransB, p0, kcur, jc, ncur, ahead, nextK, pb, fast);
                     for (int jr = 0; jr < ncur; jr += nr)
                     {
                         T* bs = pb + (nint)jr * kcur;
@@ -198,11 +205,13 @@ public static unsafe class Gemm
     /// <summary>
     /// Packs rows [i0, i0 + mc) x columns [p0, p0 + kc) of op(A) as MR-row slivers: sliver s
     /// holds op(A)[i0 + s MR + r, p0 + p] at s MR kc + p MR + r, rows past the edge zero.
+    /// Prefetches the same rows nextK columns on (0: none).
     /// </summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    private static void PackA<T>(T* a, nint lda, bool trans, int i0, int mc, int p0, int kc, T* dst, bool fast)
+    private static void PackA<T>(T* a, nint lda, bool trans, int i0, int mc, int p0, int kc, int nextK, T* dst, bool fast)
         where T : unmanaged, IFloatingPointIeee754<T>
     {
+        int line = 64 / sizeof(T);
         for (int s = 0; s < mc; s += MR, dst += MR * kc)
         {
             int rows = Math.Min(MR, mc - s), p = 0;
@@ -210,10 +219,13 @@ public static unsafe class Gemm
             {
                 // op(A) rows are contiguous in A: one short copy per p.
                 T* src = a + (nint)p0 * lda + i0 + s;
-                if (fast && rows == MR && sizeof(T) == 4)
-                    for (; p < kc; p++) Vector128.Store(Vector128.Load(src + p * lda), dst + p * MR);
-                else if (fast && rows == MR)
-                    for (; p < kc; p++) Vector256.Store(Vector256.Load(src + p * lda), dst + p * MR);
+                if (fast && rows == MR)
+                    for (; p < kc; p++)
+                    {
+                        if (nextK > 0) Sse.Prefetch0(src + (p + nextK) * lda);
+                        if (sizeof(T) == 4) Vector128.Store(Vector128.Load(src + p * lda), dst + p * MR);
+                        else Vector256.Store(Vector256.Load(src + p * lda), dst + p * MR);
+                    }
                 for (; p < kc; p++)
                     for (int r = 0; r < MR; r++) dst[p * MR + r] = r < rows ? src[p * lda + r] : T.Zero;
             }
@@ -222,7 +234,12 @@ public static unsafe class Gemm
                 // op(A) rows are rows of A: gather MR of them, transposing in registers.
                 T* src = a + (nint)(i0 + s) * lda + p0;
                 if (fast && rows == MR)
-                    for (int w = Vector256<T>.Count; p + w <= kc; p += w) Transpose4xW(src + p, lda, dst + p * MR);
+                    for (int w = Vector256<T>.Count; p + w <= kc; p += w)
+                    {
+                        if (nextK > 0 && p % line == 0)
+                            for (int r = 0; r < MR; r++) Sse.Prefetch0(src + r * lda + p + nextK);
+                        Transpose4xW(src + p, lda, dst + p * MR);
+                    }
                 for (; p < kc; p++)
                     for (int r = 0; r < MR; r++) dst[p * MR + r] = r < rows ? src[r * lda + p] : T.Zero;
             }
@@ -232,11 +249,12 @@ public static unsafe class Gemm
     /// <summary>
     /// Packs rows [p0, p0 + kc) x columns [j0, j0 + nc) of op(B) as NR-column slivers: sliver s
     /// holds op(B)[p0 + p, j0 + s NR + j] at s NR kc + p NR + j, columns past the edge zero.
-    /// Prefetches the source of the next <paramref name="ahead"/> columns, the next block, so
-    /// that memory works while the kernels compute this one.
+    /// Prefetches the source of the next <paramref name="ahead"/> columns (the next block), and of
+    /// the same columns nextK rows on (the next k block), so that memory works while the kernels
+    /// compute this block.
     /// </summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    private static void PackB<T>(T* b, nint ldb, bool trans, int p0, int kc, int j0, int nc, int ahead, T* dst, bool fast)
+    private static void PackB<T>(T* b, nint ldb, bool trans, int p0, int kc, int j0, int nc, int ahead, int nextK, T* dst, bool fast)
         where T : unmanaged, IFloatingPointIeee754<T>
     {
         int w = Vector256<T>.Count, nr = NV * w, line = 64 / sizeof(T);
@@ -249,25 +267,38 @@ public static unsafe class Gemm
             {
                 for (int q = 0; q < ahead; q += line) Sse.Prefetch0(src + nc + q);
                 if (ahead > 0) Sse.Prefetch0(src + nc + ahead - 1);
+                if (nextK > 0)
+                {
+                    for (int q = 0; q < nc; q += line) Sse.Prefetch0(src + nextK * ldb + q);
+                    Sse.Prefetch0(src + nextK * ldb + nc - 1);
+                }
                 for (int f = 0; f < full; f++)
                     for (int v = 0; v < NV; v++) Vector256.Store(Vector256.Load(src + f * nr + v * w), dst + (nint)f * nr * kc + p * nr + v * w);
             }
         }
         else
         {
-            // op(B) columns are rows of B: transpose W x W blocks in registers.
+            // op(B) columns are rows of B: transpose W x W blocks of them in registers, W rows at
+            // a time along their whole length (few streams for the hardware prefetcher).
             for (int f = 0; f < full; f++)
             {
-                T* src = b + (nint)(j0 + f * nr) * ldb + p0, d = dst + (nint)f * nr * kc;
-                int nextRows = Math.Clamp(ahead - f * nr, 0, nr), p = 0;
-                for (; p + w <= kc; p += w)
+                for (int v = 0; v < NV; v++)
                 {
-                    if (p % line == 0)
-                        for (int r = 0; r < nextRows; r++) Sse.Prefetch0(src + (nc + r) * ldb + p);
-                    for (int v = 0; v < NV; v++) TransposeWxW(src + v * w * ldb + p, ldb, d + p * nr + v * w, nr);
+                    T* src = b + (nint)(j0 + f * nr + v * w) * ldb + p0, d = dst + (nint)f * nr * kc + v * w;
+                    int nextRows = Math.Clamp(ahead - f * nr - v * w, 0, w), p = 0;
+                    for (; p + w <= kc; p += w)
+                    {
+                        if (p % line == 0)
+                        {
+                            for (int r = 0; r < nextRows; r++) Sse.Prefetch0(src + (nc + r) * ldb + p);
+                            if (nextK > 0)
+                                for (int r = 0; r < w; r++) Sse.Prefetch0(src + r * ldb + p + nextK);
+                        }
+                        TransposeWxW(src + p, ldb, d + p * nr, nr);
+                    }
+                    for (; p < kc; p++)
+                        for (int j = 0; j < w; j++) d[p * nr + j] = src[j * ldb + p];
                 }
-                for (; p < kc; p++)
-                    for (int j = 0; j < nr; j++) d[p * nr + j] = src[j * ldb + p];
             }
         }
         // The edge sliver, and every sliver without vectors.
@@ -275,9 +306,42 @@ public static unsafe class Gemm
         {
             int cols = Math.Min(nr, nc - s);
             T* d = dst + (nint)s * kc;
-            for (int p = 0; p < kc; p++)
-                for (int j = 0; j < nr; j++)
-                    d[p * nr + j] = j >= cols ? T.Zero : trans ? b[(j0 + s + j) * ldb + p0 + p] : b[(p0 + p) * ldb + j0 + s + j];
+            if (fast && !trans)
+            {
+                // Masked loads read only the columns B has and give zeros for the rest.
+                var lane = Vector256<T>.Indices;
+                var m0 = Vector256.LessThan(lane, Vector256.Create(T.CreateTruncating(cols)));
+                var m1 = Vector256.LessThan(lane, Vector256.Create(T.CreateTruncating(cols - w)));
+                var m2 = Vector256.LessThan(lane, Vector256.Create(T.CreateTruncating(cols - 2 * w)));
+                T* src = b + (nint)p0 * ldb + j0 + s;
+                for (int p = 0; p < kc; p++, src += ldb)
+                {
+                    Vector256.Store(MaskLoad(src, m0), d + p * nr);
+                    Vector256.Store(MaskLoad(src + w, m1), d + p * nr + w);
+                    Vector256.Store(MaskLoad(src + 2 * w, m2), d + p * nr + 2 * w);
+                }
+                continue;
+            }
+            int j0v = 0;
+            if (fast)
+            {
+                // Zeros first, then whole groups of W rows by transposes, the rest one by one.
+                for (int i = 0; i < kc * nr; i += w) Vector256.Store(Vector256<T>.Zero, d + i);
+                T* src = b + (nint)(j0 + s) * ldb + p0;
+                for (j0v = 0; j0v + w <= cols; j0v += w)
+                    for (int p = 0; p + w <= kc; p += w) TransposeWxW(src + j0v * ldb + p, ldb, d + p * nr + j0v, nr);
+                for (int j = 0; j < j0v; j++)
+                    for (int p = kc / w * w; p < kc; p++) d[p * nr + j] = src[j * ldb + p];
+            }
+            for (int j = j0v; j < (fast ? cols : nr); j++)
+            {
+                T* src = trans ? b + (j0 + s + j) * ldb + p0 : b + p0 * ldb + j0 + s + j;
+                nint step = trans ? 1 : ldb;
+                if (j < cols)
+                    for (int p = 0; p < kc; p++) d[p * nr + j] = src[p * step];
+                else
+                    for (int p = 0; p < kc; p++) d[p * nr + j] = T.Zero;
+            }
         }
     }
 
@@ -346,6 +410,11 @@ public static unsafe class Gemm
         where T : unmanaged, IFloatingPointIeee754<T>
     {
         nint w = Vector256<T>.Count;
+        // The next row tile's C lines (first and last element of each row): where k is short, its
+        // loads and read-for-ownership would otherwise stall the stores of the next call.
+        T* q = c + MR * ldc;
+        Sse.Prefetch0(q); Sse.Prefetch0(q + NV * w - 1); Sse.Prefetch0(q + ldc); Sse.Prefetch0(q + ldc + NV * w - 1);
+        Sse.Prefetch0(q + 2 * ldc); Sse.Prefetch0(q + 2 * ldc + NV * w - 1); Sse.Prefetch0(q + 3 * ldc); Sse.Prefetch0(q + 3 * ldc + NV * w - 1);
         Vector256<T> c00 = default, c01 = default, c02 = default, c10 = default, c11 = default, c12 = default;
         Vector256<T> c20 = default, c21 = default, c22 = default, c30 = default, c31 = default, c32 = default;
         for (nint p = 0; p < kc; p++, a += MR, b += NV * w)
@@ -404,19 +473,15 @@ public static unsafe class Gemm
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     private static void PutMasked<T>(T* c, Vector256<T> v, Vector256<T> mask, bool add) where T : unmanaged
     {
-        if (typeof(T) == typeof(float))
-        {
-            var x = v.AsSingle();
-            if (add) x += Avx.MaskLoad((float*)c, mask.AsSingle());
-            Avx.MaskStore((float*)c, mask.AsSingle(), x);
-        }
-        else
-        {
-            var x = v.AsDouble();
-            if (add) x += Avx.MaskLoad((double*)c, mask.AsDouble());
-            Avx.MaskStore((double*)c, mask.AsDouble(), x);
-        }
+        if (add) v += MaskLoad(c, mask);
+        if (typeof(T) == typeof(float)) Avx.MaskStore((float*)c, mask.AsSingle(), v.AsSingle());
+        else Avx.MaskStore((double*)c, mask.AsDouble(), v.AsDouble());
     }
+
+    /// <summary>The lanes set in mask from p, zero elsewhere; memory under clear lanes is not touched.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static Vector256<T> MaskLoad<T>(T* p, Vector256<T> mask) where T : unmanaged =>
+        typeof(T) == typeof(float) ? Avx.MaskLoad((float*)p, mask.AsSingle()).As<float, T>() : Avx.MaskLoad((double*)p, mask.AsDouble()).As<double, T>();
 
     /// <summary>The microkernel without AVX2 and FMA: plain multiply-adds over the same packing, through tile[MR x NR].</summary>
     private static void ScalarKernel<T>(nint kc, T* a, T* b, T* c, nint ldc, bool add, int mr, int nr, T* tile)
