@@ -83,7 +83,7 @@ public static unsafe class Gemm
     private const int ABlockBytes = 192 << 10;
     /// <summary>Columns of B packed at once: 4 slivers, each row of the block one sequential read.</summary>
     private const int NcMax = 96;
-    /// <summary>Below this many multiply-adds one thread is faster than waking a helper.</summary>
+    /// <summary>Below this many multiply-adds (some 20 us on one core) the product stays on the calling thread: waking a helper costs microseconds.</summary>
     private const long ParallelWork = 1L << 20;
     /// <summary>Fewest rows or columns of C in a thread's chunk.</summary>
     private const int MinChunk = 192;
