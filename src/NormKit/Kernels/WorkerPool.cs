@@ -36,9 +36,17 @@ public static class NormKitThreading
 /// A small pool of persistent worker threads that runs <c>body(state, chunk)</c> for
 /// chunk = 0..count-1. It allocates nothing per call: the job is a pointer to the caller's
 /// stack plus a function pointer, valid because <see cref="For"/> returns only after every
-/// helper has left the job. One job runs at a time; a call made while another is running
-/// (from another thread, or nested) runs inline on its own thread.
+/// chunk has run and no thread can start another. One job runs at a time; a call made while
+/// another is running (from another thread, or nested) runs inline on its own thread.
 /// </summary>
+/// <remarks>
+/// The calling thread takes chunks like any helper and then waits only for the chunks that
+/// others have claimed, never for a helper to wake up: on a busy machine a woken helper can
+/// wait a scheduler tick (milliseconds) for a core, and a job of a few hundred microseconds
+/// must not wait for it. A chunk is claimed with one compare-and-swap on a ticket that holds
+/// the job's number and the next chunk index, so a helper that wakes late cannot claim a chunk
+/// of a job that has ended (its ticket is closed) or mix up two jobs (the number differs).
+/// </remarks>
 internal static unsafe class WorkerPool
 {
     private static readonly object s_startLock = new();
@@ -46,14 +54,20 @@ internal static unsafe class WorkerPool
     private static int s_workers;
     private static int s_busy;
 
-    // The current job; written before helpers are woken, read by them after waking.
+    // The current job. Its fields are written while the ticket is closed, then the ticket is
+    // opened (a full fence); a thread reads them after reading an open ticket, and uses them only
+    // if its claim (a compare-and-swap of that same ticket) succeeds.
     private static void* s_state;
     private static delegate*<void*, int, void> s_body;
     private static int s_count;
-    private static int s_next;
-    private static int s_activeHelpers;
+    private static long s_ticket = Closed;   // job number << 32 | next chunk (Closed: none open)
+    private static int s_done;                // chunks finished, run or skipped after an error
+    private static int s_failed;
     private static Exception? s_error;
+    private static uint s_job;
     private static long s_parallelRuns;
+
+    private const long Closed = 0xFFFF_FFFF;    // chunk index bits all ones: no chunk can be claimed
 
     private static long s_helperAllocated;
 
@@ -62,9 +76,9 @@ internal static unsafe class WorkerPool
 
     /// <summary>
     /// Bytes the helper threads have allocated, all of it, counted by each helper on its own
-    /// thread at the end of every job: with the calling thread's own counter this gives a
-    /// call's exact allocation, which the process-wide counter (it sees the test host's
-    /// threads too) cannot.
+    /// thread after every chunk it runs, before the chunk counts as done: with the calling
+    /// thread's own counter this gives a call's exact allocation, which the process-wide
+    /// counter (it sees the test host's threads too) cannot.
     /// </summary>
     internal static long HelperAllocatedBytes => Volatile.Read(ref s_helperAllocated);
 
@@ -76,40 +90,69 @@ internal static unsafe class WorkerPool
             for (int i = 0; i < count; i++) body(state, i);
             return;
         }
+        long job = (long)++s_job << 32;
         try
         {
             int helpers = degree - 1;
             EnsureWorkers(helpers);
             s_parallelRuns++;
-            s_state = state; s_body = body; s_count = count; s_next = 0; s_error = null;
-            Volatile.Write(ref s_activeHelpers, helpers);
-            s_wake.Release(helpers);
-            RunChunks();
+            s_state = state; s_body = body; s_count = count; s_done = 0; s_failed = 0; s_error = null;
+            Interlocked.Exchange(ref s_ticket, job);   // open: chunk 0 is next
+            // Wake only as many helpers as are not already awake or about to be.
+            int wake = helpers - s_wake.CurrentCount;
+            if (wake > 0) s_wake.Release(wake);
+            RunChunks(false);
+            // Every chunk is claimed; wait for the ones other threads are still running.
             var spin = new SpinWait();
-            while (Volatile.Read(ref s_activeHelpers) != 0) spin.SpinOnce(sleep1Threshold: -1);
-            if (s_error is { } e) { s_error = null; throw new AggregateException(e); }
+            while (Volatile.Read(ref s_done) != count) spin.SpinOnce(sleep1Threshold: -1);
+            if (s_error is { } e) throw new AggregateException(e);
         }
         finally
         {
-            s_state = null;
+            Interlocked.Exchange(ref s_ticket, job | Closed);
+            s_state = null; s_error = null;
             Volatile.Write(ref s_busy, 0);
         }
     }
 
-    private static void RunChunks()
+    // Claims and runs chunks of the open job until none is left. A helper counts its
+    // allocations after each chunk, before the chunk is done, so the caller sees them when For returns.
+    private static void RunChunks(bool helper)
     {
-        int count = s_count;
-        void* state = s_state;
-        var body = s_body;
-        try
+        long counted = helper ? GC.GetAllocatedBytesForCurrentThread() : 0;
+        while (true)
         {
-            int i;
-            while ((i = Interlocked.Increment(ref s_next) - 1) < count) body(state, i);
-        }
-        catch (Exception e)
-        {
-            s_error ??= e;
-            Volatile.Write(ref s_next, count);
+            long ticket = Volatile.Read(ref s_ticket);
+            uint next = (uint)ticket;
+            int count = s_count;
+            void* state = s_state;
+            var body = s_body;
+            if (next >= (uint)count)
+            {
+                if (Volatile.Read(ref s_ticket) == ticket) return;   // nothing left (or closed)
+                continue;                                            // a new job opened meanwhile
+            }
+            if (Interlocked.CompareExchange(ref s_ticket, ticket + 1, ticket) != ticket) continue;
+            // Chunk `next` of this job is ours: the job cannot end before it is done.
+            try
+            {
+                if (Volatile.Read(ref s_failed) == 0) body(state, (int)next);
+            }
+            catch (Exception e)
+            {
+                Interlocked.CompareExchange(ref s_error, e, null);
+                Volatile.Write(ref s_failed, 1);
+            }
+            finally
+            {
+                if (helper)
+                {
+                    long now = GC.GetAllocatedBytesForCurrentThread();
+                    if (now != counted) Interlocked.Add(ref s_helperAllocated, now - counted);
+                    counted = now;
+                }
+                Interlocked.Increment(ref s_done);
+            }
         }
     }
 
@@ -129,15 +172,10 @@ internal static unsafe class WorkerPool
 
     private static void WorkerLoop()
     {
-        long counted = GC.GetAllocatedBytesForCurrentThread();
         while (true)
         {
             s_wake.Wait();
-            RunChunks();
-            long now = GC.GetAllocatedBytesForCurrentThread();
-            Interlocked.Add(ref s_helperAllocated, now - counted);
-            counted = now;
-            Interlocked.Decrement(ref s_activeHelpers);
+            RunChunks(true);
         }
     }
 }
