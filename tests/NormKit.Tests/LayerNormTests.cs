@@ -216,3 +216,55 @@ public class LayerNormTests
         Check.Close(Oracle.LayerNorm(x, 3, 8, null, null, 1e-5).Y, Guard.Span(y), Tol.F64, "y");
     }
 }
+
+/// <summary>
+/// LayerNorm over a few long rows (LayerNorm over [C, H, W] of a small batch): backward splits
+/// the rows into a few blocks whose parameter-gradient partials are merged by chunks of columns.
+/// </summary>
+[Trait("Category", "Kernel")]
+[Collection("Threads")]
+public class LayerNormLongRowTests
+{
+    [Theory]
+    [InlineData(20, 9001)]   // 3 blocks of up to 8 rows; a vector tail in every row
+    [InlineData(32, 12544)]  // [32, 16, 28, 28] normalized over (16, 28, 28)
+    public void Backward_of_few_long_rows_matches_reference_and_is_bitwise_identical_for_1_2_and_3_threads(int rows, int cols)
+    {
+        var x = Data.RoundToFloat(Data.Normal(rows, rows * cols, 0.5, 2));
+        var w = Data.RoundToFloat(Data.Normal(cols, cols, 1, 0.5));
+        var dy = Data.RoundToFloat(Data.Normal(rows + cols, rows * cols));
+        var (edx, edw, edb) = Oracle.LayerNormBackward(dy, x, rows, cols, w, 1e-5);
+        Paths.ForEach(p =>
+        {
+            One<float>(Tol.F32);
+            One<double>(Tol.F64);
+            void One<T>(Tol tol) where T : unmanaged, System.Numerics.IFloatingPointIeee754<T>
+            {
+                T[][]? first = null;
+                foreach (int threads in new[] { 1, 2, 3 })
+                {
+                    T[][] r = null!;
+                    Paths.WithThreads(threads, () =>
+                    {
+                        var mean = new double[rows]; var rstd = new double[rows];
+                        Functional.LayerNorm<T>(Check.Arr<T>(x), [rows, cols], [cols], new T[x.Length], Check.Arr<T>(w), default, 1e-5, mean, rstd);
+                        var dx = new T[x.Length];
+                        var dw = Check.Arr<T>(Enumerable.Repeat(0.25, cols).ToArray());   // accumulates onto 0.25
+                        var db = Check.Arr<T>(Enumerable.Repeat(-0.5, cols).ToArray());
+                        Functional.LayerNormBackward<T>(Check.Arr<T>(dy), Check.Arr<T>(x), [rows, cols], [cols], mean, rstd, Check.Arr<T>(w), dx, dw, db);
+                        r = [dx, dw, db];
+                    });
+                    if (first is null)
+                    {
+                        Check.Close(edx, r[0], tol, $"{typeof(T).Name} dx ({p})");
+                        Check.Close(edw.Select(v => v + 0.25).ToArray(), r[1], tol, $"{typeof(T).Name} dWeight ({p})");
+                        Check.Close(edb.Select(v => v - 0.5).ToArray(), r[2], tol, $"{typeof(T).Name} dBias ({p})");
+                        first = r;
+                    }
+                    else
+                        for (int k = 0; k < 3; k++) Check.BitEqual<T>(first[k], r[k], $"{typeof(T).Name} output {k} ({p}) with {threads} threads");
+                }
+            }
+        });
+    }
+}

@@ -21,6 +21,9 @@ internal static unsafe class RowKernel
     private const int ChunkElements = 16 * 1024;
     // Backward merges per-block partial dWeight/dBias in block order; at most this many blocks.
     private const int MaxGradBlocks = 64;
+    // With dWeight/dBias wanted a block has at least this many rows: its partials (2 * cols
+    // doubles, written and merged) then cost a fraction of its input (16 * cols bytes per float row).
+    private const int MinGradBlockRows = 8;
 
     // ============================ forward ============================
 
@@ -166,9 +169,9 @@ internal static unsafe class RowKernel
     /// <remarks>
     /// Reads x and dy twice per row (the second time from cache), writes dx once. dx is
     /// overwritten; dWeight and dBias accumulate (+=), each optional (empty = not wanted).
-    /// Rows are split into at most 64 blocks fixed by the row count; each block sums its
-    /// dWeight/dBias partials (in T over groups of 16 rows, then in double) and the partials
-    /// are added in block order, so the result does not depend on the thread count.
+    /// Rows are split into blocks fixed by the shape (<see cref="GradBlockRows"/>); each block
+    /// sums its dWeight/dBias partials (in T over groups of 16 rows, then in double) and the
+    /// partials are added in block order, so the result does not depend on the thread count.
     /// </remarks>
     public static void Backward<T>(ReadOnlySpan<T> dy, ReadOnlySpan<T> x, ReadOnlySpan<double> mean, ReadOnlySpan<double> rstd, ReadOnlySpan<T> weight,
         RowLayout l, bool centered, ReadOnlySpan<T> gradSum, Span<T> dx, Span<T> dWeight, Span<T> dBias) where T : unmanaged, IFloatingPointIeee754<T>
@@ -176,15 +179,13 @@ internal static unsafe class RowKernel
         int rows = l.Rows, cols = l.Cols;
         if (rows == 0 || cols == 0) return;
         bool wantGrads = !dWeight.IsEmpty || !dBias.IsEmpty;
-        int blocks = Math.Min(rows, MaxGradBlocks);
-        int rowsPerBlock = (rows + blocks - 1) / blocks;
-        blocks = (rows + rowsPerBlock - 1) / rowsPerBlock;
+        int rowsPerBlock = GradBlockRows(l, wantGrads);
+        int blocks = (rows + rowsPerBlock - 1) / rowsPerBlock;
         double[]? partials = null;
         T[]? groups = null;   // rented here, on the calling thread: helpers never rent from the pool
         if (wantGrads)
         {
-            partials = ArrayPool<double>.Shared.Rent(blocks * cols * 2);
-            Array.Clear(partials, 0, blocks * cols * 2);
+            partials = ArrayPool<double>.Shared.Rent(blocks * cols * 2);   // each block writes all of its own
             groups = ArrayPool<T>.Shared.Rent(blocks * cols * 2);
         }
         try
@@ -202,17 +203,17 @@ internal static unsafe class RowKernel
             }
             if (wantGrads)
             {
-                // Block order, fixed by the shape: the same bits for any thread count.
-                for (int c = 0; c < cols; c++)
+                fixed (double* pp = partials)
+                fixed (T* pw = dWeight, pb = dBias)
                 {
-                    double sw = 0, sb = 0;
-                    for (int blk = 0; blk < blocks; blk++)
+                    // Chunks of columns; each column's partials are added in block order, so the
+                    // bits depend on neither the chunks nor the thread count.
+                    var merge = new MergeJob<T>
                     {
-                        sw += partials![(blk * 2) * cols + c];
-                        sb += partials[(blk * 2 + 1) * cols + c];
-                    }
-                    if (!dWeight.IsEmpty) dWeight[c] = Num.From<T>(Num.D(dWeight[c]) + sw);
-                    if (!dBias.IsEmpty) dBias[c] = Num.From<T>(Num.D(dBias[c]) + sb);
+                        Partials = pp, DWeight = dWeight.IsEmpty ? null : pw, DBias = dBias.IsEmpty ? null : pb, Blocks = blocks, Cols = cols,
+                        ColsPerChunk = Math.Max(MergeMinCols, ChunkElements / (2 * blocks)), Path = Simd.Dispatch(),
+                    };
+                    Width.For<T, MergeJob<T>, MergeBody<T>>((cols + merge.ColsPerChunk - 1) / merge.ColsPerChunk, ref merge);
                 }
             }
         }
@@ -249,24 +250,104 @@ internal static unsafe class RowKernel
             int n = j.L.Cols;
             int r0 = block * j.RowsPerBlock, r1 = Math.Min(j.L.Rows, r0 + j.RowsPerBlock);
             double* pw = j.Partials == null ? null : j.Partials + (nint)block * 2 * n;
-            double* pb = pw == null ? null : pw + n;
             T* gw = j.Groups == null ? null : j.Groups + (nint)block * 2 * n;
             T* gb = gw == null ? null : gw + n;
-            if (gw != null) new Span<T>(gw, 2 * n).Clear();
             for (int r = r0; r < r1; r++)
             {
-                BackwardRow<T, W, TV, TD>(ref j, r, gw, gb, simd);
-                if (gw != null && ((r - r0) % GradGroupRows == GradGroupRows - 1 || r == r1 - 1))
-                    for (int c = 0; c < n; c++)
-                    {
-                        pw[c] += Num.D(gw[c]); pb[c] += Num.D(gb[c]);
-                        gw[c] = T.Zero; gb[c] = T.Zero;
-                    }
+                // The first row of a group writes the group's sums, the first group the block's
+                // partials: nothing is cleared beforehand.
+                int inBlock = r - r0;
+                BackwardRow<T, W, TV, TD>(ref j, r, gw, gb, inBlock % GradGroupRows == 0, simd);
+                if (gw != null && (inBlock % GradGroupRows == GradGroupRows - 1 || r == r1 - 1))
+                    FlushGroup<T, W, TV, TD>(gw, pw, 2 * n, inBlock < GradGroupRows, simd);   // dWeight and dBias: gb = gw + n, pb = pw + n
             }
         }
     }
 
-    private static void BackwardRow<T, W, TV, TD>(ref BackwardJob<T> j, int r, T* gw, T* gb, bool simd)
+    // p[i] = (double)g[i] for the block's first group, else p[i] += (double)g[i]: a group's T
+    // sums into the block's double partials.
+    private static void FlushGroup<T, W, TV, TD>(T* g, double* p, int n, bool first, bool simd) where T : unmanaged, IFloatingPointIeee754<T> where W : IWidth<T, TV, TD>
+    {
+        int i = 0;
+        if (simd)
+        {
+            int step = W.WideCount, half = step / 2;
+            for (; i <= n - step; i += step)
+            {
+                W.LoadWide(ref g[i], 0, out TD lo, out TD hi);
+                if (!first)
+                {
+                    lo = W.AddD(W.LoadD(ref p[i], 0), lo);
+                    hi = W.AddD(W.LoadD(ref p[i + half], 0), hi);
+                }
+                W.StoreD(lo, ref p[i], 0);
+                W.StoreD(hi, ref p[i + half], 0);
+            }
+        }
+        for (; i < n; i++) p[i] = first ? Num.D(g[i]) : p[i] + Num.D(g[i]);
+    }
+
+    // The parameter gradients' merge: dWeight[c] += sum over blocks of the partials, per chunk of columns.
+    private const int MergeMinCols = 256;
+
+    private struct MergeJob<T> : IKernelJob where T : unmanaged
+    {
+        public double* Partials;     // as BackwardJob's; block 0's row receives the others
+        public T* DWeight, DBias;    // null when not wanted
+        public int Blocks, Cols, ColsPerChunk;
+        public SimdPath Path { get; set; }
+    }
+
+    private readonly struct MergeBody<T> : IKernelBody<T, MergeJob<T>> where T : unmanaged, IFloatingPointIeee754<T>
+    {
+        public static void Run<W, TV, TD>(ref MergeJob<T> j, int chunk, bool simd) where W : IWidth<T, TV, TD>
+        {
+            int c0 = chunk * j.ColsPerChunk, n = Math.Min(j.Cols, c0 + j.ColsPerChunk) - c0;
+            if (j.DWeight != null) MergeColumns<T, W, TV, TD>(ref j, 0, j.DWeight + c0, c0, n, simd);
+            if (j.DBias != null) MergeColumns<T, W, TV, TD>(ref j, j.Cols, j.DBias + c0, c0, n, simd);
+        }
+    }
+
+    // acc = partials of block 0, += those of blocks 1, 2, ... in order; then target = T(double(target) + acc).
+    private static void MergeColumns<T, W, TV, TD>(ref MergeJob<T> j, int offset, T* target, int c0, int n, bool simd)
+        where T : unmanaged, IFloatingPointIeee754<T> where W : IWidth<T, TV, TD>
+    {
+        double* acc = j.Partials + offset + c0;
+        int half = W.WideCount / 2;
+        for (int blk = 1; blk < j.Blocks; blk++)
+        {
+            double* p = j.Partials + (nint)blk * 2 * j.Cols + offset + c0;
+            int i = 0;
+            if (simd)
+                for (; i <= n - half; i += half)
+                    W.StoreD(W.AddD(W.LoadD(ref acc[i], 0), W.LoadD(ref p[i], 0)), ref acc[i], 0);
+            for (; i < n; i++) acc[i] += p[i];
+        }
+        int k = 0;
+        if (simd)
+            for (int step = W.WideCount; k <= n - step; k += step)
+            {
+                W.LoadWide(ref target[k], 0, out TD lo, out TD hi);
+                W.StoreWide(W.AddD(lo, W.LoadD(ref acc[k], 0)), W.AddD(hi, W.LoadD(ref acc[k + half], 0)), ref target[k], 0);
+            }
+        for (; k < n; k++) target[k] = Num.From<T>(Num.D(target[k]) + acc[k]);
+    }
+
+    /// <summary>
+    /// Rows per block of <see cref="Backward{T}"/>, from the shape alone: at most
+    /// <see cref="MaxGradBlocks"/> blocks, at least a chunk's worth of elements per block, and
+    /// with parameter gradients at least <see cref="MinGradBlockRows"/> rows, so that a few long
+    /// rows do not each write and merge partials larger than themselves.
+    /// </summary>
+    internal static int GradBlockRows(RowLayout l, bool wantGrads)
+    {
+        int rows = (l.Rows + MaxGradBlocks - 1) / MaxGradBlocks;
+        rows = Math.Max(rows, (ChunkElements + l.Cols - 1) / l.Cols);
+        if (wantGrads) rows = Math.Max(rows, MinGradBlockRows);
+        return Math.Max(1, Math.Min(rows, l.Rows));
+    }
+
+    private static void BackwardRow<T, W, TV, TD>(ref BackwardJob<T> j, int r, T* gw, T* gb, bool firstOfGroup, bool simd)
         where T : unmanaged, IFloatingPointIeee754<T> where W : IWidth<T, TV, TD>
     {
         int n = j.L.Cols;
@@ -278,7 +359,7 @@ internal static unsafe class RowKernel
             : RowSumsTail(ref j.Dy[o], ref j.X[o], j.Weight, 0, n, hi, lo, rs, 0, 0);
         T c1 = j.Centered ? Num.From<T>(s1 / n) : T.Zero, c2 = Num.From<T>(s2 / n);
         T* add = j.GradSum == null ? null : j.GradSum + o;
-        int i = simd ? RowGrad<T, W, TV, TD>(ref j.Dy[o], ref j.X[o], j.Weight, ref j.Dx[o], add, gw, gb, n, hi, lo, rs, c1, c2) : 0;
+        int i = simd ? RowGrad<T, W, TV, TD>(ref j.Dy[o], ref j.X[o], j.Weight, ref j.Dx[o], add, gw, gb, firstOfGroup, n, hi, lo, rs, c1, c2) : 0;
         // Scalar specification (and the SIMD tail).
         for (; i < n; i++)
         {
@@ -289,8 +370,8 @@ internal static unsafe class RowKernel
             j.Dx[o + i] = add != null ? d_x + add[i] : d_x;
             if (gw != null)
             {
-                gw[i] += d * xh;
-                gb[i] += d;
+                gw[i] = firstOfGroup ? d * xh : gw[i] + d * xh;
+                gb[i] = firstOfGroup ? d : gb[i] + d;
             }
         }
     }
@@ -328,7 +409,7 @@ internal static unsafe class RowKernel
         return RowSumsTail(ref dy, ref x, w, i, n, hi, lo, rs, W.SumD(s1), W.SumD(s2));
     }
 
-    private static int RowGrad<T, W, TV, TD>(ref T dy, ref T x, T* w, ref T dx, T* add, T* gw, T* gb, int n, T hi, T lo, T rs, T c1, T c2)
+    private static int RowGrad<T, W, TV, TD>(ref T dy, ref T x, T* w, ref T dx, T* add, T* gw, T* gb, bool firstOfGroup, int n, T hi, T lo, T rs, T c1, T c2)
         where T : unmanaged where W : IWidth<T, TV, TD>
     {
         TV hv = W.Splat(hi), lv = W.Splat(lo), rv = W.Splat(rs), c1v = W.Splat(c1), c2v = W.Splat(c2);
@@ -343,8 +424,9 @@ internal static unsafe class RowKernel
             W.Store(add != null ? W.Add(d_x, W.Load(ref *add, u)) : d_x, ref dx, u);
             if (gw != null)
             {
-                W.Store(W.Add(W.Load(ref *gw, u), W.Mul(d, xh)), ref *gw, u);
-                W.Store(W.Add(W.Load(ref *gb, u), d), ref *gb, u);
+                TV dw = W.Mul(d, xh);
+                W.Store(firstOfGroup ? dw : W.Add(W.Load(ref *gw, u), dw), ref *gw, u);
+                W.Store(firstOfGroup ? d : W.Add(W.Load(ref *gb, u), d), ref *gb, u);
             }
         }
         return i;

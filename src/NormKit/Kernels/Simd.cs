@@ -76,6 +76,8 @@ internal interface IWidth<T, TV, TD> where T : unmanaged
     static abstract TV Mul(TV a, TV b);
     /// <summary>Loads WideCount elements from p + i as two vectors of double.</summary>
     static abstract void LoadWide(ref T p, nuint i, out TD lo, out TD hi);
+    /// <summary>Stores two vectors of double as WideCount elements of T at p + i, rounded as a scalar cast (the inverse of <see cref="LoadWide"/>).</summary>
+    static abstract void StoreWide(TD lo, TD hi, ref T p, nuint i);
     /// <summary>Converts one vector of T to two vectors of double (the high half is zero for double).</summary>
     static abstract void Widen(TV v, out TD lo, out TD hi);
     static abstract TD LoadD(ref double p, nuint i);
@@ -107,6 +109,17 @@ internal readonly struct W128<T> : IWidth<T, Vector128<T>, Vector128<double>> wh
         {
             lo = Vector128.LoadUnsafe(ref Unsafe.As<T, double>(ref p), i);
             hi = Vector128.LoadUnsafe(ref Unsafe.As<T, double>(ref p), i + (nuint)Vector128<double>.Count);
+        }
+    }
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static void StoreWide(Vector128<double> lo, Vector128<double> hi, ref T p, nuint i)
+    {
+        if (typeof(T) == typeof(float))
+            Vector128.Narrow(lo, hi).StoreUnsafe(ref Unsafe.As<T, float>(ref p), i);
+        else
+        {
+            lo.StoreUnsafe(ref Unsafe.As<T, double>(ref p), i);
+            hi.StoreUnsafe(ref Unsafe.As<T, double>(ref p), i + (nuint)Vector128<double>.Count);
         }
     }
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
@@ -147,6 +160,17 @@ internal readonly struct W256<T> : IWidth<T, Vector256<T>, Vector256<double>> wh
         }
     }
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static void StoreWide(Vector256<double> lo, Vector256<double> hi, ref T p, nuint i)
+    {
+        if (typeof(T) == typeof(float))
+            Vector256.Narrow(lo, hi).StoreUnsafe(ref Unsafe.As<T, float>(ref p), i);
+        else
+        {
+            lo.StoreUnsafe(ref Unsafe.As<T, double>(ref p), i);
+            hi.StoreUnsafe(ref Unsafe.As<T, double>(ref p), i + (nuint)Vector256<double>.Count);
+        }
+    }
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public static void Widen(Vector256<T> v, out Vector256<double> lo, out Vector256<double> hi)
     {
         if (typeof(T) == typeof(float)) (lo, hi) = Vector256.Widen(v.As<T, float>());
@@ -181,6 +205,17 @@ internal readonly struct W512<T> : IWidth<T, Vector512<T>, Vector512<double>> wh
         {
             lo = Vector512.LoadUnsafe(ref Unsafe.As<T, double>(ref p), i);
             hi = Vector512.LoadUnsafe(ref Unsafe.As<T, double>(ref p), i + (nuint)Vector512<double>.Count);
+        }
+    }
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static void StoreWide(Vector512<double> lo, Vector512<double> hi, ref T p, nuint i)
+    {
+        if (typeof(T) == typeof(float))
+            Vector512.Narrow(lo, hi).StoreUnsafe(ref Unsafe.As<T, float>(ref p), i);
+        else
+        {
+            lo.StoreUnsafe(ref Unsafe.As<T, double>(ref p), i);
+            hi.StoreUnsafe(ref Unsafe.As<T, double>(ref p), i + (nuint)Vector512<double>.Count);
         }
     }
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
