@@ -123,7 +123,7 @@ public static unsafe class LabEngine
         md.AppendLine();
         var larger = rows.Where(x => x.Shape.Larger).ToList();
         md.AppendLine($"{larger.Count(x => x.Misses(peak1).Count == 0)} of {larger.Count} larger rows meet every target.");
-        ConvolutionRows(md);
+        ConvolutionRows(md, peak1, peak2, rounds);
 
         Directory.CreateDirectory(outDir);
         string file = Path.Combine(outDir, $"{DateTime.UtcNow:yyyy-MM-dd}-lab-engine.md");
@@ -134,10 +134,78 @@ public static unsafe class LabEngine
     }
 
     /// <summary>
-    /// The lab's convolution (im2col + Gemm) end to end, a table of its own: not measured yet;
-    /// add its rows here when the convolution layer exists.
+    /// The lab's convolution (im2col + Gemm + reorders) forward+backward on the residual CNN's
+    /// shapes, and the residual CNN's training step (forward+backward at batch 32) per norm arm,
+    /// at 1 and 2 threads in interleaved rounds.
     /// </summary>
-    private static void ConvolutionRows(StringBuilder md) { _ = md; }
+    private static void ConvolutionRows(StringBuilder md, double peak1, double peak2, int rounds)
+    {
+        const int batch = 32;
+        var rng = new NormKit.Lab.Training.Rng(1);
+        float[] Random(int n) { var v = new float[n]; for (int i = 0; i < v.Length; i++) v[i] = (float)rng.Normal(); return v; }
+        var cases = new List<(string Name, double Flops, Action Call)>();
+        foreach (var (cin, cout, size, stride) in new[] { (16, 16, 28, 1), (16, 32, 28, 2), (32, 32, 14, 1), (64, 64, 7, 1) })
+        {
+            var conv = new NormKit.Lab.Training.Conv2d<float>(cin, cout, 3, stride, 1, size, size, bias: false, rng);
+            var x = Random(batch * cin * size * size);
+            var dy = Random(batch * cout * conv.OutHeight * conv.OutWidth);
+            double flops = 3 * 2.0 * batch * cout * cin * 9 * conv.OutHeight * conv.OutWidth;   // forward, dW, dx: one product each
+            cases.Add(($"conv 3x3 {cin}->{cout}, {size}x{size}, stride {stride}", flops, () => { conv.Forward(x, batch, true); conv.Backward(dy); }));
+        }
+        var images = Random(batch * 784);
+        foreach (string arm in NormKit.Lab.Training.NormArms.Names)
+        {
+            var model = NormKit.Lab.Training.ResidualCnn.Build<float>(new(), arm, new NormKit.Lab.Training.Rng(1));
+            var dLogits = Random(batch * 10);
+            cases.Add(($"ResNet-14 step, {arm}", 121.1e6 * batch, () => { model.Forward(images, batch, true); model.Backward(dLogits); }));
+        }
+        var times = cases.Select(_ => (One: new List<double>(), Two: new List<double>())).ToList();
+        int saved = NormKitThreading.MaxDegreeOfParallelism;
+        try
+        {
+            for (int round = 0; round < rounds; round++)
+            {
+                Console.WriteLine($"convolution round {round + 1} of {rounds}");
+                for (int c = 0; c < cases.Count; c++)
+                    foreach (int threads in new[] { 1, 2 })
+                    {
+                        NormKitThreading.MaxDegreeOfParallelism = threads;
+                        cases[c].Call();
+                        var batchClock = Stopwatch.StartNew();
+                        for (int i = 0; i < 3 || batchClock.ElapsedMilliseconds < 150; i++)
+                        {
+                            long t0 = Stopwatch.GetTimestamp();
+                            cases[c].Call();
+                            (threads == 1 ? times[c].One : times[c].Two).Add(Stopwatch.GetElapsedTime(t0).TotalSeconds);
+                        }
+                    }
+            }
+        }
+        finally { NormKitThreading.MaxDegreeOfParallelism = saved; }
+        static (double Median, double Lo, double Hi) Q(List<double> t)
+        {
+            var s = t.Order().ToList();
+            double At(double q) => s[(int)Math.Round(q * (s.Count - 1))];
+            return (At(0.5), At(0.25), At(0.75));
+        }
+        md.AppendLine();
+        md.AppendLine("## The convolution layer and the residual CNN's training step");
+        md.AppendLine();
+        md.AppendLine($"Conv2d forward + backward (im2col, three products, reorders, col2im) at batch {batch}, and the residual CNN (14 weight");
+        md.AppendLine($"layers, docs/lab/ResidualCnn.md) forward + backward at batch {batch} per norm arm, counted as 121.1 MFLOP per image. Median over");
+        md.AppendLine($"{rounds} interleaved rounds (each cell at least 3 calls and 150 ms per round), IQR of the time in brackets.");
+        md.AppendLine();
+        md.AppendLine("| case | 1t ms | GFLOP/s | % peak | images/s | 2t ms | GFLOP/s | % peak | images/s | 2t/1t |");
+        md.AppendLine("|---|---|---|---|---|---|---|---|---|---|");
+        for (int c = 0; c < cases.Count; c++)
+        {
+            var (m1, lo1, hi1) = Q(times[c].One);
+            var (m2, lo2, hi2) = Q(times[c].Two);
+            double g1 = cases[c].Flops / m1 / 1e9, g2 = cases[c].Flops / m2 / 1e9;
+            md.AppendLine($"| {cases[c].Name} | {1e3 * m1:F1} ({1e3 * lo1:F1}-{1e3 * hi1:F1}) | {g1:F1} | {100 * g1 / peak1:F0}% | {batch / m1:F0} | " +
+                $"{1e3 * m2:F1} ({1e3 * lo2:F1}-{1e3 * hi2:F1}) | {g2:F1} | {100 * g2 / peak2:F0}% | {batch / m2:F0} | {m1 / m2:F2} |");
+        }
+    }
 
     /// <summary>Timings and checks of one shape.</summary>
     private sealed class Row
