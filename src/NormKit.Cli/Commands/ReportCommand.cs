@@ -9,12 +9,12 @@ internal static class ReportCommand
 {
     public static Command Create()
     {
-        var full = Common.Flag("--full", "every experiment in its full mode (26 minutes measured on 2 cores instead of about 4)");
+        var full = Common.Flag("--full", "every experiment in its full mode (26 minutes measured on 2 cores instead of about 3)");
         var data = Common.Data();
         var text = Common.Text();
         var outDir = Common.Out("lab-report", "report.html, its charts and CSV files");
         var command = new Command("report", Common.Prose("""
-            The lab's tour: the figure and every experiment (quick modes, about 4 minutes on 2 cores;
+            The lab's tour: the figure and every experiment (quick modes, about 3 minutes on 2 cores;
             --full 26 min 22 s measured), then DIR/report.html with the charts and, per claim of the seed
             article, what was measured, the published result and a verdict.
             """)) { full, data, text, outDir };
