@@ -73,47 +73,47 @@ public static class Images
         else for (int i = 0; i < pixels.Length; i++) x[i] = T.CreateTruncating(pixels[i]);
     }
 
-    private sealed class RandomImages<T>(FashionMnist.Split split, int batch) : ITrainingBatches<T> where T : unmanaged, IFloatingPointIeee754<T>
+    // Batches of images chosen one by one: the two training orders differ only in which image comes next.
+    private abstract class DrawnImages<T>(FashionMnist.Split split, int batch) : ITrainingBatches<T> where T : unmanaged, IFloatingPointIeee754<T>
     {
         public int Rows => batch;
         public int Examples => batch;
         public int Inputs => batch * split.Features;
+
+        protected int Count => split.Count;
+
+        protected abstract int NextImage(Rng rng);
 
         public void Next(Rng rng, Span<T> x, Span<byte> y)
         {
             int d = split.Features;
             for (int b = 0; b < batch; b++)
             {
-                int k = rng.Next(split.Count);
+                int k = NextImage(rng);
                 Copy(split, k, x.Slice(b * d, d));
                 y[b] = split.Labels[k];
             }
         }
     }
 
-    private sealed class ShuffledImages<T>(FashionMnist.Split split, int batch) : ITrainingBatches<T> where T : unmanaged, IFloatingPointIeee754<T>
+    private sealed class RandomImages<T>(FashionMnist.Split split, int batch) : DrawnImages<T>(split, batch) where T : unmanaged, IFloatingPointIeee754<T>
+    {
+        protected override int NextImage(Rng rng) => rng.Next(Count);
+    }
+
+    private sealed class ShuffledImages<T>(FashionMnist.Split split, int batch) : DrawnImages<T>(split, batch) where T : unmanaged, IFloatingPointIeee754<T>
     {
         private readonly int[] _order = Enumerable.Range(0, split.Count).ToArray();
         private int _next = split.Count;   // the first draw shuffles
 
-        public int Rows => batch;
-        public int Examples => batch;
-        public int Inputs => batch * split.Features;
-
-        public void Next(Rng rng, Span<T> x, Span<byte> y)
+        protected override int NextImage(Rng rng)
         {
-            int d = split.Features;
-            for (int b = 0; b < batch; b++)
+            if (_next == _order.Length)
             {
-                if (_next == _order.Length)
-                {
-                    for (int i = _order.Length - 1; i > 0; i--) { int j = rng.Next(i + 1); (_order[i], _order[j]) = (_order[j], _order[i]); }
-                    _next = 0;
-                }
-                int k = _order[_next++];
-                Copy(split, k, x.Slice(b * d, d));
-                y[b] = split.Labels[k];
+                for (int i = _order.Length - 1; i > 0; i--) { int j = rng.Next(i + 1); (_order[i], _order[j]) = (_order[j], _order[i]); }
+                _next = 0;
             }
+            return _order[_next++];
         }
     }
 
