@@ -39,7 +39,7 @@ public class CliTests
         var root = Cli.Cli.Build();
         Assert.Equal("normkit", root.Name);
         Assert.Equal(["demo", "report", "lab"], root.Subcommands.Select(c => c.Name));
-        Assert.Equal(["saturation", "batch-size", "figure", "language", "vision", "resnet", "shift", "data-parallel"],
+        Assert.Equal(["saturation", "batch-size", "figure", "language", "vision", "resnet", "lr-sweep", "shift", "data-parallel"],
             root.Subcommands.Single(c => c.Name == "lab").Subcommands.Select(c => c.Name));
     }
 
@@ -78,7 +78,7 @@ public class CliTests
     public void A_group_run_alone_lists_its_commands()
     {
         Assert.Equal("normkit: missing command: demo, report or lab.", Run().ErrorLines[0]);
-        Assert.Equal("normkit: missing command after 'lab': saturation, batch-size, figure, language, vision, resnet, shift or data-parallel.", Run("lab").ErrorLines[0]);
+        Assert.Equal("normkit: missing command after 'lab': saturation, batch-size, figure, language, vision, resnet, lr-sweep, shift or data-parallel.", Run("lab").ErrorLines[0]);
     }
 
     [Theory]
@@ -103,6 +103,10 @@ public class CliTests
     [InlineData("lab data-parallel --batch 1", "--batch must be an integer >= 2, but was '1'.")]
     [InlineData("lab resnet --seeds 0", "--seeds must be an integer >= 1, but was '0'.")]
     [InlineData("lab resnet --arm none --arm BatchNorm2d", "--arm must be one of none, BatchNorm, GroupNorm, LayerNorm, InstanceNorm, but was 'BatchNorm2d'.")]
+    [InlineData("lab resnet --batch 1", "--batch must be an integer >= 2, but was '1'.")]
+    [InlineData("lab resnet --lr -0.1", "--lr must be a positive number, but was -0.1.")]
+    [InlineData("lab resnet --train-images 0", "--train-images must be an integer >= 1, but was '0'.")]
+    [InlineData("lab batch-size --first-seed 0", "--first-seed must be an integer >= 1, but was '0'.")]
     public void Integer_options_name_the_option_the_range_and_the_value(string args, string message)
     {
         var r = Run(args.Split(' '));

@@ -30,6 +30,32 @@ public class ResidualCnnTests
         ConvolutionLayerTests.InputGradient(x, dx, Loss, arm);
     }
 
+    [Theory, MemberData(nameof(Arms))]
+    public void The_plain_network_has_no_shortcuts_and_its_gradients_match_finite_differences(string arm)
+    {
+        var rng = new Rng(23);
+        var model = ResidualCnn.Build<double>(Tiny with { Shortcuts = false }, arm, rng);
+        Assert.All(ResidualCnn.Blocks(model), b => { Assert.False(b.HasShortcut); Assert.Null(b.ShortcutConv); Assert.Null(b.ShortcutNorm); });
+        // Without shortcuts Fixup's zero convs would cut the signal: every arm keeps the standard init.
+        Assert.All(ResidualCnn.Blocks(model), b => Assert.Contains(b.Conv2.Weight.Value.ToArray(), w => w != 0));
+        foreach (var p in model.Parameters) for (int i = 0; i < p.Value.Length; i++) p.Value[i] += 0.2 * rng.Normal();
+        const int batch = 3;
+        var x = Enumerable.Range(0, batch * 6 * 6).Select(_ => rng.Normal()).ToArray();
+        var labels = new byte[] { 1, 0, 2 };
+        double Loss() => CrossEntropy.LossAndGradient<double>(model.Forward(x, batch, true), labels, batch, 3, new double[batch * 3]);
+        var z = model.Forward(x, batch, true);
+        var g = new double[z.Length];
+        CrossEntropy.LossAndGradient<double>(z, labels, batch, 3, g);
+        var dx = model.Layers.Reverse().Aggregate(g, (d, l) => l.Backward(d)).ToArray();
+        Assert.True(GradCheck.Parameters(model, Loss, arm) > 500);
+        ConvolutionLayerTests.InputGradient(x, dx, Loss, arm);
+        // The same draws with shortcuts give another function: the shortcut really is gone.
+        var residual = ResidualCnn.Build<double>(Tiny, arm, new Rng(23));
+        Assert.Equal("plain CNN-8", (Tiny with { Shortcuts = false }).Name);
+        Assert.Equal("ResNet-8", Tiny.Name);
+        Assert.Equal(residual.Parameters.Count(), model.Parameters.Count() + (arm == "none" ? 4 : 6));
+    }
+
     [Fact]
     public void The_default_network_has_14_weight_layers_and_maps_28x28_images_to_10_logits()
     {

@@ -78,6 +78,31 @@ public class TrainerTests
         Assert.True(trainer.Losses[^4..].Average() < trainer.Losses[..4].Average(), "training did not lower the loss");
     }
 
+    [Fact]
+    public void A_run_whose_loss_becomes_NaN_stops_there_and_says_it_diverged()
+    {
+        var (train, _) = FashionMnist.TrainAndTest(FashionMnist.SampleFolder);
+        var rng = new Rng(4);
+        var model = new Sequential<float>([new Linear<float>(784, 32, Init.Kaiming, rng), new Activation<float>(Activation<float>.Kind.ReLU), new Linear<float>(32, 10, Init.Glorot, rng)]);
+        // A rate of 1e30 overflows the weights within a few steps.
+        var trainer = new Trainer<float>(model, Images.Random<float>(train, 16), new TrainSettings(50, OptimizerSettings.Sgd(1e30, momentum: 0.9)), rng);
+        var progress = new List<string>();
+        var meter = new ProgressMeter(50, progress.Add);
+        double final = trainer.Run(meter);
+        Assert.True(trainer.Diverged);
+        Assert.True(double.IsNaN(final));
+        int first = Array.FindIndex(trainer.Losses, l => !double.IsFinite(l));
+        Assert.InRange(first, 1, 48);   // stopped early, after some finite steps
+        Assert.All(trainer.Losses[..first], l => Assert.True(double.IsFinite(l)));
+        Assert.All(trainer.Losses[(first + 1)..], l => Assert.True(double.IsNaN(l)));
+        Assert.Equal(50, meter.Steps);   // the skipped steps count as done for the time left
+
+        var healthy = new Trainer<float>(new Sequential<float>([new Linear<float>(784, 10, Init.Glorot, new Rng(5))]), Images.Random<float>(train, 16),
+            new TrainSettings(5, OptimizerSettings.Sgd(0.01)), new Rng(5));
+        Assert.True(double.IsFinite(healthy.Run()));
+        Assert.False(healthy.Diverged);
+    }
+
     public static TheoryData<string> Arms() => new(["none", "BatchNorm", "LayerNorm", "GroupNorm"]);
 
     [Theory, MemberData(nameof(Arms))]

@@ -17,7 +17,7 @@ internal static class LabCommands
             Fashion-MNIST set: 3 to 12 minutes each, the residual CNN hours; docs/lab); with --quick about a minute.
             """))
         {
-            Saturation(), BatchSizeCommand(), Figure(), LanguageCommand(), VisionCommand(), ResNetCommand(), ShiftCommand(), DataParallelCommand.Create(),
+            Saturation(), BatchSizeCommand(), Figure(), LanguageCommand(), VisionCommand(), ResNetCommand(), LearningRateSweepCommand(), ShiftCommand(), DataParallelCommand.Create(),
         };
         Common.RequireSubcommand(lab);
         return lab;
@@ -65,6 +65,8 @@ internal static class LabCommands
     private static Command BatchSizeCommand()
     {
         var quick = Common.Flag("--quick", "batch sizes 2, 8, 32 and 128, one seed");
+        var seeds = Common.AtLeast("--seeds", 1, 3, "seeds per arm and batch size (with --quick: 1 unless given)");
+        var firstSeed = Common.AtLeast("--first-seed", 1, 1, "the first seed (e.g. --first-seed 3 --seeds 1 adds seed 3 to an earlier run's CSV)");
         var data = Common.Data();
         var outDir = Common.Out("lab-results");
         var command = new Command("batch-size", Common.Prose("""
@@ -72,10 +74,12 @@ internal static class LabCommands
             of examples at batch sizes 2..128: test error against batch size, and BatchNorm's error with
             batch statistics at test time. Writes DIR/batch-size.csv and a chart. The full mode took 12 min
             12 s on 2 cores (the small batches' many steps); --quick: about a minute and a half.
-            """)) { quick, data, outDir };
+            """)) { quick, seeds, firstSeed, data, outDir };
         command.SetAction(r =>
         {
             var config = r.GetValue(quick) ? BatchSize.Config.Quick : BatchSize.Config.Full;
+            if (r.GetResult(seeds) is { Implicit: false }) config = config with { Seeds = r.GetValue(seeds) };
+            config = config with { FirstSeed = r.GetValue(firstSeed) };
             string dir = r.GetValue(outDir)!;
             var (train, test) = FashionMnist.TrainAndTest(r.GetValue(data));
             Console.WriteLine($"Training on {train.Count} images, {config.Examples} examples per run, AdamW lr {config.LearningRate}; testing on {Math.Min(test.Count, config.TestImages)}.");
@@ -85,7 +89,10 @@ internal static class LabCommands
             foreach (var s in BatchSizeSummary.Of(points))
                 table.AddTextRow([$"{s.Batch}", .. s.TestError.Select(e => $"{e:F3}"), $"{s.BatchNormTrainModeError:F3}"]);
             Common.Write(table);
-            Console.WriteLine($"Test error (eval mode) per arm; every run: {csv}");
+            Console.WriteLine($"Test error (eval mode) per arm, mean over seeds; every run: {csv}");
+            Console.WriteLine("Verdicts on the eval-mode error (2 standard errors, Welch):");
+            foreach (var v in BatchSize.Verdicts(points))
+                Console.WriteLine($"  batch {v.Batch,3}: {v.Claim,-34} {v.Comparison.Verdict,-22} {v.Comparison.Numbers("F3")}");
             Console.WriteLine($"Chart (PNG and SVG): {Path.GetFileName(BatchSize.Plot(points, dir, "batch-size"))}");
         });
         return command;
@@ -126,10 +133,17 @@ internal static class LabCommands
             Console.WriteLine($"Text: {corpus.Ids.Length} characters from {corpus.Source}; {config.Steps} AdamW steps of {config.Sequences} x {config.Length} characters, {config.Seeds} seed(s).");
             var results = Language.Run(config, corpus, Progress(), Meter(Language.TotalSteps(config)));
             string csv = Common.WriteCsv(dir, "language.csv", Language.Csv(results));
-            var table = Common.Table("<arm", "validation bits/char", "batch mean fluctuation", "<");
+            var table = Common.Table("<arm", "validation bits/char", "sd", "batch mean fluctuation", "scale-free: mean / sd", "<");
             foreach (var s in LanguageSummary.Of(results))
-                table.AddTextRow(s.Arm, $"{s.BitsPerChar:F3}", $"{s.BatchMeanFluctuation:E2}", s.Diverged > 0 ? $"{s.Diverged} of {s.Runs} runs diverged to NaN" : "");
+            {
+                var finite = SeedStats.Of(results.Where(x => x.Arm == s.Arm && double.IsFinite(x.ValidationBitsPerChar)).Select(x => x.ValidationBitsPerChar));
+                table.AddTextRow(s.Arm, $"{s.BitsPerChar:F3}", $"{finite.Sd:F3}", $"{s.BatchMeanFluctuation:E2}",
+                    $"{results.Where(x => x.Arm == s.Arm).Average(x => x.BatchFluctuationScaleFree):F4} / {results.Where(x => x.Arm == s.Arm).Average(x => x.BatchVarianceFluctuationScaleFree):F4}",
+                    s.Diverged > 0 ? $"{s.Diverged} of {s.Runs} runs diverged to NaN" : "");
+            }
             Common.Write(table);
+            foreach (var v in Language.Verdicts(results))
+                Console.WriteLine($"  {v.Claim}: {v.Verdict}, {v.Numbers("F3")}");
             Console.WriteLine($"Every run: {csv}; chart: {Language.Plot(results, dir)}");
         });
         return command;
@@ -153,9 +167,10 @@ internal static class LabCommands
             Console.WriteLine($"Training on {train.Count} images, {config.Steps} AdamW steps (lr {config.LearningRate}) at batch {config.Batch}, {config.Seeds} seed(s); testing on {Math.Min(test.Count, config.TestImages)}.");
             var results = Vision.Run(config, train, test, Progress(), Meter(Vision.TotalSteps(config)));
             string csv = Common.WriteCsv(dir, "vision.csv", Vision.Csv(results));
-            var table = Common.Table("<arm", "test accuracy", "sd", "test error %", "batch mean fluctuation");
+            var table = Common.Table("<arm", "test accuracy", "sd", "test error %", "batch mean fluctuation", "scale-free: mean / sd");
             foreach (var s in VisionSummary.Of(results))
-                table.AddTextRow(s.Arm, $"{s.TestAccuracy.Mean:F4}", $"{s.TestAccuracy.Sd:F4}", $"{s.TestErrorPercent:F2}", $"{s.BatchMeanFluctuation:E2}");
+                table.AddTextRow(s.Arm, $"{s.TestAccuracy.Mean:F4}", $"{s.TestAccuracy.Sd:F4}", $"{s.TestErrorPercent:F2}", $"{s.BatchMeanFluctuation:E2}",
+                    $"{results.Where(x => x.Arm == s.Arm).Average(x => x.BatchFluctuationScaleFree):F4} / {results.Where(x => x.Arm == s.Arm).Average(x => x.BatchVarianceFluctuationScaleFree):F4}");
             Common.Write(table);
             Console.WriteLine($"Every run: {csv}; chart: {Vision.Plot(results, dir)}");
         });
@@ -182,6 +197,15 @@ internal static class LabCommands
                     return;
                 }
         });
+        var batch = Common.AtLeast("--batch", 2, 32, "images per step");
+        var rate = new Option<double>("--lr") { HelpName = "RATE", Description = "SGD's base learning rate (default 0.05 at batch 32, scaled linearly with --batch)" };
+        rate.Validators.Add(result =>
+        {
+            double v = result.GetValueOrDefault<double>();
+            if (!(v > 0) || !double.IsFinite(v)) result.AddError($"--lr must be a positive number, but was {v}.");
+        });
+        var width = Common.AtLeast("--width", 1, 16, "channels of the first stage (the stages have w, 2w, 4w)");
+        var trainImages = Common.AtLeast("--train-images", 1, 60_000, "use only the first N training images");
         var data = Common.Data();
         var outDir = Common.Out("lab-results");
         var command = new Command("resnet", Common.Prose("""
@@ -192,14 +216,19 @@ internal static class LabCommands
             images per second per run; writes DIR/resnet.csv, the loss curves DIR/resnet-curves.csv and
             a chart. One epoch of the full set took 3 min 36 s of training with BatchNorm on 2 cores
             (278 images/s; docs/lab/Engine.md), so the full mode (3 epochs, 3 seeds, 5 arms) runs about
-            2 3/4 hours; --quick about a minute and a half.
-            """)) { quick, epochs, seeds, arms, data, outDir };
+            2 3/4 hours; --quick about a minute and a half. --batch with no --lr scales the rate linearly
+            (Goyal et al.; Wu & He's batch sweep): 0.05 x batch / 32.
+            """)) { quick, epochs, seeds, arms, batch, rate, width, trainImages, data, outDir };
         command.SetAction(r =>
         {
             var config = r.GetValue(quick) ? ResNetVision.Config.Quick : ResNetVision.Config.Full;
             if (r.GetResult(epochs) is { Implicit: false }) config = config with { Epochs = r.GetValue(epochs) };
             if (r.GetResult(seeds) is { Implicit: false }) config = config with { Seeds = r.GetValue(seeds) };
             if (r.GetValue(arms) is { Length: > 0 } chosen) config = config with { Arms = chosen.Distinct().ToArray() };
+            if (r.GetResult(batch) is { Implicit: false }) config = config with { Batch = r.GetValue(batch), LearningRate = config.LearningRate * r.GetValue(batch) / config.Batch };
+            if (r.GetResult(rate) is { Implicit: false }) config = config with { LearningRate = r.GetValue(rate) };
+            if (r.GetResult(width) is { Implicit: false }) config = config with { Width = r.GetValue(width) };
+            if (r.GetResult(trainImages) is { Implicit: false }) config = config with { TrainImages = r.GetValue(trainImages) };
             string dir = r.GetValue(outDir)!;
             var (train, test) = FashionMnist.TrainAndTest(r.GetValue(data));
             int images = Math.Min(train.Count, config.TrainImages ?? int.MaxValue);
@@ -214,7 +243,48 @@ internal static class LabCommands
                 table.AddTextRow(g.Key, $"{error.Mean:F4}", $"{error.Sd:F4}", $"{error.Count}", $"{g.Average(x => x.Seconds):F0}", $"{g.Average(x => x.ImagesPerSecond):F0}");
             }
             Common.Write(table);
+            foreach (var v in ResNetVision.Verdicts(results))
+                Console.WriteLine($"  {v.Claim}: {v.Verdict}, {v.Numbers("F4")}");
             Console.WriteLine($"Every run: {csv}; loss curves: resnet-curves.csv; chart: {Path.GetFileName(ResNetVision.PlotCurves(results, dir))}");
+        });
+        return command;
+    }
+
+    private static Command LearningRateSweepCommand()
+    {
+        var quick = Common.Flag("--quick", "width 4, 40 steps, rates 0.01, 0.1 and 1, one seed, 500 test images");
+        var data = Common.Data();
+        var outDir = Common.Out("lab-results");
+        var command = new Command("lr-sweep", Common.Prose("""
+            The learning-rate sweep (claim (a), the speed part; Bjorck et al. 2018): the residual CNN
+            (width 8, 14 weight layers) and the same network without shortcuts, each with no
+            normalization, BatchNorm, LayerNorm and GroupNorm, SGD with momentum 0.9 at learning rates
+            0.003 to 1 for a fixed 200 steps of batch 32 (cosine schedule), 3 seeds; prints the test
+            accuracy per rate (or "diverged") and the verdicts against no normalization; writes
+            DIR/lr-sweep.csv and a chart per network. FULL_TIME; --quick: about a minute.
+            """)) { quick, data, outDir };
+        command.SetAction(r =>
+        {
+            var config = r.GetValue(quick) ? LearningRateSweep.Config.Quick : LearningRateSweep.Config.Full;
+            string dir = r.GetValue(outDir)!;
+            var (train, test) = FashionMnist.TrainAndTest(r.GetValue(data));
+            Console.WriteLine($"Training on {train.Count} images ({train.Source}); {config}.");
+            var results = LearningRateSweep.Run(config, train, test, Progress(), Meter(LearningRateSweep.TotalSteps(config)));
+            string csv = Common.WriteCsv(dir, "lr-sweep.csv", LearningRateSweep.Table(results).ToCsv());
+            var table = Common.Table(["<network", "<arm", .. config.Rates.Select(x => $"lr {x}")]);
+            foreach (var g in results.GroupBy(x => (x.Network, x.Arm)))
+                table.AddTextRow([g.Key.Network, g.Key.Arm, .. config.Rates.Select(rate =>
+                {
+                    var at = g.Where(x => x.LearningRate == rate).ToList();
+                    int diverged = at.Count(x => x.Diverged);
+                    var acc = SeedStats.Of(at.Select(LearningRateSweep.ScoredAccuracy));
+                    return diverged == at.Count ? "diverged" : $"{acc.Mean:F3}" + (diverged > 0 ? $" ({diverged} diverged)" : "");
+                })]);
+            Common.Write(table);
+            Console.WriteLine($"Test accuracy (mean over seeds; a diverged run counts as 0.1). Against no normalization (best accuracy: 2 standard errors; trained: every seed >= {LearningRateSweep.TrainedAccuracy}):");
+            foreach (var v in LearningRateSweep.Verdicts(results))
+                Console.WriteLine($"  {v.Network,-14} {v.Arm,-10} best accuracy {v.BestAccuracy.Verdict,-14} {v.BestAccuracy.Numbers("F3")}; largest rate that trains {v.LargestTrainedRate} vs {v.NoneLargestTrainedRate}");
+            Console.WriteLine($"Every run: {csv}; charts: {string.Join(", ", LearningRateSweep.Plot(results, dir).Select(Path.GetFileName))}");
         });
         return command;
     }

@@ -15,10 +15,11 @@ namespace NormKit.Lab.Experiments;
 /// </summary>
 public static class BatchSize
 {
-    public sealed record Config(int[] BatchSizes, int Examples, int Seeds, int Hidden = 256, double LearningRate = 1e-3, int TestImages = 2000)
+    /// <param name="FirstSeed">The first seed; the runs use FirstSeed .. FirstSeed + Seeds - 1 (to add seeds to an earlier run).</param>
+    public sealed record Config(int[] BatchSizes, int Examples, int Seeds, int Hidden = 256, double LearningRate = 1e-3, int TestImages = 2000, int FirstSeed = 1)
     {
         public static Config Quick => new([2, 8, 32, 128], Examples: 8_000, Seeds: 1, TestImages: 1000);
-        public static Config Full => new([2, 4, 8, 16, 32, 64, 128], Examples: 24_000, Seeds: 2);
+        public static Config Full => new([2, 4, 8, 16, 32, 64, 128], Examples: 24_000, Seeds: 3);
     }
 
     public static readonly string[] Arms = ["none", "BatchNorm", "LayerNorm", "GroupNorm"];
@@ -59,7 +60,7 @@ public static class BatchSize
         var points = new List<Point>();
         foreach (int batch in c.BatchSizes)
             foreach (string arm in Arms)
-                for (int seed = 1; seed <= c.Seeds; seed++)
+                for (int seed = c.FirstSeed; seed < c.FirstSeed + c.Seeds; seed++)
                 {
                     points.Add(RunOne(arm, batch, seed, c, train, test, meter));
                     progress?.Invoke($"{arm}, batch {batch}, seed {seed}");
@@ -86,6 +87,27 @@ public static class BatchSize
     }
 
     public static string Csv(IEnumerable<Point> points) => Table(points).ToCsv();
+
+    /// <summary>
+    /// The claim "BatchNorm depends on the batch; LayerNorm and GroupNorm do not", decided by the
+    /// lab's rule on the eval-mode test error (what a user of the trained model gets), per batch
+    /// size: LayerNorm's and GroupNorm's error lower than BatchNorm's, and each arm's error at the
+    /// batch size against its own error at <paramref name="reference"/>.
+    /// </summary>
+    public static IEnumerable<(int Batch, string Claim, Comparison Comparison)> Verdicts(IReadOnlyList<Point> points, int reference = 32)
+    {
+        IEnumerable<double> E(string arm, int batch) => points.Where(p => p.Arm == arm && p.Batch == batch).Select(p => p.TestError);
+        foreach (int batch in points.Select(p => p.Batch).Distinct().Order())
+        {
+            foreach (string arm in new[] { "LayerNorm", "GroupNorm" })
+                if (E(arm, batch).Any() && E("BatchNorm", batch).Any())
+                    yield return (batch, $"{arm} below BatchNorm", Verdict.Lower($"batch {batch}: {arm}'s test error is lower than BatchNorm's", E(arm, batch), E("BatchNorm", batch)));
+            if (batch == reference) continue;
+            foreach (string arm in new[] { "BatchNorm", "LayerNorm", "GroupNorm" })
+                if (E(arm, batch).Any() && E(arm, reference).Any())
+                    yield return (batch, $"{arm} above its batch-{reference} error", Verdict.Lower($"{arm}'s test error at batch {reference} is lower than at batch {batch}", E(arm, reference), E(arm, batch)));
+        }
+    }
 
     /// <summary>Test error against batch size, one line per arm, plus BatchNorm in train mode.</summary>
     public static string Plot(IReadOnlyList<Point> points, string dir, string name)

@@ -19,13 +19,16 @@ public static class Language
         double LearningRate = 2e-3, int ValidationSequences = 256)
     {
         public static Config Quick => new(Steps: 300, Seeds: 1, ValidationSequences: 128);
-        public static Config Full => new(Steps: 1500, Seeds: 2);
+        public static Config Full => new(Steps: 1500, Seeds: 3);
     }
 
     public static readonly string[] Arms = ["none", "LayerNorm", "RMSNorm", "BatchNorm"];
 
     /// <param name="BatchMeanFluctuation">Mean over training of (1/d) ||mu_B - mu|| at the first BatchNorm (NaN for other arms).</param>
-    public sealed record Result(string Arm, int Seed, double FinalTrainLoss, double ValidationBitsPerChar, double BatchMeanFluctuation);
+    /// <param name="BatchFluctuationScaleFree">The same batch mean's deviation in units of the running standard deviation (<see cref="Fluctuation.MeanScaleFree"/>).</param>
+    /// <param name="BatchVarianceFluctuationScaleFree">The batch variance's relative deviation from the running one (<see cref="Fluctuation.VarianceScaleFree"/>).</param>
+    public sealed record Result(string Arm, int Seed, double FinalTrainLoss, double ValidationBitsPerChar, double BatchMeanFluctuation,
+        double BatchFluctuationScaleFree = double.NaN, double BatchVarianceFluctuationScaleFree = double.NaN);
 
     public static Sequential<float> Model(string arm, Config c, int vocabulary, Rng rng)
     {
@@ -72,21 +75,41 @@ public static class Language
         var model = Model(arm, c, corpus.Vocabulary, rng);
         var trainer = new Trainer<float>(model, TextWindows.Random<float>(corpus, c.Sequences, c.Length), Training(c, corpus), rng);
         var firstNorm = model.Layers.OfType<Residual<float>>().First().Inner.OfType<Norm<float>>().FirstOrDefault();
-        var fluctuation = arm == "BatchNorm" ? BatchStatistics.MeanFluctuationAfter(trainer, firstNorm!, c.Steps / 10) : null;
+        var fluctuation = arm == "BatchNorm" ? BatchStatistics.FluctuationAfter(trainer, firstNorm!, c.Steps / 10) : null;
         double finalLoss = trainer.Run(meter);
         // Validation: consecutive windows of the held-out tenth, in eval mode.
         var validation = Evaluation.Run(model, TextWindows.Validation<float>(corpus, c.Sequences, c.Length, c.ValidationSequences), corpus.Vocabulary);
-        return new Result(arm, seed, finalLoss, validation.Loss / Math.Log(2), fluctuation?.Mean ?? double.NaN);
+        return new Result(arm, seed, finalLoss, validation.Loss / Math.Log(2), fluctuation?.Mean.Mean ?? double.NaN,
+            fluctuation?.Mean.MeanScaleFree ?? double.NaN, fluctuation?.Mean.VarianceScaleFree ?? double.NaN);
     }
 
     public static ResultTable Table(IEnumerable<Result> results)
     {
-        var t = new ResultTable("arm", "seed", "final_train_loss", "validation_bits_per_char", "batch_mean_fluctuation");
-        foreach (var r in results) t.Add(r.Arm, r.Seed, r.FinalTrainLoss, r.ValidationBitsPerChar, r.BatchMeanFluctuation);
+        var t = new ResultTable("arm", "seed", "final_train_loss", "validation_bits_per_char", "batch_mean_fluctuation", "batch_fluctuation_scale_free", "batch_variance_fluctuation_scale_free");
+        foreach (var r in results) t.Add(r.Arm, r.Seed, r.FinalTrainLoss, r.ValidationBitsPerChar, r.BatchMeanFluctuation, r.BatchFluctuationScaleFree, r.BatchVarianceFluctuationScaleFree);
         return t;
     }
 
     public static string Csv(IEnumerable<Result> results) => Table(results).ToCsv();
+
+    /// <summary>
+    /// Claim (c), "LayerNorm suits language", by the lab's rule on validation bits per character:
+    /// LayerNorm's lower than each other arm's (Welch, 2 standard errors). Diverged runs (NaN) are
+    /// left out of the statistics; the claim text counts them.
+    /// </summary>
+    public static IEnumerable<Comparison> Verdicts(IReadOnlyList<Result> results, string arm = "LayerNorm")
+    {
+        var mine = results.Where(r => r.Arm == arm && double.IsFinite(r.ValidationBitsPerChar)).Select(r => r.ValidationBitsPerChar).ToList();
+        if (mine.Count == 0) yield break;
+        foreach (var other in results.Where(r => r.Arm != arm).GroupBy(r => r.Arm))
+        {
+            var finite = other.Where(r => double.IsFinite(r.ValidationBitsPerChar)).Select(r => r.ValidationBitsPerChar).ToList();
+            int diverged = other.Count() - finite.Count;
+            if (finite.Count == 0) continue;
+            yield return Verdict.Lower($"{arm}'s validation bits per character are lower than {other.Key}'s" + (diverged > 0 ? $" ({diverged} {other.Key} run(s) diverged and are left out)" : ""),
+                mine, finite);
+        }
+    }
 
     /// <summary>Mean validation bits per character over the runs that did not diverge (NaN), and how many did.</summary>
     public static (double Mean, int Diverged, int Runs) BitsPerChar(IEnumerable<Result> arm)

@@ -29,7 +29,7 @@ public static class ResNetVision
             new(StepsFor(trainImages), OptimizerSettings.Sgd(LearningRate, Momentum, WeightDecay), Schedule.Cosine());
 
         public override string ToString() =>
-            $"ResNet-{Network.WeightLayers} (width {Width}, {Blocks} blocks per stage), batch {Batch}, SGD lr {LearningRate} momentum {Momentum} weight decay {WeightDecay}, cosine schedule, {Epochs} epoch(s), {Seeds} seed(s)";
+            $"{Network.Name} (width {Width}, {Blocks} blocks per stage), batch {Batch}, SGD lr {LearningRate} momentum {Momentum} weight decay {WeightDecay}, cosine schedule, {Epochs} epoch(s), {Seeds} seed(s)";
     }
 
     /// <param name="Seconds">Wall time of the training (evaluation excluded).</param>
@@ -70,6 +70,18 @@ public static class ResNetVision
         var t = new ResultTable("arm", "seed", "steps", "final_train_loss", "test_error", "train_seconds", "images_per_second");
         foreach (var r in results) t.Add(r.Arm, r.Seed, r.Steps, r.FinalTrainLoss, r.TestError, r.Seconds, r.ImagesPerSecond);
         return t;
+    }
+
+    /// <summary>
+    /// Claim (c), "BatchNorm suits vision", by the lab's rule: BatchNorm's test error against every
+    /// other arm's (Welch, 2 standard errors), the claim being that BatchNorm's is lower.
+    /// </summary>
+    public static IEnumerable<Comparison> Verdicts(IReadOnlyList<Result> results, string arm = "BatchNorm")
+    {
+        var mine = results.Where(r => r.Arm == arm).Select(r => r.TestError).ToList();
+        if (mine.Count == 0) yield break;
+        foreach (var other in results.Where(r => r.Arm != arm).GroupBy(r => r.Arm))
+            yield return Verdict.Lower($"{arm}'s test error is lower than {other.Key}'s", mine, other.Select(r => r.TestError));
     }
 
     /// <summary>The training loss against steps, each point the mean of <paramref name="every"/> steps.</summary>

@@ -25,7 +25,10 @@ public static class Vision
     public static readonly string[] Arms = ["none", "BatchNorm", "LayerNorm", "GroupNorm", "InstanceNorm"];
 
     /// <param name="BatchMeanFluctuation">Mean over training of (1/C) ||mu_B - mu|| at the first BatchNorm (NaN for other arms).</param>
-    public sealed record Result(string Arm, int Seed, double FinalTrainLoss, double TestAccuracy, double BatchMeanFluctuation);
+    /// <param name="BatchFluctuationScaleFree">The same batch mean's deviation in units of the running standard deviation (<see cref="Fluctuation.MeanScaleFree"/>).</param>
+    /// <param name="BatchVarianceFluctuationScaleFree">The batch variance's relative deviation from the running one (<see cref="Fluctuation.VarianceScaleFree"/>).</param>
+    public sealed record Result(string Arm, int Seed, double FinalTrainLoss, double TestAccuracy, double BatchMeanFluctuation,
+        double BatchFluctuationScaleFree = double.NaN, double BatchVarianceFluctuationScaleFree = double.NaN);
 
     /// <summary>
     /// The CNN with the given arm's normalization. With a <paramref name="group"/>, the BatchNorm arm
@@ -73,16 +76,17 @@ public static class Vision
         var rng = new Rng(seed);
         var model = Model<float>(arm, rng);
         var trainer = new Trainer<float>(model, Images.Random<float>(train, c.Batch), Training(c), rng);
-        var fluctuation = arm == "BatchNorm" ? BatchStatistics.MeanFluctuationAfter(trainer, model.Layers.OfType<Norm<float>>().First(), c.Steps / 10) : null;
+        var fluctuation = arm == "BatchNorm" ? BatchStatistics.FluctuationAfter(trainer, model.Layers.OfType<Norm<float>>().First(), c.Steps / 10) : null;
         double finalLoss = trainer.Run(meter);
         var accuracy = Evaluation.Run(model, Images.InOrder<float>(test, c.TestImages, 250), 10).Accuracy;
-        return new Result(arm, seed, finalLoss, accuracy, fluctuation?.Mean ?? double.NaN);
+        return new Result(arm, seed, finalLoss, accuracy, fluctuation?.Mean.Mean ?? double.NaN,
+            fluctuation?.Mean.MeanScaleFree ?? double.NaN, fluctuation?.Mean.VarianceScaleFree ?? double.NaN);
     }
 
     public static ResultTable Table(IEnumerable<Result> results)
     {
-        var t = new ResultTable("arm", "seed", "final_train_loss", "test_accuracy", "batch_mean_fluctuation");
-        foreach (var r in results) t.Add(r.Arm, r.Seed, r.FinalTrainLoss, r.TestAccuracy, r.BatchMeanFluctuation);
+        var t = new ResultTable("arm", "seed", "final_train_loss", "test_accuracy", "batch_mean_fluctuation", "batch_fluctuation_scale_free", "batch_variance_fluctuation_scale_free");
+        foreach (var r in results) t.Add(r.Arm, r.Seed, r.FinalTrainLoss, r.TestAccuracy, r.BatchMeanFluctuation, r.BatchFluctuationScaleFree, r.BatchVarianceFluctuationScaleFree);
         return t;
     }
 

@@ -11,38 +11,79 @@ public sealed class MeanAccumulator
     public double Mean => Count > 0 ? _sum / Count : double.NaN;
 }
 
-/// <summary>How far a batch's statistics stray from the running ones (Shen et al., PowerNorm Fig. 2).</summary>
-public static class BatchStatistics
+/// <summary>
+/// How far one batch's statistics stray from the running ones at a BatchNorm (Shen et al. 2020,
+/// PowerNorm, Fig. 2), per channel c of C, with mu_B, var_B the batch's mean and variance (unbiased,
+/// the value the running variance averages) and mu, var the running ones after that batch's update:
+/// <list type="bullet">
+/// <item><see cref="Mean"/> = (1/C) ||mu_B - mu||_2, the paper's form. It carries the features' units,
+/// and (1/C)||.|| shrinks as 1/sqrt(C) for equal per-channel deviations, so two layers of different
+/// scale or width cannot be compared with it.</item>
+/// <item><see cref="MeanScaleFree"/> = sqrt(mean_c ((mu_B - mu) / sqrt(var + eps))^2): the root mean
+/// square over channels of the batch mean's deviation in units of the channel's running standard
+/// deviation; unchanged when a channel is scaled, and independent of C.</item>
+/// <item><see cref="VarianceScaleFree"/> = sqrt(mean_c (var_B / (var + eps) - 1)^2): the same for the
+/// variance, as a relative deviation.</item>
+/// </list>
+/// For independent values, <see cref="MeanScaleFree"/> would be about 1/sqrt(n) with n = the values
+/// per channel in a batch (<see cref="ValuesPerChannel"/>); more than that means the batch's values
+/// are correlated or its distribution moves between batches.
+/// </summary>
+public readonly record struct Fluctuation(double Mean, double MeanScaleFree, double VarianceScaleFree, long ValuesPerChannel)
 {
     /// <summary>
-    /// (1/C) * ||mu_B - mu||_2 for the BatchNorm in <paramref name="norm"/>: mu_B is the per-channel
-    /// mean of the batch it last saw, mu its running mean (after that batch's update).
+    /// The fluctuation at the BatchNorm in <paramref name="norm"/> for the batch it last saw in
+    /// training (call after the forward: the running statistics include that batch).
     /// </summary>
-    public static double MeanFluctuation(Norm<float> norm)
+    public static Fluctuation Of(Norm<float> norm)
     {
-        if (norm.Layer is not BatchNorm<float> bn || bn.RunningMean is null)
-            throw new ArgumentException("MeanFluctuation needs a BatchNorm with running statistics.", nameof(norm));
+        if (norm.Layer is not BatchNorm<float> bn || bn.RunningMean is null || bn.RunningVar is null)
+            throw new ArgumentException($"norm must hold a BatchNorm with running statistics but holds {norm.Layer.GetType().Name}.", nameof(norm));
         var (x, shape) = norm.LastInput;
         int n = shape[0], c = shape[1], s = 1;
         for (int i = 2; i < shape.Length; i++) s *= shape[i];
-        var running = bn.RunningMean.ToArray();
-        double sq = 0;
+        long count = (long)n * s;
+        if (count < 2) throw new ArgumentException($"the last batch must hold at least 2 values per channel but held {count}.", nameof(norm));
+        var runningMean = bn.RunningMean.ToArray();
+        var runningVar = bn.RunningVar.ToArray();
+        double meanSq = 0, shiftSq = 0, ratioSq = 0;
         for (int ch = 0; ch < c; ch++)
         {
             double sum = 0;
             for (int a = 0; a < n; a++)
                 for (int k = 0; k < s; k++) sum += x[(a * c + ch) * s + k];
-            double d = sum / ((double)n * s) - running[ch];
-            sq += d * d;
+            double mean = sum / count, m2 = 0;
+            for (int a = 0; a < n; a++)
+                for (int k = 0; k < s; k++) { double d = x[(a * c + ch) * s + k] - mean; m2 += d * d; }
+            double variance = m2 / (count - 1), running = runningVar[ch] + bn.Eps;
+            double shift = mean - runningMean[ch];
+            meanSq += shift * shift;
+            shiftSq += shift * shift / running;
+            double ratio = variance / running - 1;
+            ratioSq += ratio * ratio;
         }
-        return Math.Sqrt(sq) / c;
+        return new Fluctuation(Math.Sqrt(meanSq) / c, Math.Sqrt(shiftSq / c), Math.Sqrt(ratioSq / c), count);
     }
+}
 
-    /// <summary>The mean of <see cref="MeanFluctuation"/> over the trainer's steps after <paramref name="afterStep"/>.</summary>
-    public static MeanAccumulator MeanFluctuationAfter(Trainer<float> trainer, Norm<float> norm, int afterStep)
+/// <summary>The mean of each <see cref="Fluctuation"/> measure over the steps of a run.</summary>
+public sealed class FluctuationAccumulator
+{
+    private readonly MeanAccumulator _mean = new(), _meanScaleFree = new(), _varianceScaleFree = new();
+    public void Add(Fluctuation f) { _mean.Add(f.Mean); _meanScaleFree.Add(f.MeanScaleFree); _varianceScaleFree.Add(f.VarianceScaleFree); ValuesPerChannel = f.ValuesPerChannel; }
+    public int Count => _mean.Count;
+    public long ValuesPerChannel { get; private set; }
+    public Fluctuation Mean => new(_mean.Mean, _meanScaleFree.Mean, _varianceScaleFree.Mean, ValuesPerChannel);
+}
+
+/// <summary>Batch statistics of a model's norm layers: their fluctuation, and AdaBN.</summary>
+public static class BatchStatistics
+{
+    /// <summary>The mean <see cref="Fluctuation"/> at <paramref name="norm"/> over the trainer's steps after <paramref name="afterStep"/>.</summary>
+    public static FluctuationAccumulator FluctuationAfter(Trainer<float> trainer, Norm<float> norm, int afterStep)
     {
-        var mean = new MeanAccumulator();
-        trainer.AfterBackward += s => { if (s.Step > afterStep) mean.Add(MeanFluctuation(norm)); };
+        var mean = new FluctuationAccumulator();
+        trainer.AfterBackward += s => { if (s.Step > afterStep) mean.Add(Fluctuation.Of(norm)); };
         return mean;
     }
 

@@ -35,7 +35,8 @@ public static class NormArms
 /// <summary>
 /// A basic residual block (He et al. 2016): relu(norm(conv3x3(relu(norm(conv3x3(x))))) + shortcut(x)),
 /// the shortcut the identity, or conv1x1 + norm where the stride or the width changes. A conv has
-/// a bias exactly when no norm follows it.
+/// a bias exactly when no norm follows it. Without a shortcut (a plain block, for the depth
+/// comparisons of the learning-rate sweep) it is relu(norm(conv3x3(relu(norm(conv3x3(x)))))).
 /// </summary>
 public sealed class ResidualBlock<T> : ILayer<T> where T : unmanaged, IFloatingPointIeee754<T>
 {
@@ -46,20 +47,23 @@ public sealed class ResidualBlock<T> : ILayer<T> where T : unmanaged, IFloatingP
     public ILayer<T>? Norm2 { get; }
     public Conv2d<T>? ShortcutConv { get; }
     public ILayer<T>? ShortcutNorm { get; }
+    /// <summary>Whether the block adds its input (or its projection) to the branch.</summary>
+    public bool HasShortcut { get; }
 
     private T[] _mid = [], _out = [], _dSum = [], _dMid = [], _dx = [];
     private int _batch;
 
-    public ResidualBlock(string name, int inChannels, int outChannels, int stride, int height, int width, string arm, Rng rng)
+    public ResidualBlock(string name, int inChannels, int outChannels, int stride, int height, int width, string arm, Rng rng, bool shortcut = true)
     {
         Name = name;
+        HasShortcut = shortcut;
         var convolved = new ConvGeometry(inChannels, height, width, 3, stride, 1);
         int oh = convolved.OutHeight, ow = convolved.OutWidth;
         Norm1 = NormArms.Create<T>(arm, outChannels, oh, ow);
         Norm2 = NormArms.Create<T>(arm, outChannels, oh, ow);
         Conv1 = new Conv2d<T>(inChannels, outChannels, 3, stride, 1, height, width, bias: Norm1 is null, rng);
         Conv2 = new Conv2d<T>(outChannels, outChannels, 3, 1, 1, oh, ow, bias: Norm2 is null, rng);
-        if (stride != 1 || inChannels != outChannels)
+        if (shortcut && (stride != 1 || inChannels != outChannels))
         {
             ShortcutNorm = NormArms.Create<T>(arm, outChannels, oh, ow);
             ShortcutConv = new Conv2d<T>(inChannels, outChannels, 1, stride, 0, height, width, bias: ShortcutNorm is null, rng);
@@ -97,14 +101,18 @@ public sealed class ResidualBlock<T> : ILayer<T> where T : unmanaged, IFloatingP
         TensorPrimitives.Max(a, T.Zero, _mid);
         var b = Conv2.Forward(_mid, batch, training);
         b = Norm2?.Forward(b, batch, training) ?? b;
-        var shortcut = x;
-        if (ShortcutConv is not null)
+        if (HasShortcut)
         {
-            shortcut = ShortcutConv.Forward(x, batch, training);
-            shortcut = ShortcutNorm?.Forward(shortcut, batch, training) ?? shortcut;
+            var shortcut = x;
+            if (ShortcutConv is not null)
+            {
+                shortcut = ShortcutConv.Forward(x, batch, training);
+                shortcut = ShortcutNorm?.Forward(shortcut, batch, training) ?? shortcut;
+            }
+            TensorPrimitives.Add(b, shortcut, _out);
+            TensorPrimitives.Max(_out, T.Zero, _out);
         }
-        TensorPrimitives.Add(b, shortcut, _out);
-        TensorPrimitives.Max(_out, T.Zero, _out);
+        else TensorPrimitives.Max(b, T.Zero, _out);
         return _out;
     }
 
@@ -117,6 +125,7 @@ public sealed class ResidualBlock<T> : ILayer<T> where T : unmanaged, IFloatingP
         ReluBackward(_mid, Conv2.Backward(d), _dMid);
         d = Norm1?.Backward(_dMid) ?? _dMid;
         var dBranch = Conv1.Backward(d);
+        if (!HasShortcut) return dBranch;
         var dShortcut = _dSum;
         if (ShortcutConv is not null) dShortcut = ShortcutConv.Backward(ShortcutNorm?.Backward(_dSum) ?? _dSum);
         TensorPrimitives.Add(dBranch, dShortcut, _dx);
@@ -140,10 +149,14 @@ public static class ResidualCnn
 {
     /// <param name="Width">Channels of the first stage (w).</param>
     /// <param name="Blocks">Basic blocks per stage.</param>
-    public sealed record Config(int Width = 16, int Blocks = 2, int ImageHeight = 28, int ImageWidth = 28, int Classes = 10)
+    /// <param name="Shortcuts">False: the same network without shortcuts (a plain CNN of the same depth, He et al.'s "plain" baseline).</param>
+    public sealed record Config(int Width = 16, int Blocks = 2, int ImageHeight = 28, int ImageWidth = 28, int Classes = 10, bool Shortcuts = true)
     {
         /// <summary>He et al.'s count: the stem, two convs per block, the classifier.</summary>
         public int WeightLayers => 6 * Blocks + 2;
+
+        /// <summary>"ResNet-14" or "plain CNN-14".</summary>
+        public string Name => Shortcuts ? $"ResNet-{WeightLayers}" : $"plain CNN-{WeightLayers}";
     }
 
     // Fixup's m: weight layers in each residual branch.
@@ -153,7 +166,8 @@ public static class ResidualCnn
     /// The network with the given norm arm (see <see cref="NormArms"/>). The "none" arm gets
     /// Fixup's initialization (Zhang, Dauphin &amp; Ma 2019, rules 1 and 2): the classifier and the
     /// last conv of every residual branch start at zero, the branch's other conv is He-initialized
-    /// and scaled by L^(-1/(2m - 2)) for L blocks of m = 2 layers. Norm arms keep the standard init.
+    /// and scaled by L^(-1/(2m - 2)) for L blocks of m = 2 layers. Norm arms, and every arm of the
+    /// plain network (where a zero conv would cut the signal), keep the standard init.
     /// </summary>
     public static Sequential<T> Build<T>(Config c, string arm, Rng rng) where T : unmanaged, IFloatingPointIeee754<T>
     {
@@ -173,7 +187,7 @@ public static class ResidualCnn
             for (int b = 1; b <= c.Blocks; b++)
             {
                 int stride = stage > 1 && b == 1 ? 2 : 1;
-                var block = new ResidualBlock<T>($"stage{stage}.block{b}", channels, width, stride, h, w, arm, rng);
+                var block = new ResidualBlock<T>($"stage{stage}.block{b}", channels, width, stride, h, w, arm, rng, c.Shortcuts);
                 blocks.Add(block);
                 (channels, h, w) = (width, block.OutHeight, block.OutWidth);
             }
@@ -181,7 +195,7 @@ public static class ResidualCnn
         layers.AddRange(blocks);
         var classifier = new Linear<T>(channels, c.Classes, Init.Glorot, rng);
         layers.AddRange([new GlobalAvgPool<T>(channels, h, w), classifier]);
-        if (arm == "none")
+        if (arm == "none" && c.Shortcuts)
         {
             T branchScale = T.CreateTruncating(Math.Pow(blocks.Count, -1.0 / (2 * BranchDepth - 2)));
             foreach (var block in blocks)

@@ -53,7 +53,12 @@ public sealed class Trainer<T> where T : unmanaged, IFloatingPointIeee754<T>
         _shardX = parallel is { WorldSize: > 1 } ? new T[count * (data.Inputs / data.Rows)] : _x;
     }
 
-    /// <summary>Runs every step; reports each to <paramref name="progress"/>. Returns the mean loss over the last tenth of the steps.</summary>
+    /// <summary>
+    /// Runs every step; reports each to <paramref name="progress"/>. Returns the mean loss over the
+    /// last tenth of the steps. A run whose loss becomes NaN or infinite has diverged: it stops there
+    /// (every later step would compute NaN), the remaining <see cref="Losses"/> are NaN and so is the
+    /// value returned; <see cref="Diverged"/> says so.
+    /// </summary>
     public double Run(ProgressMeter? progress = null)
     {
         int steps = _settings.Steps;
@@ -63,9 +68,19 @@ public sealed class Trainer<T> where T : unmanaged, IFloatingPointIeee754<T>
             double loss = Step(step);
             if (step > steps * 9 / 10) { recent += loss; recentCount++; }
             progress?.Advance(loss, _data.Examples);
+            if (!double.IsFinite(loss))
+            {
+                Diverged = true;
+                Losses.AsSpan(step).Fill(double.NaN);
+                progress?.Skip(steps - step);
+                return double.NaN;
+            }
         }
         return recent / Math.Max(1, recentCount);
     }
+
+    /// <summary>Whether <see cref="Run"/> stopped at a NaN or infinite loss.</summary>
+    public bool Diverged { get; private set; }
 
     /// <summary>One step (1-based, for the schedule); returns the batch's mean loss.</summary>
     public double Step(int step)
@@ -161,6 +176,9 @@ public sealed class ProgressMeter(long totalSteps, Action<string> write)
         _lastWrite = now;
         write(Line(now));
     }
+
+    /// <summary>Counts <paramref name="steps"/> as done without running them (a run that stopped early).</summary>
+    public void Skip(long steps) => _steps += Math.Max(0, steps);
 
     /// <summary>The progress line at <paramref name="seconds"/> after the start.</summary>
     public string Line(double seconds)
