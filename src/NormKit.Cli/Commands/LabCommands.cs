@@ -259,7 +259,7 @@ internal static class LabCommands
             The learning-rate sweep (claim (a), the speed part; Bjorck et al. 2018): the residual CNN
             (width 8, 14 weight layers) and the same network without shortcuts, each with no
             normalization, BatchNorm, LayerNorm and GroupNorm, SGD with momentum 0.9 at learning rates
-            0.003 to 1 for a fixed 200 steps of batch 32 (cosine schedule), 3 seeds; prints the test
+            0.003 to 1 for a fixed 100 steps of batch 32 (cosine schedule), 3 seeds; prints the test
             accuracy per rate (or "diverged") and the verdicts against no normalization; writes
             DIR/lr-sweep.csv and a chart per network. FULL_TIME; --quick: about a minute.
             """)) { quick, data, outDir };

@@ -25,7 +25,7 @@ public static class LearningRateSweep
         double Momentum = 0.9, double WeightDecay = 1e-4, int TestImages = 2000)
     {
         public static Config Quick => new(Steps: 40, Seeds: 1, Rates: [0.01, 0.1, 1], Networks: [true, false], Arms: LearningRateSweep.Arms, Width: 4, TestImages: 500);
-        public static Config Full => new(Steps: 200, Seeds: 3, Rates: [0.003, 0.01, 0.03, 0.1, 0.3, 1], Networks: [true, false], Arms: LearningRateSweep.Arms);
+        public static Config Full => new(Steps: 100, Seeds: 3, Rates: [0.003, 0.01, 0.03, 0.1, 0.3, 1], Networks: [true, false], Arms: LearningRateSweep.Arms);
 
         public ResidualCnn.Config Network(bool shortcuts) => new(Width, Blocks, Shortcuts: shortcuts);
 
