@@ -39,7 +39,7 @@ public class CliTests
         var root = Cli.Cli.Build();
         Assert.Equal("normkit", root.Name);
         Assert.Equal(["demo", "report", "lab"], root.Subcommands.Select(c => c.Name));
-        Assert.Equal(["saturation", "batch-size", "figure", "language", "vision", "resnet", "lr-sweep", "shift", "data-parallel"],
+        Assert.Equal(["saturation", "depth", "batch-size", "figure", "language", "vision", "resnet", "lr-sweep", "shift", "data-parallel"],
             root.Subcommands.Single(c => c.Name == "lab").Subcommands.Select(c => c.Name));
     }
 
@@ -78,7 +78,7 @@ public class CliTests
     public void A_group_run_alone_lists_its_commands()
     {
         Assert.Equal("normkit: missing command: demo, report or lab.", Run().ErrorLines[0]);
-        Assert.Equal("normkit: missing command after 'lab': saturation, batch-size, figure, language, vision, resnet, lr-sweep, shift or data-parallel.", Run("lab").ErrorLines[0]);
+        Assert.Equal("normkit: missing command after 'lab': saturation, depth, batch-size, figure, language, vision, resnet, lr-sweep, shift or data-parallel.", Run("lab").ErrorLines[0]);
     }
 
     [Theory]
@@ -130,6 +130,7 @@ public class CliTests
     [InlineData("demo", "second")]
     [InlineData("report", "minute")]
     [InlineData("lab saturation", "15 seconds")]
+    [InlineData("lab depth", "min")]
     [InlineData("lab batch-size", "minute")]
     [InlineData("lab figure", "second")]
     [InlineData("lab language", "minute")]
