@@ -87,6 +87,10 @@ public static class BatchSize
 
     public static string Csv(IEnumerable<Point> points) => Table(points).ToCsv();
 
+    /// <summary>Reads the points back from what <see cref="Csv"/> wrote (columns by name; extra columns are ignored).</summary>
+    public static List<Point> Parse(string csv) => ResultTable.Parse(csv).Records.Select(r => new Point(r.Text("arm"), r.Integer("batch"), r.Integer("seed"),
+        r.Number("final_train_loss"), r.Number("test_error"), r.Number("test_error_train_mode"))).ToList();
+
     /// <summary>Test error against batch size, one line per arm, plus BatchNorm in train mode.</summary>
     public static string Plot(IReadOnlyList<Point> points, string dir, string name)
     {

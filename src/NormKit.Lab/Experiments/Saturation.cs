@@ -125,6 +125,40 @@ public static class Saturation
     }
 
     public static string Csv(IEnumerable<Point> points) => Table(points).ToCsv();
+
+    /// <summary>Reads the points back from what <see cref="Csv"/> wrote (columns by name; extra columns are ignored).</summary>
+    public static List<Point> Parse(string csv) => ResultTable.Parse(csv).Records.Select(r => new Point(r.Text("arm"), r.Text("init"),
+        r.Integer("seed"), r.Integer("step"), r.Number("train_loss"), r.Number("test_accuracy"), r.Number("p15"), r.Number("p50"), r.Number("p85"),
+        r.Number("saturated_fraction"), r.Number("mean_sigmoid_derivative"), r.Numbers("grad_norms"))).ToList();
+
+    /// <summary>The number of hidden layers the points were measured on (one weight-gradient norm per Linear layer, the output layer's included).</summary>
+    /// <exception cref="ArgumentException">There are no points, or they disagree.</exception>
+    public static int HiddenLayersOf(IReadOnlyList<Point> points)
+    {
+        var counts = points.Select(p => p.GradNorms.Length).Distinct().ToList();
+        if (counts.Count != 1 || counts[0] < 2)
+            throw new ArgumentException($"points must come from one network with at least one hidden layer; their gradient-norm counts are [{string.Join(", ", counts)}].", nameof(points));
+        return counts[0] - 1;
+    }
+
+    /// <summary>
+    /// The configuration <paramref name="points"/> were most likely run with: the full mode's (the
+    /// deep mode's for its depth), with the depth, the steps, the evaluation interval and the seeds
+    /// the points show. For results read from a CSV, which records no configuration.
+    /// </summary>
+    public static Config ConfigOf(IReadOnlyList<Point> points)
+    {
+        int layers = HiddenLayersOf(points);
+        var mode = layers == Config.Deep.HiddenLayers ? Config.Deep : Config.Full;
+        return mode with
+        {
+            HiddenLayers = layers, Steps = points.Max(p => p.Step), EvalEvery = points.Min(p => p.Step),
+            Seeds = points.GroupBy(p => (p.Arm, p.Init)).Max(g => g.Select(p => p.Seed).Distinct().Count()),
+        };
+    }
+
+    /// <summary>The network in words, e.g. "3 x 100 sigmoid".</summary>
+    public static string Network(Config c) => $"{c.HiddenLayers} x {c.Hidden} sigmoid";
 }
 
 /// <summary>The saturation experiment's charts: accuracy, last-layer input percentiles and saturation against steps.</summary>

@@ -98,6 +98,10 @@ public static class Shift
         return t;
     }
 
+    /// <summary>Reads the points back from what <see cref="Table"/> wrote (columns by name; extra columns are ignored).</summary>
+    public static List<Point> Parse(string csv) =>
+        ResultTable.Parse(csv).Records.Select(r => new Point(r.Text("arm"), r.Integer("seed"), r.Text("change"), r.Number("test_error"))).ToList();
+
     /// <summary>
     /// Per change and arm: does the arm's error under the change beat the unnormalized network's
     /// (the article's claim, by the verdict rule), and how much the change raised the arm's error.

@@ -88,6 +88,10 @@ public static class Vision
 
     public static string Csv(IEnumerable<Result> results) => Table(results).ToCsv();
 
+    /// <summary>Reads the results back from what <see cref="Csv"/> wrote (columns by name; extra columns are ignored).</summary>
+    public static List<Result> Parse(string csv) => ResultTable.Parse(csv).Records.Select(r => new Result(r.Text("arm"), r.Integer("seed"),
+        r.Number("final_train_loss"), r.Number("test_accuracy"), r.Number("batch_mean_fluctuation"))).ToList();
+
     /// <summary>Test accuracy per arm (mean +- sd over seeds) as a bar chart.</summary>
     public static string Plot(IReadOnlyList<Result> results, string dir)
     {
