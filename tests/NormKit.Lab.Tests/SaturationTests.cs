@@ -71,8 +71,9 @@ public sealed class SaturationPlotTests : IDisposable
         var config = new Saturation.Config(Steps: 40, EvalEvery: 20, Seeds: 1, TestImages: 100);
         var points = Saturation.RunOne("none", "Glorot", 1, config, train, test)
             .Concat(Saturation.RunOne("BatchNorm", "Glorot", 1, config, train, test)).ToList();
-        var charts = SaturationPlots.Write(points, _dir, "saturation");
+        var charts = SaturationPlots.Write(points, _dir, "saturation", config);
         Assert.Equal(3, charts.Count);
+        Assert.Throws<ArgumentException>("config", () => SaturationPlots.Write(points, _dir, "saturation", config with { HiddenLayers = 10 }));
         foreach (var c in charts)
         {
             var png = File.ReadAllBytes(c + ".png");
@@ -81,6 +82,7 @@ public sealed class SaturationPlotTests : IDisposable
             string svg = File.ReadAllText(c + ".svg");
             Assert.Contains("<svg", svg);
             Assert.Contains("BatchNorm", svg);   // the legend's text
+            Assert.Contains("3 x 100 sigmoid", svg);   // the title names the network
         }
     }
 }

@@ -68,7 +68,7 @@ public static class Report
 
         var sat = Saturation.Run(sc, train, test, run => progress($"saturation: {run}"), meter);
         File.WriteAllText(Path.Combine(outDir, "saturation.csv"), Saturation.Csv(sat));
-        SaturationPlots.Write(sat, outDir, "saturation");
+        SaturationPlots.Write(sat, outDir, "saturation", sc);
         double Last(string init, string arm, Func<Saturation.Point, double> f) =>
             sat.Where(p => p.Init == init && p.Arm == arm && p.Step == sat.Where(q => q.Init == init && q.Arm == arm).Max(q => q.Step)).Average(f);
         double First(string init, string arm, Func<Saturation.Point, double> f) =>

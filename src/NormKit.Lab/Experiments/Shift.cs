@@ -122,9 +122,10 @@ public static class Shift
         var series = Arms.Where(a => points.Any(p => p.Arm == a)).Select(a => new Plots.Charts.Series(a,
             Enumerable.Range(0, Changes.Length).Select(i => (double)i).ToArray(),
             Changes.Select(ch => points.Where(p => p.Arm == a && p.Change == ch.Name).Average(p => p.TestError)).ToArray(), OpenMarkers: a.Contains("AdaBN")));
+        int seeds = points.Select(p => p.Seed).Distinct().Count();
         string path = Path.Combine(dir, "shift");
-        Plots.Charts.Lines(path, "Test error on changed test images (mean over seeds)", "change to the test images", "test error", series,
-            width: 900, xTicks: Changes.Select(ch => ch.Name).ToArray());
+        Plots.Charts.Lines(path, $"CNN test error on changed test images\n{(seeds == 1 ? "1 seed" : $"mean of {seeds} seeds")}", "change to the test images", "test error", series,
+            width: 900, xTicks: Plots.Charts.Ticks.Categories(Changes.Select(ch => ch.Name).ToArray()));
         return path;
     }
 }

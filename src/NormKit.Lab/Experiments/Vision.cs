@@ -98,7 +98,8 @@ public static class Vision
         var arms = results.GroupBy(r => r.Arm).ToList();
         double Sd(IGrouping<string, Result> g) { double m = g.Average(r => r.TestAccuracy); return g.Count() > 1 ? Math.Sqrt(g.Sum(r => (r.TestAccuracy - m) * (r.TestAccuracy - m)) / (g.Count() - 1)) : 0; }
         string path = Path.Combine(dir, "vision");
-        Plots.Charts.Bars(path, "Small CNN on Fashion-MNIST: test accuracy (mean +- sd over seeds)", "test accuracy",
+        int seeds = results.Select(r => r.Seed).Distinct().Count();
+        Plots.Charts.Bars(path, $"Small CNN on Fashion-MNIST: test accuracy\n{(seeds == 1 ? "1 seed" : $"mean ± sd over {seeds} seeds")}", "test accuracy",
             arms.Select(g => g.Key).ToArray(), arms.Select(g => g.Average(r => r.TestAccuracy)).ToArray(), arms.Select(Sd).ToArray());
         return path;
     }
