@@ -1,6 +1,7 @@
 using NormKit.Lab.Plots;
 using NormKit.Lab.Data;
 using NormKit.Lab.Experiments;
+using NormKit.Lab.Results;
 
 namespace NormKit.Lab.Tests;
 
@@ -149,16 +150,28 @@ public sealed class ReportTests : IDisposable
         string path = Report.Run(_dir, FashionMnist.SampleFolder, Tiny, steps.Add);
         string html = File.ReadAllText(path);
         Assert.StartsWith("<!DOCTYPE html>", html);
-        Assert.Contains("class=\"holds\"", html);
-        Assert.DoesNotContain("class=\"none\"", html);   // every claim is measured
         Assert.Contains("(a) Normalization keeps activations", html);
         Assert.Contains("(c) LayerNorm suits language", html);
         Assert.Contains("Wu &amp; He 2018", html);
-        foreach (var img in System.Text.RegularExpressions.Regex.Matches(html, "src=\"([^\"]+)\"").Select(m => m.Groups[1].Value))
+        var images = System.Text.RegularExpressions.Regex.Matches(html, "<img src=\"([^\"]+)\"").Select(m => m.Groups[1].Value).ToList();
+        Assert.True(images.Count >= 20, $"{images.Count} charts");   // this run's and the committed ones
+        foreach (var img in images)
             Assert.True(File.Exists(Path.Combine(_dir, img)), $"the report shows {img}, which is missing");
         Assert.Contains(steps, s => s.StartsWith("vision"));
         Assert.Equal(Report.Units(Tiny), steps.Count);   // one progress call per unit of work
-        Assert.Contains("Tiny tour", html);
+        Assert.Contains("Tiny tour: reduced settings, one seed per arm — its verdicts are indicative only", html);
+        Assert.Contains("800 training images and 200 test images from the 1,000-image sample the repository ships", html);
+        Assert.Contains("dataset-fashion-mnist", html);
+        Assert.Contains("--data DIR", html);
+        Assert.Contains("3 x 100 sigmoid MLP", html);   // a setup paragraph from the configuration
+        Assert.Contains($"Committed full-mode results ({LabResults.Committed.Origin})", html);
+        // Every chart sits in a figure with its caption.
+        var figures = System.Text.RegularExpressions.Regex.Matches(html, "<figure[^>]*>(.*?)</figure>").Select(m => m.Groups[1].Value).ToList();
+        Assert.Equal(images.Count, figures.Count);
+        Assert.All(figures, f => Assert.Matches("<img [^>]+><\\/a><figcaption>[^<]{40,}</figcaption>$", f));
+        // One seed per arm: no verdict by the rule, the difference is indicative only.
+        Assert.Contains("<td class=\"v indicative\">indicative: one seed<br><small>the", html);
+        Assert.DoesNotContain("holds partly", html);
     }
 }
 
