@@ -173,6 +173,27 @@ public sealed class ReportTests : IDisposable
         Assert.Contains("<td class=\"v indicative\">indicative: one seed<br><small>the", html);
         Assert.DoesNotContain("holds partly", html);
     }
+
+    [Fact]
+    public void A_committed_csv_that_is_absent_is_named_in_its_section()
+    {
+        // Committed results with vision.csv only: every other section says its file is missing.
+        string committed = Path.Combine(_dir, "some-results");
+        Directory.CreateDirectory(committed);
+        File.WriteAllText(Path.Combine(committed, "vision.csv"), LabResults.Committed.Csv("vision.csv"));
+        var tiny = new Report.Tour("Tiny",
+            new Saturation.Config(Steps: 20, EvalEvery: 10, Seeds: 1, TestImages: 100),
+            new BatchSize.Config([2, 8], Examples: 100, Seeds: 1, Hidden: 32, TestImages: 100),
+            new Vision.Config(Steps: 10, Seeds: 1, TestImages: 100),
+            new Language.Config(Steps: 10, Seeds: 1, ValidationSequences: 16));
+        string html = File.ReadAllText(Report.Run(Path.Combine(_dir, "page"), FashionMnist.SampleFolder, tiny, _ => { }, committed: LabResults.Folder(committed)));
+        foreach (string file in (string[])["saturation.csv", "saturation-10layers.csv", "batch-size.csv", "language.csv", "shift.csv", "resnet.csv"])
+            Assert.Contains($"{file} is not among the committed results", html);
+        Assert.DoesNotContain("vision.csv is not among", html);
+        Assert.Contains("src=\"committed/vision.png\"", html);
+        Assert.Contains($"Committed full-mode results ({committed})", html);
+        Assert.True(File.Exists(Path.Combine(_dir, "page", "committed", "vision.csv")));
+    }
 }
 
 public sealed class LanguageTests : IDisposable
