@@ -39,7 +39,7 @@ public class CliTests
         var root = Cli.Cli.Build();
         Assert.Equal("normkit", root.Name);
         Assert.Equal(["demo", "report", "lab"], root.Subcommands.Select(c => c.Name));
-        Assert.Equal(["saturation", "depth", "batch-size", "figure", "language", "vision", "resnet", "lr-sweep", "shift", "data-parallel"],
+        Assert.Equal(["saturation", "depth", "batch-size", "figure", "language", "vision", "resnet", "lr-sweep", "shift", "data-parallel", "charts"],
             root.Subcommands.Single(c => c.Name == "lab").Subcommands.Select(c => c.Name));
     }
 
@@ -57,6 +57,7 @@ public class CliTests
     [InlineData("lab saturation --quick --deep", "normkit lab saturation --help")]
     [InlineData("lab resnet --arm BatchNorm2d", "normkit lab resnet --help")]
     [InlineData("lab resnet --epochs 0", "normkit lab resnet --help")]
+    [InlineData("lab charts --from", "normkit lab charts --help")]
     public void Bad_usage_gives_one_error_line_a_help_hint_and_exit_code_2(string args, string help)
     {
         var r = Run(args.Split(' ', StringSplitOptions.RemoveEmptyEntries));
@@ -78,7 +79,7 @@ public class CliTests
     public void A_group_run_alone_lists_its_commands()
     {
         Assert.Equal("normkit: missing command: demo, report or lab.", Run().ErrorLines[0]);
-        Assert.Equal("normkit: missing command after 'lab': saturation, depth, batch-size, figure, language, vision, resnet, lr-sweep, shift or data-parallel.", Run("lab").ErrorLines[0]);
+        Assert.Equal("normkit: missing command after 'lab': saturation, depth, batch-size, figure, language, vision, resnet, lr-sweep, shift, data-parallel or charts.", Run("lab").ErrorLines[0]);
     }
 
     [Theory]
@@ -138,6 +139,7 @@ public class CliTests
     [InlineData("lab resnet", "minute")]
     [InlineData("lab shift", "minute")]
     [InlineData("lab data-parallel", "second")]
+    [InlineData("lab charts", "second")]
     public void Each_command_says_how_long_it_runs(string path, string unit)
     {
         var r = Run([.. path.Split(' '), "--help"]);

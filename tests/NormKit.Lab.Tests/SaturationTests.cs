@@ -1,6 +1,7 @@
 using NormKit.Lab.Plots;
 using NormKit.Lab.Data;
 using NormKit.Lab.Experiments;
+using NormKit.Lab.Results;
 
 namespace NormKit.Lab.Tests;
 
@@ -71,8 +72,9 @@ public sealed class SaturationPlotTests : IDisposable
         var config = new Saturation.Config(Steps: 40, EvalEvery: 20, Seeds: 1, TestImages: 100);
         var points = Saturation.RunOne("none", "Glorot", 1, config, train, test)
             .Concat(Saturation.RunOne("BatchNorm", "Glorot", 1, config, train, test)).ToList();
-        var charts = SaturationPlots.Write(points, _dir, "saturation");
+        var charts = SaturationPlots.Write(points, _dir, "saturation", config);
         Assert.Equal(3, charts.Count);
+        Assert.Throws<ArgumentException>("config", () => SaturationPlots.Write(points, _dir, "saturation", config with { HiddenLayers = 10 }));
         foreach (var c in charts)
         {
             var png = File.ReadAllBytes(c + ".png");
@@ -81,6 +83,7 @@ public sealed class SaturationPlotTests : IDisposable
             string svg = File.ReadAllText(c + ".svg");
             Assert.Contains("<svg", svg);
             Assert.Contains("BatchNorm", svg);   // the legend's text
+            Assert.Contains("3 x 100 sigmoid", svg);   // the title names the network
         }
     }
 }
@@ -147,16 +150,49 @@ public sealed class ReportTests : IDisposable
         string path = Report.Run(_dir, FashionMnist.SampleFolder, Tiny, steps.Add);
         string html = File.ReadAllText(path);
         Assert.StartsWith("<!DOCTYPE html>", html);
-        Assert.Contains("class=\"holds\"", html);
-        Assert.DoesNotContain("class=\"none\"", html);   // every claim is measured
         Assert.Contains("(a) Normalization keeps activations", html);
         Assert.Contains("(c) LayerNorm suits language", html);
         Assert.Contains("Wu &amp; He 2018", html);
-        foreach (var img in System.Text.RegularExpressions.Regex.Matches(html, "src=\"([^\"]+)\"").Select(m => m.Groups[1].Value))
+        var images = System.Text.RegularExpressions.Regex.Matches(html, "<img src=\"([^\"]+)\"").Select(m => m.Groups[1].Value).ToList();
+        Assert.True(images.Count >= 20, $"{images.Count} charts");   // this run's and the committed ones
+        foreach (var img in images)
             Assert.True(File.Exists(Path.Combine(_dir, img)), $"the report shows {img}, which is missing");
         Assert.Contains(steps, s => s.StartsWith("vision"));
         Assert.Equal(Report.Units(Tiny), steps.Count);   // one progress call per unit of work
-        Assert.Contains("Tiny tour", html);
+        Assert.Contains("Tiny tour: reduced settings, one seed per arm — its verdicts are indicative only", html);
+        Assert.Contains("800 training images and 200 test images from the 1,000-image sample the repository ships", html);
+        Assert.Contains("dataset-fashion-mnist", html);
+        Assert.Contains("--data DIR", html);
+        Assert.Contains("3 x 100 sigmoid MLP", html);   // a setup paragraph from the configuration
+        Assert.Contains($"Committed full-mode results ({LabResults.Committed.Origin})", html);
+        // Every chart sits in a figure with its caption.
+        var figures = System.Text.RegularExpressions.Regex.Matches(html, "<figure[^>]*>(.*?)</figure>").Select(m => m.Groups[1].Value).ToList();
+        Assert.Equal(images.Count, figures.Count);
+        Assert.All(figures, f => Assert.Matches("<img [^>]+><\\/a><figcaption>[^<]{40,}</figcaption>$", f));
+        // One seed per arm: no verdict by the rule, the difference is indicative only.
+        Assert.Contains("<td class=\"v indicative\">indicative: one seed<br><small>the", html);
+        Assert.DoesNotContain("holds partly", html);
+    }
+
+    [Fact]
+    public void A_committed_csv_that_is_absent_is_named_in_its_section()
+    {
+        // Committed results with vision.csv only: every other section says its file is missing.
+        string committed = Path.Combine(_dir, "some-results");
+        Directory.CreateDirectory(committed);
+        File.WriteAllText(Path.Combine(committed, "vision.csv"), LabResults.Committed.Csv("vision.csv"));
+        var tiny = new Report.Tour("Tiny",
+            new Saturation.Config(Steps: 20, EvalEvery: 10, Seeds: 1, TestImages: 100),
+            new BatchSize.Config([2, 8], Examples: 100, Seeds: 1, Hidden: 32, TestImages: 100),
+            new Vision.Config(Steps: 10, Seeds: 1, TestImages: 100),
+            new Language.Config(Steps: 10, Seeds: 1, ValidationSequences: 16));
+        string html = File.ReadAllText(Report.Run(Path.Combine(_dir, "page"), FashionMnist.SampleFolder, tiny, _ => { }, committed: LabResults.Folder(committed)));
+        foreach (string file in (string[])["saturation.csv", "saturation-10layers.csv", "batch-size.csv", "language.csv", "shift.csv", "resnet.csv"])
+            Assert.Contains($"{file} is not among the committed results", html);
+        Assert.DoesNotContain("vision.csv is not among", html);
+        Assert.Contains("src=\"committed/vision.png\"", html);
+        Assert.Contains($"Committed full-mode results ({committed})", html);
+        Assert.True(File.Exists(Path.Combine(_dir, "page", "committed", "vision.csv")));
     }
 }
 

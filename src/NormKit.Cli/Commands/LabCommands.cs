@@ -17,7 +17,7 @@ internal static class LabCommands
             Fashion-MNIST set: 3 to 12 minutes each, the residual CNN hours; docs/lab); with --quick about a minute.
             """))
         {
-            Saturation(), Depth(), BatchSizeCommand(), Figure(), LanguageCommand(), VisionCommand(), ResNetCommand(), LearningRateSweepCommand(), ShiftCommand(), DataParallelCommand.Create(),
+            Saturation(), Depth(), BatchSizeCommand(), Figure(), LanguageCommand(), VisionCommand(), ResNetCommand(), LearningRateSweepCommand(), ShiftCommand(), DataParallelCommand.Create(), ChartsCommand(),
         };
         Common.RequireSubcommand(lab);
         return lab;
@@ -56,7 +56,7 @@ internal static class LabCommands
                     $"{s.FirstP15:F2}..{s.FirstP85:F2}", $"{s.P15:F2}..{s.P85:F2}", $"{s.FirstLayerGradNorm:E2}");
             Common.Write(table);
             Console.WriteLine($"Every evaluation point: {csv}");
-            var charts = SaturationPlots.Write(points, dir, Path.GetFileNameWithoutExtension(csv));
+            var charts = SaturationPlots.Write(points, dir, Path.GetFileNameWithoutExtension(csv), config);
             Console.WriteLine($"Charts (PNG and SVG): {string.Join(", ", charts.Select(Path.GetFileName))}");
         });
         return command;
@@ -288,7 +288,7 @@ internal static class LabCommands
             Common.Write(table);
             foreach (var v in ResNetVision.Verdicts(results))
                 Console.WriteLine($"  {v.Claim}: {v.Verdict}, {v.Numbers("F4")}");
-            Console.WriteLine($"Every run: {csv}; loss curves: resnet-curves.csv; chart: {Path.GetFileName(ResNetVision.PlotCurves(results, dir))}");
+            Console.WriteLine($"Every run: {csv}; loss curves: resnet-curves.csv; charts: {Path.GetFileName(ResNetVision.Plot(results, dir))}, {Path.GetFileName(ResNetVision.PlotCurves(results, dir))}");
         });
         return command;
     }
@@ -362,6 +362,33 @@ internal static class LabCommands
             foreach (var v in Shift.Verdicts(points))
                 Console.WriteLine($"  {v.Change,-16} {v.Arm,-18} {v.VersusNone.Verdict,-22} {v.VersusNone.Numbers("F3")}; the change raised its error by {v.Increase:F3}");
             Console.WriteLine($"Every run: {csv}; chart: {Path.GetFileName(Shift.Plot(points, dir))}");
+        });
+        return command;
+    }
+
+    private static Command ChartsCommand()
+    {
+        var from = new Option<string?>("--from")
+        {
+            HelpName = "DIR",
+            Description = "the folder of CSV files to draw from (e.g. docs/lab); default: the results committed in docs/lab, as this build holds them",
+        };
+        var data = Common.Data();
+        var outDir = Common.Out("lab-charts", "charts (PNG and SVG)");
+        var command = new Command("charts", Common.Prose("""
+            Every chart of the lab drawn again from CSV files, without training: the saturation, batch-size,
+            vision, language, shift, residual-CNN and data-parallel charts from whichever of their CSV
+            files the source holds, and the two Figure 1 charts from the first test images (--data). With
+            --from docs/lab --out docs/lab it regenerates the committed charts. Takes a few seconds.
+            """)) { from, data, outDir };
+        command.SetAction(r =>
+        {
+            var source = r.GetValue(from) is { } dir ? Lab.Results.LabResults.Folder(dir) : Lab.Results.LabResults.Committed;
+            string target = r.GetValue(outDir)!;
+            Console.WriteLine($"Drawing from {source.Origin} ({source.Files.Count} CSV files) into {target}.");
+            var drawn = LabCharts.DrawAll(source, target, FashionMnist.LoadTest(r.GetValue(data)));
+            Console.WriteLine($"Charts (PNG and SVG): {string.Join(", ", drawn.Charts.Select(c => Path.GetFileName(c)))}");
+            if (drawn.Missing.Count > 0) Console.WriteLine($"Not drawn, no CSV file: {string.Join(", ", drawn.Missing)}");
         });
         return command;
     }

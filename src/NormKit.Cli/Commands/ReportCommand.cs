@@ -15,8 +15,9 @@ internal static class ReportCommand
         var outDir = Common.Out("lab-report", "report.html, its charts and CSV files");
         var command = new Command("report", Common.Prose("""
             The lab's tour: the figure and every experiment (quick modes, about 3 minutes on 2 cores;
-            --full 26 min 22 s measured), then DIR/report.html with the charts and, per claim of the seed
-            article, what was measured, the published result and a verdict.
+            --full 26 min 22 s measured), then DIR/report.html: what ran on which data, each claim of the
+            seed article split into parts with a verdict by the lab's rule, the full-mode results
+            committed in docs/lab beside it (their charts in DIR/committed), and every chart captioned.
             """)) { full, data, text, outDir };
         command.SetAction(r => Run(r.GetValue(full), r.GetValue(data), r.GetValue(text), r.GetValue(outDir)!));
         return command;

@@ -109,7 +109,11 @@ public static class BatchSize
         }
     }
 
-    /// <summary>Test error against batch size, one line per arm, plus BatchNorm in train mode.</summary>
+    /// <summary>Reads the points back from what <see cref="Csv"/> wrote (columns by name; extra columns are ignored).</summary>
+    public static List<Point> Parse(string csv) => ResultTable.Parse(csv).Records.Select(r => new Point(r.Text("arm"), r.Integer("batch"), r.Integer("seed"),
+        r.Number("final_train_loss"), r.Number("test_error"), r.Number("test_error_train_mode"))).ToList();
+
+    /// <summary>Test error against batch size (a log axis ticked at the batch sizes), one line per arm, plus BatchNorm in train mode.</summary>
     public static string Plot(IReadOnlyList<Point> points, string dir, string name)
     {
         var series = points.GroupBy(p => p.Arm).Select(a =>
@@ -120,9 +124,13 @@ public static class BatchSize
         var bn = points.Where(p => p.Arm == "BatchNorm" && !double.IsNaN(p.TestErrorTrainMode)).GroupBy(p => p.Batch).OrderBy(g => g.Key).ToList();
         if (bn.Count > 0)
             series.Add(new Plots.Charts.Series("BatchNorm, batch statistics at test", bn.Select(g => Math.Log2(g.Key)).ToArray(),
-                bn.Select(g => g.Average(p => p.TestErrorTrainMode)).ToArray(), OpenMarkers: true));
+                bn.Select(g => g.Average(p => p.TestErrorTrainMode)).ToArray(), OpenMarkers: true, Arm: "BatchNorm", Line: Plots.Charts.Pattern.Dashed));
+        var batches = points.Select(p => p.Batch).Distinct().Order().ToArray();
+        int seeds = points.Select(p => p.Seed).Distinct().Count();
         string path = Path.Combine(dir, name);
-        Plots.Charts.Lines(path, "Test error against batch size (same number of examples)", "log2(batch size)", "test error", series);
+        Plots.Charts.Lines(path, $"MLP test error (eval mode) against batch size\nthe same examples at every size, {(seeds == 1 ? "1 seed" : $"mean of {seeds} seeds")}",
+            "batch size (log scale)", "test error", series,
+            xTicks: new Plots.Charts.Ticks(batches.Select(b => Math.Log2(b)).ToArray(), batches.Select(b => b.ToString(System.Globalization.CultureInfo.InvariantCulture)).ToArray()));
         return path;
     }
 }

@@ -5,6 +5,7 @@ using System.Runtime.InteropServices;
 using System.Text;
 using NormKit.Distributed;
 using NormKit.Lab.Data;
+using NormKit.Lab.Results;
 using NormKit.Lab.Training;
 
 namespace NormKit.Lab.Experiments;
@@ -99,9 +100,9 @@ public static class DataParallelVision
 
     /// <summary>
     /// Writes DIR/data-parallel-npK-TYPE-check.csv (step, both losses, their difference) and draws
-    /// the chart DIR/data-parallel-npK-check (PNG, SVG): log10 of |loss difference| per step for
-    /// every type whose check file is in DIR, so running float32 and float64 into one folder puts
-    /// both drifts on one chart. Returns the chart's path without extension.
+    /// the chart DIR/data-parallel-npK-check (PNG, SVG) with <see cref="DrawCheck"/> from every
+    /// type's check file in DIR, so running float32 and float64 into one folder puts both drifts on
+    /// one chart. Returns the chart's path without extension.
     /// </summary>
     public static string PlotCheck(double[] distributed, double[] single, int worldSize, string type, string dir)
     {
@@ -109,18 +110,31 @@ public static class DataParallelVision
         var sb = new StringBuilder("step,loss_distributed,loss_one_process,abs_difference\n");
         for (int i = 0; i < distributed.Length; i++)
             sb.Append(CultureInfo.InvariantCulture, $"{i + 1},{distributed[i]:R},{single[i]:R},{Math.Abs(distributed[i] - single[i]):R}\n");
-        File.WriteAllText(Path.Combine(dir, $"data-parallel-np{worldSize}-{type}-check.csv"), sb.ToString());
+        File.WriteAllText(Path.Combine(dir, CheckFile(worldSize, type)), sb.ToString());
+        return DrawCheck(LabResults.Folder(dir), worldSize, dir)!;
+    }
+
+    /// <summary>The check file's name for <paramref name="worldSize"/> ranks and a number type (float32, float64).</summary>
+    public static string CheckFile(int worldSize, string type) => $"data-parallel-np{worldSize}-{type}-check.csv";
+
+    /// <summary>
+    /// Draws DIR/data-parallel-npK-check (PNG, SVG) into <paramref name="dir"/>: log10 of |loss
+    /// difference| per step for each type whose check file <paramref name="results"/> holds. Returns
+    /// the chart's path without extension, or null when it holds neither.
+    /// </summary>
+    public static string? DrawCheck(LabResults results, int worldSize, string dir)
+    {
         var series = new List<Plots.Charts.Series>();
         foreach (string t in (string[])["float32", "float64"])
         {
-            string f = Path.Combine(dir, $"data-parallel-np{worldSize}-{t}-check.csv");
-            if (!File.Exists(f)) continue;
-            var rows = File.ReadAllLines(f).Skip(1).Select(l => l.Split(',')).ToArray();
-            series.Add(new Plots.Charts.Series(t, rows.Select(r => double.Parse(r[0], CultureInfo.InvariantCulture)).ToArray(),
-                rows.Select(r => Math.Log10(Math.Max(1e-17, double.Parse(r[3], CultureInfo.InvariantCulture)))).ToArray(), OpenMarkers: t == "float64"));
+            var rows = results.Read(CheckFile(worldSize, t), csv => ResultTable.Parse(csv).Records.Select(r => (Step: r.Number("step"), Difference: r.Number("abs_difference"))).ToList());
+            if (rows is null) continue;
+            series.Add(new Plots.Charts.Series(t, rows.Select(r => r.Step).ToArray(),
+                rows.Select(r => Math.Log10(Math.Max(1e-17, r.Difference))).ToArray(), OpenMarkers: t == "float64"));
         }
+        if (series.Count == 0) return null;
         string path = Path.Combine(dir, $"data-parallel-np{worldSize}-check");
-        Plots.Charts.Lines(path, $"{worldSize} ranks against one process: loss difference per step (0 drawn at 1e-17)", "step", "log10 |loss difference|", series);
+        Plots.Charts.Lines(path, $"{worldSize} ranks against one process: loss difference per step\n0 drawn at 1e-17", "training step", "log10 |loss difference|", series);
         return path;
     }
 

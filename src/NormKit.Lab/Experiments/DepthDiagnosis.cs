@@ -432,7 +432,7 @@ public static class DepthDiagnosisPlots
         void Chart(string name, string title, string yLabel, IEnumerable<Plots.Charts.Series> series, string xLabel = "hidden layer (1 = next to the input)")
         {
             string path = Path.Combine(dir, $"{prefix}-{name}");
-            Plots.Charts.Lines(path, title, xLabel, yLabel, series, width: 1000, xTicks: xLabel.StartsWith("hidden layer") ? layerTicks : null);
+            Plots.Charts.Lines(path, title, xLabel, yLabel, series, width: 1000, xTicks: xLabel.StartsWith("hidden layer") ? Plots.Charts.Ticks.Categories(layerTicks) : null);
             written.Add(path);
         }
 

@@ -111,6 +111,13 @@ public static class Language
         }
     }
 
+    /// <summary>Reads the results back from what <see cref="Csv"/> wrote (columns by name; extra columns are ignored).</summary>
+    public static List<Result> Parse(string csv) => ResultTable.Parse(csv).Records.Select(r => new Result(r.Text("arm"), r.Integer("seed"),
+        r.Number("final_train_loss"), r.Number("validation_bits_per_char"), r.Number("batch_mean_fluctuation"),
+        // Files written before the scale-free measures existed lack their columns.
+        r.Has("batch_fluctuation_scale_free") ? r.Number("batch_fluctuation_scale_free") : double.NaN,
+        r.Has("batch_variance_fluctuation_scale_free") ? r.Number("batch_variance_fluctuation_scale_free") : double.NaN)).ToList();
+
     /// <summary>Mean validation bits per character over the runs that did not diverge (NaN), and how many did.</summary>
     public static (double Mean, int Diverged, int Runs) BitsPerChar(IEnumerable<Result> arm)
     {

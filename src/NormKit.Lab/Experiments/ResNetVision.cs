@@ -84,28 +84,68 @@ public static class ResNetVision
             yield return Verdict.Lower($"{arm}'s test error is lower than {other.Key}'s", mine, other.Select(r => r.TestError));
     }
 
+    /// <summary>
+    /// Reads the results back from what <see cref="Table"/> wrote (columns by name; extra columns are
+    /// ignored). The file has no per-step losses, so <see cref="Result.Losses"/> is empty: the curves
+    /// are in their own file (<see cref="ParseCurves"/>).
+    /// </summary>
+    public static List<Result> Parse(string csv) => ResultTable.Parse(csv).Records.Select(r => new Result(r.Text("arm"), r.Integer("seed"),
+        r.Integer("steps"), r.Number("final_train_loss"), r.Number("test_error"), r.Number("train_seconds"), r.Number("images_per_second"), [])).ToList();
+
+    /// <summary>One point of a loss curve: the mean training loss of the steps up to <paramref name="Step"/> since the previous point.</summary>
+    public sealed record CurvePoint(string Arm, int Seed, int Step, double TrainLoss);
+
     /// <summary>The training loss against steps, each point the mean of <paramref name="every"/> steps.</summary>
+    public static List<CurvePoint> CurvePoints(IEnumerable<Result> results, int every = 50)
+    {
+        if (every < 1) throw new ArgumentOutOfRangeException(nameof(every), every, $"every must be >= 1 but was {every}.");
+        var points = new List<CurvePoint>();
+        foreach (var r in results)
+            for (int s = 0; s + every <= r.Losses.Length; s += every)
+                points.Add(new(r.Arm, r.Seed, s + every, r.Losses.AsSpan(s, every).ToArray().Average()));
+        return points;
+    }
+
+    /// <summary>The loss curves as a table (resnet-curves.csv).</summary>
     public static ResultTable Curves(IEnumerable<Result> results, int every = 50)
     {
         var t = new ResultTable("arm", "seed", "step", "train_loss");
-        foreach (var r in results)
-            for (int s = 0; s + every <= r.Losses.Length; s += every)
-                t.Add(r.Arm, r.Seed, s + every, r.Losses.AsSpan(s, every).ToArray().Average());
+        foreach (var p in CurvePoints(results, every)) t.Add(p.Arm, p.Seed, p.Step, p.TrainLoss);
         return t;
     }
 
+    /// <summary>Reads the curve points back from what <see cref="Curves"/> wrote.</summary>
+    public static List<CurvePoint> ParseCurves(string csv) => ResultTable.Parse(csv).Records.Select(r => new CurvePoint(r.Text("arm"), r.Integer("seed"),
+        r.Integer("step"), r.Number("train_loss"))).ToList();
+
     /// <summary>Training loss against steps per arm (mean over seeds, smoothed over 50 steps); returns the chart's path without extension.</summary>
-    public static string PlotCurves(IReadOnlyList<Result> results, string dir, int every = 50)
+    public static string PlotCurves(IReadOnlyList<Result> results, string dir, int every = 50) => PlotCurves(CurvePoints(results, every), dir);
+
+    /// <summary>Training loss against steps per arm, the mean over seeds at the steps every seed reached; returns the chart's path without extension.</summary>
+    public static string PlotCurves(IReadOnlyList<CurvePoint> points, string dir)
     {
-        var series = results.GroupBy(r => r.Arm).Select(g =>
+        var series = points.GroupBy(p => p.Arm).Select(g =>
         {
-            int points = g.Min(r => r.Losses.Length) / every;
-            var x = Enumerable.Range(1, points).Select(i => (double)(i * every)).ToArray();
-            var y = Enumerable.Range(0, points).Select(i => g.Average(r => r.Losses.AsSpan(i * every, every).ToArray().Average())).ToArray();
-            return new Plots.Charts.Series(g.Key, x, y);
+            int seeds = g.Select(p => p.Seed).Distinct().Count();
+            var steps = g.GroupBy(p => p.Step).Where(s => s.Count() == seeds).OrderBy(s => s.Key).ToList();
+            return new Plots.Charts.Series(g.Key, steps.Select(s => (double)s.Key).ToArray(), steps.Select(s => s.Average(p => p.TrainLoss)).ToArray());
         });
+        int every = points.Select(p => p.Step).Distinct().Order().FirstOrDefault();
+        int seedCount = points.Select(p => (p.Arm, p.Seed)).Distinct().GroupBy(p => p.Arm).Select(g => g.Count()).DefaultIfEmpty(0).Max();
         string path = Path.Combine(dir, "resnet-curves");
-        Plots.Charts.Lines(path, "ResNet on Fashion-MNIST: training loss (mean over seeds, each point 50 steps)", "training step", "training loss", series);
+        Plots.Charts.Lines(path, $"ResNet on Fashion-MNIST: training loss\neach point the mean of {every} steps, {(seedCount == 1 ? "1 seed" : $"mean of up to {seedCount} seeds")}",
+            "training step", "training loss", series);
+        return path;
+    }
+
+    /// <summary>Test error per arm (mean +- sd over seeds) as a bar chart; returns the chart's path without extension.</summary>
+    public static string Plot(IReadOnlyList<Result> results, string dir)
+    {
+        var arms = results.GroupBy(r => r.Arm).Select(g => (g.Key, Error: SeedStats.Of(g.Select(r => r.TestError)))).ToList();
+        int seeds = arms.Select(a => a.Error.Count).DefaultIfEmpty(0).Max();
+        string path = Path.Combine(dir, "resnet");
+        Plots.Charts.Bars(path, $"ResNet on Fashion-MNIST: test error (lower is better)\n{(seeds == 1 ? "1 seed" : $"mean ± sd over up to {seeds} seeds")}", "test error",
+            arms.Select(a => a.Key).ToArray(), arms.Select(a => a.Error.Mean).ToArray(), arms.Select(a => a.Error.Sd).ToArray());
         return path;
     }
 }

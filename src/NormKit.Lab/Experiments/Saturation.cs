@@ -125,14 +125,69 @@ public static class Saturation
     }
 
     public static string Csv(IEnumerable<Point> points) => Table(points).ToCsv();
+
+    /// <summary>Reads the points back from what <see cref="Csv"/> wrote (columns by name; extra columns are ignored).</summary>
+    public static List<Point> Parse(string csv) => ResultTable.Parse(csv).Records.Select(r => new Point(r.Text("arm"), r.Text("init"),
+        r.Integer("seed"), r.Integer("step"), r.Number("train_loss"), r.Number("test_accuracy"), r.Number("p15"), r.Number("p50"), r.Number("p85"),
+        r.Number("saturated_fraction"), r.Number("mean_sigmoid_derivative"), r.Numbers("grad_norms"))).ToList();
+
+    /// <summary>The number of hidden layers the points were measured on (one weight-gradient norm per Linear layer, the output layer's included).</summary>
+    /// <exception cref="ArgumentException">There are no points, or they disagree.</exception>
+    public static int HiddenLayersOf(IReadOnlyList<Point> points)
+    {
+        var counts = points.Select(p => p.GradNorms.Length).Distinct().ToList();
+        if (counts.Count != 1 || counts[0] < 2)
+            throw new ArgumentException($"points must come from one network with at least one hidden layer; their gradient-norm counts are [{string.Join(", ", counts)}].", nameof(points));
+        return counts[0] - 1;
+    }
+
+    /// <summary>
+    /// The configuration <paramref name="points"/> were most likely run with: the full mode's (the
+    /// deep mode's for its depth), with the depth, the steps, the evaluation interval and the seeds
+    /// the points show. For results read from a CSV, which records no configuration.
+    /// </summary>
+    public static Config ConfigOf(IReadOnlyList<Point> points)
+    {
+        int layers = HiddenLayersOf(points);
+        var mode = layers == Config.Deep.HiddenLayers ? Config.Deep : Config.Full;
+        return mode with
+        {
+            HiddenLayers = layers, Steps = points.Max(p => p.Step), EvalEvery = points.Min(p => p.Step),
+            Seeds = points.GroupBy(p => (p.Arm, p.Init)).Max(g => g.Select(p => p.Seed).Distinct().Count()),
+        };
+    }
+
+    /// <summary>The network in words, e.g. "3 x 100 sigmoid".</summary>
+    public static string Network(Config c) => $"{c.HiddenLayers} x {c.Hidden} sigmoid";
 }
 
-/// <summary>The saturation experiment's charts: accuracy, last-layer input percentiles and saturation against steps.</summary>
+/// <summary>
+/// The saturation experiment's charts: accuracy, last-layer input percentiles and saturation
+/// against steps, one colour per norm arm (the lab's colours, <see cref="Plots.Charts.ArmColor"/>);
+/// the percentile chart tells p15, p50 and p85 apart by line style and marker.
+/// </summary>
 public static class SaturationPlots
 {
-    /// <summary>Writes three charts per initialization into <paramref name="dir"/> (PNG and SVG); returns their paths without extension.</summary>
-    public static List<string> Write(IReadOnlyList<Saturation.Point> points, string dir, string prefix)
+    private static readonly (string Name, Func<Saturation.Point, double> Of, Plots.Charts.Pattern Pattern, ScottPlot.MarkerShape Marker)[] Percentiles =
+    [
+        ("p15", p => p.P15, Plots.Charts.Pattern.Dashed, ScottPlot.MarkerShape.FilledTriangleDown),
+        ("p50", p => p.P50, Plots.Charts.Pattern.Solid, ScottPlot.MarkerShape.FilledCircle),
+        ("p85", p => p.P85, Plots.Charts.Pattern.Dotted, ScottPlot.MarkerShape.FilledTriangleUp),
+    ];
+
+    /// <summary>
+    /// Writes three charts per initialization into <paramref name="dir"/> (PNG and SVG); returns their
+    /// paths without extension. <paramref name="config"/> names the network in the titles and must
+    /// match the points' depth.
+    /// </summary>
+    public static List<string> Write(IReadOnlyList<Saturation.Point> points, string dir, string prefix, Saturation.Config config)
     {
+        ArgumentNullException.ThrowIfNull(config);
+        int layers = Saturation.HiddenLayersOf(points);
+        if (layers != config.HiddenLayers)
+            throw new ArgumentException($"config has {config.HiddenLayers} hidden layers but the points come from a network of {layers}.", nameof(config));
+        int seeds = points.Select(p => p.Seed).Distinct().Count();
+        string network = Saturation.Network(config), mean = seeds == 1 ? "1 seed" : $"mean of {seeds} seeds";
         var written = new List<string>();
         foreach (string init in points.Select(p => p.Init).Distinct())
         {
@@ -145,16 +200,19 @@ public static class SaturationPlots
                 return (steps.Select(g => (double)g.Key).ToArray(), steps.Select(g => g.Average(f)).ToArray());
             }
             string path = Path.Combine(dir, $"{prefix}-{tag}-accuracy");
-            Plots.Charts.Lines(path, $"Test accuracy, {init} initialization", "training step", "test accuracy",
+            Plots.Charts.Lines(path, $"Test accuracy\n{network}, {init} init, {mean}", "training step", "test accuracy",
                 arms.Select(a => { var (x, y) = Mean(a, p => p.TestAccuracy); return new Plots.Charts.Series(a.Key, x, y); }));
             written.Add(path);
             path = Path.Combine(dir, $"{prefix}-{tag}-percentiles");
-            Plots.Charts.Lines(path, $"Last-layer sigmoid input: 15/50/85th percentiles, {init}", "training step", "input to the sigmoid",
-                arms.SelectMany(a => new[] { ("p15", (Func<Saturation.Point, double>)(p => p.P15)), ("p50", p => p.P50), ("p85", p => p.P85) }
-                    .Select(q => { var (x, y) = Mean(a, q.Item2); return new Plots.Charts.Series($"{a.Key} {q.Item1}", x, y, OpenMarkers: a.Key == "none"); })));
+            Plots.Charts.Lines(path, $"One last-layer sigmoid input: 15th, 50th and 85th percentiles\n{network}, {init} init, {mean}", "training step", "input to the sigmoid",
+                arms.SelectMany(a => Percentiles.Select(q =>
+                {
+                    var (x, y) = Mean(a, q.Of);
+                    return new Plots.Charts.Series($"{a.Key} {q.Name}", x, y, Arm: a.Key, Line: q.Pattern, Marker: q.Marker);
+                })));
             written.Add(path);
             path = Path.Combine(dir, $"{prefix}-{tag}-saturation");
-            Plots.Charts.Lines(path, $"Saturated last-layer sigmoid inputs (|x| > 4), {init}", "training step", "fraction saturated",
+            Plots.Charts.Lines(path, $"Saturated last-layer sigmoid inputs (|x| > 4)\n{network}, {init} init, {mean}", "training step", "fraction saturated",
                 arms.Select(a => { var (x, y) = Mean(a, p => p.SaturatedFraction); return new Plots.Charts.Series(a.Key, x, y); }));
             written.Add(path);
         }

@@ -98,6 +98,10 @@ public static class Shift
         return t;
     }
 
+    /// <summary>Reads the points back from what <see cref="Table"/> wrote (columns by name; extra columns are ignored).</summary>
+    public static List<Point> Parse(string csv) =>
+        ResultTable.Parse(csv).Records.Select(r => new Point(r.Text("arm"), r.Integer("seed"), r.Text("change"), r.Number("test_error"))).ToList();
+
     /// <summary>
     /// Per change and arm: does the arm's error under the change beat the unnormalized network's
     /// (the article's claim, by the verdict rule), and how much the change raised the arm's error.
@@ -118,9 +122,10 @@ public static class Shift
         var series = Arms.Where(a => points.Any(p => p.Arm == a)).Select(a => new Plots.Charts.Series(a,
             Enumerable.Range(0, Changes.Length).Select(i => (double)i).ToArray(),
             Changes.Select(ch => points.Where(p => p.Arm == a && p.Change == ch.Name).Average(p => p.TestError)).ToArray(), OpenMarkers: a.Contains("AdaBN")));
+        int seeds = points.Select(p => p.Seed).Distinct().Count();
         string path = Path.Combine(dir, "shift");
-        Plots.Charts.Lines(path, "Test error on changed test images (mean over seeds)", "change to the test images", "test error", series,
-            width: 900, xTicks: Changes.Select(ch => ch.Name).ToArray());
+        Plots.Charts.Lines(path, $"CNN test error on changed test images\n{(seeds == 1 ? "1 seed" : $"mean of {seeds} seeds")}", "change to the test images", "test error", series,
+            width: 900, xTicks: Plots.Charts.Ticks.Categories(Changes.Select(ch => ch.Name).ToArray()));
         return path;
     }
 }

@@ -9,7 +9,7 @@ public enum Outcome
     Reversed,
     /// <summary>Within the margin: the seeds cannot tell the arms apart.</summary>
     NotSeparated,
-    /// <summary>Fewer than two seeds on a side: no standard error, so no verdict (indicative only).</summary>
+    /// <summary>Fewer than two seeds on a side: no standard error, so no verdict; the difference is indicative only.</summary>
     TooFewSeeds,
 }
 
@@ -27,12 +27,12 @@ public sealed record Comparison(string Claim, SeedStats Lower, SeedStats Higher,
         Outcome.Holds => "holds",
         Outcome.Reversed => "reversed",
         Outcome.NotSeparated => "not separated",
-        _ => "no verdict (one seed)",
+        _ => "indicative: one seed",
     };
 
     /// <summary>The rule's numbers, e.g. "0.112 +- 0.004 (3) vs 0.121 +- 0.003 (3): difference 0.009, 2 SE = 0.0058".</summary>
     public string Numbers(string format = "G3") => Outcome == Outcome.TooFewSeeds
-        ? $"{Lower.Mean.ToString(format)} vs {Higher.Mean.ToString(format)} (one seed: no standard error)"
+        ? $"{Lower.Mean.ToString(format)} vs {Higher.Mean.ToString(format)}: difference {Difference.ToString(format)} (one seed: no standard error)"
         : $"{Lower.Mean.ToString(format)} +- {Lower.Sd.ToString(format)} ({Lower.Count}) vs {Higher.Mean.ToString(format)} +- {Higher.Sd.ToString(format)} ({Higher.Count}): " +
           $"difference {Difference.ToString(format)}, {Margin / StandardError:G2} SE = {Margin.ToString(format)}";
 }

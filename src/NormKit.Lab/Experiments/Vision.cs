@@ -92,13 +92,21 @@ public static class Vision
 
     public static string Csv(IEnumerable<Result> results) => Table(results).ToCsv();
 
+    /// <summary>Reads the results back from what <see cref="Csv"/> wrote (columns by name; extra columns are ignored).</summary>
+    public static List<Result> Parse(string csv) => ResultTable.Parse(csv).Records.Select(r => new Result(r.Text("arm"), r.Integer("seed"),
+        r.Number("final_train_loss"), r.Number("test_accuracy"), r.Number("batch_mean_fluctuation"),
+        // Files written before the scale-free measures existed lack their columns.
+        r.Has("batch_fluctuation_scale_free") ? r.Number("batch_fluctuation_scale_free") : double.NaN,
+        r.Has("batch_variance_fluctuation_scale_free") ? r.Number("batch_variance_fluctuation_scale_free") : double.NaN)).ToList();
+
     /// <summary>Test accuracy per arm (mean +- sd over seeds) as a bar chart.</summary>
     public static string Plot(IReadOnlyList<Result> results, string dir)
     {
         var arms = results.GroupBy(r => r.Arm).ToList();
         double Sd(IGrouping<string, Result> g) { double m = g.Average(r => r.TestAccuracy); return g.Count() > 1 ? Math.Sqrt(g.Sum(r => (r.TestAccuracy - m) * (r.TestAccuracy - m)) / (g.Count() - 1)) : 0; }
         string path = Path.Combine(dir, "vision");
-        Plots.Charts.Bars(path, "Small CNN on Fashion-MNIST: test accuracy (mean +- sd over seeds)", "test accuracy",
+        int seeds = results.Select(r => r.Seed).Distinct().Count();
+        Plots.Charts.Bars(path, $"Small CNN on Fashion-MNIST: test accuracy\n{(seeds == 1 ? "1 seed" : $"mean ± sd over {seeds} seeds")}", "test accuracy",
             arms.Select(g => g.Key).ToArray(), arms.Select(g => g.Average(r => r.TestAccuracy)).ToArray(), arms.Select(Sd).ToArray());
         return path;
     }

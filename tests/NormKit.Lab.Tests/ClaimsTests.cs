@@ -1,0 +1,120 @@
+using NormKit.Lab.Experiments;
+
+namespace NormKit.Lab.Tests;
+
+/// <summary>The claims' parts decided by the verdict rule from numbers worked out by hand.</summary>
+public class ClaimsTests
+{
+    private static Saturation.Point P(string arm, int seed, int step, double accuracy, double saturated) =>
+        new(arm, "Glorot", seed, step, 1, accuracy, -1, 0, 1, saturated, 0.1, [0.1, 0.1, 0.1, 0.1]);
+
+    // Three seeds per arm, evaluated at steps 500 and 8000.
+    private static List<Saturation.Point> Runs(string arm, double[] firstAccuracy, double[] lastAccuracy, double[] lastSaturated) =>
+        Enumerable.Range(0, 3).SelectMany(i => new[] { P(arm, i + 1, 500, firstAccuracy[i], 0), P(arm, i + 1, 8000, lastAccuracy[i], lastSaturated[i]) }).ToList();
+
+    [Fact]
+    public void Claim_a_splits_into_saturation_speed_and_final_accuracy_each_with_its_own_verdict()
+    {
+        var points = Runs("none", [0.20, 0.22, 0.24], [0.87, 0.88, 0.86], [0.25, 0.26, 0.24])
+            .Concat(Runs("BatchNorm", [0.80, 0.81, 0.82], [0.87, 0.86, 0.88], [0.02, 0.03, 0.01]))
+            .Concat(Runs("LayerNorm", [0.19, 0.21, 0.23], [0.90, 0.91, 0.92], [0.35, 0.36, 0.34])).ToList();
+        var findings = Claims.Saturation(points);
+        Finding F(string part, string arm) => findings.Single(f => f.Part.StartsWith(part) && f.Case.StartsWith(arm));
+        // Saturation at the end: BatchNorm 0.02 vs none 0.25 (sd 0.01 each; 2 SE = 0.0163): holds.
+        var bnSaturation = F("fewer saturated", "BatchNorm");
+        Assert.Equal(Outcome.Holds, bnSaturation.Comparison.Outcome);
+        Assert.Equal(0.23, bnSaturation.Comparison.Difference, 12);
+        Assert.Equal("BatchNorm vs none, Glorot init", bnSaturation.Case);
+        Assert.Equal("at step 8000", bnSaturation.Note);
+        Assert.Equal("0.020 +- 0.010 vs 0.250 +- 0.010; difference +0.230, 2 SE = 0.016", bnSaturation.Values);
+        // LayerNorm saturates more than none here: the part is reversed for it, not "holds partly".
+        Assert.Equal(Outcome.Reversed, F("fewer saturated", "LayerNorm").Comparison.Outcome);
+        // Speed: accuracy at the first evaluation, BatchNorm 0.81 vs none 0.22: holds; LayerNorm 0.21 vs 0.22: not separated.
+        Assert.Equal(Outcome.Holds, F("faster start", "BatchNorm").Comparison.Outcome);
+        Assert.Equal("at step 500", F("faster start", "BatchNorm").Note);
+        Assert.Equal(Outcome.NotSeparated, F("faster start", "LayerNorm").Comparison.Outcome);
+        // Final accuracy: BatchNorm 0.87 vs 0.87 not separated; LayerNorm 0.91 vs 0.87 holds.
+        Assert.Equal(Outcome.NotSeparated, F("higher test accuracy at the end", "BatchNorm").Comparison.Outcome);
+        Assert.Equal(Outcome.Holds, F("higher test accuracy at the end", "LayerNorm").Comparison.Outcome);
+        Assert.Equal(6, findings.Count);   // 3 parts x 2 arms; N(0, 0.01^2) is absent
+        Assert.Equal("mixed: 1 holds, 1 reversed", Claims.Summary(findings.Where(f => f.Part.StartsWith("fewer saturated")).ToList()));
+        Assert.Equal("holds", Claims.Summary([bnSaturation]));
+        Assert.Equal("holds (2 of 2)", Claims.Summary([bnSaturation, F("faster start", "BatchNorm")]));
+    }
+
+    [Fact]
+    public void One_seed_gives_an_indicative_difference_not_a_verdict()
+    {
+        var points = new List<Saturation.Point>
+        {
+            P("none", 1, 100, 0.5, 0.000), P("none", 1, 1000, 0.8, 0.000),
+            P("BatchNorm", 1, 100, 0.7, 0.000), P("BatchNorm", 1, 1000, 0.8, 0.001),
+            P("LayerNorm", 1, 100, 0.6, 0.000), P("LayerNorm", 1, 1000, 0.8, 0.031),
+        };
+        var saturation = Claims.Saturation(points).Where(f => f.Part.StartsWith("fewer saturated")).ToList();
+        Assert.All(saturation, f => Assert.Equal("indicative: one seed", f.Verdict));
+        Assert.Equal("0.031 vs 0.000; difference -0.031 (the other way)", saturation.Single(f => f.Case.StartsWith("LayerNorm")).Values);
+        Assert.Equal("indicative: one seed, 0 of 2 the claimed way", Claims.Summary(saturation));
+        var speed = Claims.Saturation(points).Where(f => f.Part.StartsWith("faster start")).ToList();
+        Assert.Equal("indicative: one seed, 2 of 2 the claimed way", Claims.Summary(speed));
+    }
+
+    [Fact]
+    public void The_batch_size_claim_is_decided_on_eval_mode_error_with_the_batch_statistics_beside_it()
+    {
+        var points = new List<BatchSize.Point>();
+        void Add(string arm, int batch, double[] errors, double trainMode = double.NaN)
+        {
+            for (int s = 0; s < errors.Length; s++) points.Add(new(arm, batch, s + 1, 0, errors[s], trainMode));
+        }
+        Add("BatchNorm", 2, [0.38, 0.39], trainMode: 0.61);
+        Add("LayerNorm", 2, [0.17, 0.18]);
+        Add("GroupNorm", 2, [0.16, 0.17]);
+        Add("BatchNorm", 128, [0.148, 0.150], trainMode: 0.14);
+        Add("LayerNorm", 128, [0.149, 0.151]);
+        Add("GroupNorm", 128, [0.155, 0.157]);
+        var findings = Claims.BatchSize(points);
+        var grows = findings.Single(f => f.Part == "BatchNorm's error grows at small batches");
+        Assert.Equal("BatchNorm, batch 2 vs batch 128", grows.Case);
+        Assert.Equal(Outcome.Holds, grows.Comparison.Outcome);
+        Assert.Equal(0.385, grows.First.Mean, 12);   // eval mode, not the batch statistics' 0.61
+        Assert.Equal("BatchNorm with batch statistics at test: 0.610", grows.Note);
+        Assert.All(findings.Where(f => f.Part.StartsWith("LayerNorm and GroupNorm beat")), f => Assert.Equal(Outcome.Holds, f.Comparison.Outcome));
+        var large = findings.Where(f => f.Part == "BatchNorm is best at the largest batch").ToDictionary(f => f.Case, f => f.Comparison.Outcome);
+        Assert.Equal(Outcome.NotSeparated, large["BatchNorm vs LayerNorm, batch 128"]);   // 0.149 vs 0.150, sd 0.0014
+        Assert.Equal(Outcome.Holds, large["BatchNorm vs GroupNorm, batch 128"]);         // 0.149 vs 0.156
+    }
+
+    [Fact]
+    public void Vision_and_language_use_errors_and_leave_diverged_runs_out()
+    {
+        var vision = Claims.BatchNormBest([("none", 1, 0.11), ("none", 2, 0.12), ("BatchNorm", 1, 0.08), ("BatchNorm", 2, 0.09), ("LayerNorm", 1, 0.10)], "BatchNorm has the lowest test error");
+        Assert.Equal(["BatchNorm vs none", "BatchNorm vs LayerNorm"], vision.Select(f => f.Case));
+        Assert.Equal(Outcome.Holds, vision[0].Comparison.Outcome);            // 0.085 vs 0.115, 2 SE = 0.014
+        Assert.Equal(Outcome.TooFewSeeds, vision[1].Comparison.Outcome);      // LayerNorm has one seed
+
+        Language.Result R(string arm, int seed, double bpc, double fluctuation = double.NaN) => new(arm, seed, 1, bpc, fluctuation);
+        var language = Claims.Language([R("none", 1, double.NaN), R("none", 2, 2.08), R("LayerNorm", 1, 1.87), R("LayerNorm", 2, 1.871),
+            R("RMSNorm", 1, 1.866), R("RMSNorm", 2, 1.868), R("BatchNorm", 1, 1.93, 5e-4), R("BatchNorm", 2, 1.94, 6e-4)],
+            [new Vision.Result("BatchNorm", 1, 0, 0.9, 9e-3), new Vision.Result("BatchNorm", 2, 0, 0.9, 1e-2)]);
+        Assert.Equal(Outcome.Holds, language.Single(f => f.Case == "LayerNorm vs BatchNorm").Comparison.Outcome);
+        var versusNone = language.Single(f => f.Case == "LayerNorm vs none");
+        Assert.Equal(Outcome.TooFewSeeds, versusNone.Comparison.Outcome);    // one of none's two runs diverged
+        Assert.Equal("none: 1 of 2 runs diverged (left out)", versusNone.Note);
+        var mechanism = language.Single(f => f.Part.StartsWith("mechanism"));
+        Assert.Equal(Outcome.Reversed, mechanism.Comparison.Outcome);        // text 5.5e-4 < images 9.5e-3
+        Assert.StartsWith("5.50e-4 +- 7.07e-5 vs 9.50e-3 +- 7.07e-4; difference -8.95e-3, 2 SE = ", mechanism.Values);
+    }
+
+    [Fact]
+    public void Setups_are_read_from_the_configuration_and_the_model()
+    {
+        string sat = Setup.Saturation(Saturation.Config.Full, "60,000 images", 2000);
+        Assert.Contains("3 x 100 sigmoid MLP (linear 784->100, norm, sigmoid, 2 x (linear 100->100, norm, sigmoid), linear 100->10)", sat);
+        Assert.Contains("SGD lr 0.1 momentum 0.9 at batch 60, 8,000 steps, evaluated every 500 steps on 2,000 test images", sat);
+        Assert.Contains("3 seeds per arm", sat);
+        Assert.Contains("9 x (linear 100->100, norm, sigmoid)", Setup.Saturation(Saturation.Config.Deep, "x", 1));
+        Assert.Contains("conv 3x3 1->8, norm, relu, 2x2 max-pool, conv 3x3 8->16, norm, relu, 2x2 max-pool, linear 784->10", Setup.Vision(Vision.Config.Quick, "x", 1000));
+        Assert.Contains("batch size (2, 8, 32, 128)", Setup.BatchSize(BatchSize.Config.Quick, "x", 1000));
+    }
+}
