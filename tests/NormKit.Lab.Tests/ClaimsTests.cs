@@ -104,6 +104,17 @@ public class ClaimsTests
         var mechanism = language.Single(f => f.Part.StartsWith("mechanism"));
         Assert.Equal(Outcome.Reversed, mechanism.Comparison.Outcome);        // text 5.5e-4 < images 9.5e-3
         Assert.StartsWith("5.50e-4 +- 7.07e-5 vs 9.50e-3 +- 7.07e-4; difference -8.95e-3, 2 SE = ", mechanism.Values);
+        Assert.Contains("not scale-free", mechanism.Note);
+
+        // With the scale-free measure in both runs the mechanism is decided on it instead.
+        Language.Result S(int seed, double scaleFree) => new("BatchNorm", seed, 1, 1.9, 1e-4, scaleFree);
+        var scaleFreeMechanism = Claims.Language([S(1, 0.30), S(2, 0.32), S(3, 0.31)],
+            [new Vision.Result("BatchNorm", 1, 0, 0.9, 9e-3, 0.10), new Vision.Result("BatchNorm", 2, 0, 0.9, 1e-2, 0.11), new Vision.Result("BatchNorm", 3, 0, 0.9, 1e-2, 0.12)])
+            .Single(f => f.Part.StartsWith("mechanism"));
+        Assert.Equal(Outcome.Holds, scaleFreeMechanism.Comparison.Outcome);   // 0.31 vs 0.11 on the scale-free measure (the raw one goes the other way)
+        Assert.Equal(0.31, scaleFreeMechanism.First.Mean, 12);
+        Assert.Contains("scale-free", scaleFreeMechanism.Note);
+        Assert.DoesNotContain("not scale-free", scaleFreeMechanism.Note);
     }
 
     [Fact]

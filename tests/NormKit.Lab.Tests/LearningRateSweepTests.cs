@@ -31,11 +31,11 @@ public class LearningRateSweepTests
         Assert.Equal(3, none.DivergedRuns);
         Assert.Equal(0.1, bn.BestRate);
 
-        var verdict = LearningRateSweep.Verdicts(results).Single();
-        Assert.Equal("BatchNorm", verdict.Arm);
-        Assert.Equal(Outcome.Holds, verdict.BestAccuracy.Outcome);                     // 0.82 +- 0.01 vs 0.72 +- 0.01
-        Assert.Equal(1, verdict.LargestTrainedRate);
-        Assert.Equal(0.01, verdict.NoneLargestTrainedRate);
+        var finding = Claims.LearningRate(results).Single();
+        Assert.Equal("ResNet-14: BatchNorm vs none", finding.Case);
+        Assert.Equal(Outcome.Holds, finding.Comparison.Outcome);                         // 0.82 +- 0.01 vs 0.72 +- 0.01
+        Assert.Equal(0.82, finding.First.Mean, 12);
+        Assert.Contains("every seed reached 0.5: 1 vs 0.01", finding.Note);
     }
 
     [Fact]

@@ -133,9 +133,7 @@ internal static class LabCommands
                 table.AddTextRow([$"{s.Batch}", .. s.TestError.Select(e => $"{e:F3}"), $"{s.BatchNormTrainModeError:F3}"]);
             Common.Write(table);
             Console.WriteLine($"Test error (eval mode) per arm, mean over seeds; every run: {csv}");
-            Console.WriteLine("Verdicts on the eval-mode error (2 standard errors, Welch):");
-            foreach (var v in BatchSize.Verdicts(points))
-                Console.WriteLine($"  batch {v.Batch,3}: {v.Claim,-34} {v.Comparison.Verdict,-22} {v.Comparison.Numbers("F3")}");
+            WriteFindings("Verdicts on the eval-mode error", Claims.BatchSize(points));
             Console.WriteLine($"Chart (PNG and SVG): {Path.GetFileName(BatchSize.Plot(points, dir, "batch-size"))}");
         });
         return command;
@@ -185,8 +183,7 @@ internal static class LabCommands
                     s.Diverged > 0 ? $"{s.Diverged} of {s.Runs} runs diverged to NaN" : "");
             }
             Common.Write(table);
-            foreach (var v in Language.Verdicts(results))
-                Console.WriteLine($"  {v.Claim}: {v.Verdict}, {v.Numbers("F3")}");
+            WriteFindings("Verdicts", Claims.Language(results, null));
             Console.WriteLine($"Every run: {csv}; chart: {Language.Plot(results, dir)}");
         });
         return command;
@@ -286,8 +283,7 @@ internal static class LabCommands
                 table.AddTextRow(g.Key, $"{error.Mean:F4}", $"{error.Sd:F4}", $"{error.Count}", $"{g.Average(x => x.Seconds):F0}", $"{g.Average(x => x.ImagesPerSecond):F0}");
             }
             Common.Write(table);
-            foreach (var v in ResNetVision.Verdicts(results))
-                Console.WriteLine($"  {v.Claim}: {v.Verdict}, {v.Numbers("F4")}");
+            WriteFindings("Verdicts", Claims.BatchNormBest(results.Select(x => (x.Arm, x.Seed, x.TestError)), "BatchNorm has the lowest test error"));
             Console.WriteLine($"Every run: {csv}; loss curves: resnet-curves.csv; charts: {Path.GetFileName(ResNetVision.Plot(results, dir))}, {Path.GetFileName(ResNetVision.PlotCurves(results, dir))}");
         });
         return command;
@@ -324,9 +320,8 @@ internal static class LabCommands
                     return diverged == at.Count ? "diverged" : $"{acc.Mean:F3}" + (diverged > 0 ? $" ({diverged} diverged)" : "");
                 })]);
             Common.Write(table);
-            Console.WriteLine($"Test accuracy (mean over seeds; a diverged run counts as 0.1). Against no normalization (best accuracy: 2 standard errors; trained: every seed >= {LearningRateSweep.TrainedAccuracy}):");
-            foreach (var v in LearningRateSweep.Verdicts(results))
-                Console.WriteLine($"  {v.Network,-14} {v.Arm,-10} best accuracy {v.BestAccuracy.Verdict,-14} {v.BestAccuracy.Numbers("F3")}; largest rate that trains {v.LargestTrainedRate} vs {v.NoneLargestTrainedRate}");
+            Console.WriteLine("Test accuracy (mean over seeds; a diverged run counts as 0.1).");
+            WriteFindings("Against no normalization", Claims.LearningRate(results));
             Console.WriteLine($"Every run: {csv}; charts: {string.Join(", ", LearningRateSweep.Plot(results, dir).Select(Path.GetFileName))}");
         });
         return command;
@@ -391,6 +386,18 @@ internal static class LabCommands
             if (drawn.Missing.Count > 0) Console.WriteLine($"Not drawn, no CSV file: {string.Join(", ", drawn.Missing)}");
         });
         return command;
+    }
+
+    /// <summary>Prints each finding: its part, case, verdict by the rule (2 standard errors, Welch) and values.</summary>
+    private static void WriteFindings(string heading, IReadOnlyList<Finding> findings)
+    {
+        Console.WriteLine($"{heading} (the lab's rule: a difference beyond 2 standard errors, Welch):");
+        foreach (var part in findings.GroupBy(f => f.Part))
+        {
+            Console.WriteLine($"  {part.Key}: {Claims.Summary(part.ToList())}");
+            foreach (var f in part)
+                Console.WriteLine($"    {f.Case}: {f.Verdict}; {f.Values}" + (f.Note is { } note ? $" ({note})" : ""));
+        }
     }
 
     /// <summary>Prints the training's progress (steps, loss, examples/s, time left) every few seconds.</summary>

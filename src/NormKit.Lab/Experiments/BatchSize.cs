@@ -88,27 +88,6 @@ public static class BatchSize
 
     public static string Csv(IEnumerable<Point> points) => Table(points).ToCsv();
 
-    /// <summary>
-    /// The claim "BatchNorm depends on the batch; LayerNorm and GroupNorm do not", decided by the
-    /// lab's rule on the eval-mode test error (what a user of the trained model gets), per batch
-    /// size: LayerNorm's and GroupNorm's error lower than BatchNorm's, and each arm's error at the
-    /// batch size against its own error at <paramref name="reference"/>.
-    /// </summary>
-    public static IEnumerable<(int Batch, string Claim, Comparison Comparison)> Verdicts(IReadOnlyList<Point> points, int reference = 32)
-    {
-        IEnumerable<double> E(string arm, int batch) => points.Where(p => p.Arm == arm && p.Batch == batch).Select(p => p.TestError);
-        foreach (int batch in points.Select(p => p.Batch).Distinct().Order())
-        {
-            foreach (string arm in new[] { "LayerNorm", "GroupNorm" })
-                if (E(arm, batch).Any() && E("BatchNorm", batch).Any())
-                    yield return (batch, $"{arm} below BatchNorm", Verdict.Lower($"batch {batch}: {arm}'s test error is lower than BatchNorm's", E(arm, batch), E("BatchNorm", batch)));
-            if (batch == reference) continue;
-            foreach (string arm in new[] { "BatchNorm", "LayerNorm", "GroupNorm" })
-                if (E(arm, batch).Any() && E(arm, reference).Any())
-                    yield return (batch, $"{arm} above its batch-{reference} error", Verdict.Lower($"{arm}'s test error at batch {reference} is lower than at batch {batch}", E(arm, reference), E(arm, batch)));
-        }
-    }
-
     /// <summary>Reads the points back from what <see cref="Csv"/> wrote (columns by name; extra columns are ignored).</summary>
     public static List<Point> Parse(string csv) => ResultTable.Parse(csv).Records.Select(r => new Point(r.Text("arm"), r.Integer("batch"), r.Integer("seed"),
         r.Number("final_train_loss"), r.Number("test_error"), r.Number("test_error_train_mode"))).ToList();

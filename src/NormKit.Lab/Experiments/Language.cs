@@ -92,25 +92,6 @@ public static class Language
 
     public static string Csv(IEnumerable<Result> results) => Table(results).ToCsv();
 
-    /// <summary>
-    /// Claim (c), "LayerNorm suits language", by the lab's rule on validation bits per character:
-    /// LayerNorm's lower than each other arm's (Welch, 2 standard errors). Diverged runs (NaN) are
-    /// left out of the statistics; the claim text counts them.
-    /// </summary>
-    public static IEnumerable<Comparison> Verdicts(IReadOnlyList<Result> results, string arm = "LayerNorm")
-    {
-        var mine = results.Where(r => r.Arm == arm && double.IsFinite(r.ValidationBitsPerChar)).Select(r => r.ValidationBitsPerChar).ToList();
-        if (mine.Count == 0) yield break;
-        foreach (var other in results.Where(r => r.Arm != arm).GroupBy(r => r.Arm))
-        {
-            var finite = other.Where(r => double.IsFinite(r.ValidationBitsPerChar)).Select(r => r.ValidationBitsPerChar).ToList();
-            int diverged = other.Count() - finite.Count;
-            if (finite.Count == 0) continue;
-            yield return Verdict.Lower($"{arm}'s validation bits per character are lower than {other.Key}'s" + (diverged > 0 ? $" ({diverged} {other.Key} run(s) diverged and are left out)" : ""),
-                mine, finite);
-        }
-    }
-
     /// <summary>Reads the results back from what <see cref="Csv"/> wrote (columns by name; extra columns are ignored).</summary>
     public static List<Result> Parse(string csv) => ResultTable.Parse(csv).Records.Select(r => new Result(r.Text("arm"), r.Integer("seed"),
         r.Number("final_train_loss"), r.Number("validation_bits_per_char"), r.Number("batch_mean_fluctuation"),

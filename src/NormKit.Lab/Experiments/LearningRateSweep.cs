@@ -98,23 +98,6 @@ public static class LearningRateSweep
                 best.Select(ScoredAccuracy).ToArray(), g.Count(r => r.Diverged), g.Count());
         }).ToList();
 
-    /// <summary>
-    /// The two verdicts per (network, norm arm) against the same network without normalization:
-    /// the best accuracy within the budget (the lab's rule: Welch, 2 standard errors; each arm at its
-    /// own best rate, a selection that favours neither side), and the largest rate that trains.
-    /// </summary>
-    public static IEnumerable<(string Network, string Arm, Comparison BestAccuracy, double LargestTrainedRate, double NoneLargestTrainedRate)> Verdicts(IEnumerable<Result> results)
-    {
-        var summaries = Summaries(results);
-        foreach (var s in summaries.Where(s => s.Arm != "none"))
-        {
-            var none = summaries.FirstOrDefault(x => x.Network == s.Network && x.Arm == "none");
-            if (none is null) continue;
-            var best = Verdict.Higher($"{s.Network}: {s.Arm}'s best test accuracy is higher than without normalization", s.Best, none.Best);
-            yield return (s.Network, s.Arm, best, s.LargestTrainedRate, none.LargestTrainedRate);
-        }
-    }
-
     /// <summary>Test accuracy against the learning rate, one chart per network, a line per arm (mean over seeds, diverged runs at 0.1); returns the charts' paths without extension.</summary>
     public static List<string> Plot(IReadOnlyList<Result> results, string dir)
     {

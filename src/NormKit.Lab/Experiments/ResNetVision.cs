@@ -73,18 +73,6 @@ public static class ResNetVision
     }
 
     /// <summary>
-    /// Claim (c), "BatchNorm suits vision", by the lab's rule: BatchNorm's test error against every
-    /// other arm's (Welch, 2 standard errors), the claim being that BatchNorm's is lower.
-    /// </summary>
-    public static IEnumerable<Comparison> Verdicts(IReadOnlyList<Result> results, string arm = "BatchNorm")
-    {
-        var mine = results.Where(r => r.Arm == arm).Select(r => r.TestError).ToList();
-        if (mine.Count == 0) yield break;
-        foreach (var other in results.Where(r => r.Arm != arm).GroupBy(r => r.Arm))
-            yield return Verdict.Lower($"{arm}'s test error is lower than {other.Key}'s", mine, other.Select(r => r.TestError));
-    }
-
-    /// <summary>
     /// Reads the results back from what <see cref="Table"/> wrote (columns by name; extra columns are
     /// ignored). The file has no per-step losses, so <see cref="Result.Losses"/> is empty: the curves
     /// are in their own file (<see cref="ParseCurves"/>).
