@@ -93,7 +93,8 @@ public static class BatchSize
         r.Number("final_train_loss"), r.Number("test_error"), r.Number("test_error_train_mode"))).ToList();
 
     /// <summary>Test error against batch size (a log axis ticked at the batch sizes), one line per arm, plus BatchNorm in train mode.</summary>
-    public static string Plot(IReadOnlyList<Point> points, string dir, string name)
+    /// <param name="network">What was trained, for the title (default: this experiment's MLP).</param>
+    public static string Plot(IReadOnlyList<Point> points, string dir, string name, string network = "MLP")
     {
         var series = points.GroupBy(p => p.Arm).Select(a =>
         {
@@ -107,7 +108,7 @@ public static class BatchSize
         var batches = points.Select(p => p.Batch).Distinct().Order().ToArray();
         int seeds = points.Select(p => p.Seed).Distinct().Count();
         string path = Path.Combine(dir, name);
-        Plots.Charts.Lines(path, $"MLP test error (eval mode) against batch size\nthe same examples at every size, {(seeds == 1 ? "1 seed" : $"mean of {seeds} seeds")}",
+        Plots.Charts.Lines(path, $"{network} test error (eval mode) against batch size\nthe same examples at every size, {(seeds == 1 ? "1 seed" : $"mean of {seeds} seeds")}",
             "batch size (log scale)", "test error", series,
             xTicks: new Plots.Charts.Ticks(batches.Select(b => Math.Log2(b)).ToArray(), batches.Select(b => b.ToString(System.Globalization.CultureInfo.InvariantCulture)).ToArray()));
         return path;

@@ -187,6 +187,23 @@ public static class Claims
         return findings;
     }
 
+    /// <summary>
+    /// The depth diagnosis (<see cref="DepthDiagnosis.Verdicts"/>): every setting's final test accuracy
+    /// against LayerNorm with SGD, and, where the per-layer statistics are there, BatchNorm's
+    /// first-layer gradient and layer gain at initialization against LayerNorm's.
+    /// </summary>
+    public static List<Finding> Depth(IReadOnlyList<DepthDiagnosis.Point> points)
+    {
+        ArgumentNullException.ThrowIfNull(points);
+        return DepthDiagnosis.Verdicts(points).Select(c =>
+        {
+            int colon = c.Claim.IndexOf(": ", StringComparison.Ordinal);
+            string @case = colon > 0 ? c.Claim[..colon] : c.Claim, part = colon > 0 ? c.Claim[(colon + 2)..] : c.Claim;
+            bool accuracy = part.StartsWith("test accuracy", StringComparison.Ordinal);
+            return new Finding(accuracy ? "trains where LayerNorm with SGD does not (test accuracy at the end)" : part, @case, c, true, "F3");
+        }).ToList();
+    }
+
     /// <summary>The shift claim per change (<see cref="Shift.Verdicts"/>): each normalized arm's error on the changed images against no normalization's.</summary>
     public static List<Finding> Shift(IReadOnlyList<Experiments.Shift.Point> points)
     {

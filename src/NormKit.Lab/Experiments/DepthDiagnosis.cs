@@ -324,6 +324,13 @@ public static class DepthDiagnosis
         return t;
     }
 
+    /// <summary>
+    /// Reads the probes back from what <see cref="Table"/> wrote (columns by name): accuracy and
+    /// losses only; the per-layer statistics stay in their own file, so <see cref="Point.Layers"/> is empty.
+    /// </summary>
+    public static List<Point> Parse(string csv) => ResultTable.Parse(csv).Records.Select(r => new Point(r.Text("arm"), r.Text("optimizer"), r.Integer("seed"),
+        r.Integer("step"), r.Number("test_accuracy"), r.Number("train_loss"), r.Number("probe_loss"), [])).ToList();
+
     /// <summary>One row per probe and hidden layer: the spreads of z, s and h and the gradient norms.</summary>
     public static ResultTable LayerTable(IEnumerable<Point> points)
     {
@@ -356,7 +363,7 @@ public static class DepthDiagnosis
         foreach (var (name, r) in runs.Where(kv => kv.Key != baseline))
             result.Add(Verdict.Higher($"{name}: test accuracy at step {end} higher than {baseline}", Final(r), Final(ln)));
         string bn = new Setting("BatchNorm", Baseline).Name;
-        if (runs.TryGetValue(bn, out var b) && ln.Any(p => p.Step == 0))
+        if (runs.TryGetValue(bn, out var b) && ln.Any(p => p.Step == 0 && p.Layers.Count > 0))
         {
             IEnumerable<double> Start(List<Point> r, Func<Point, double> f) => r.Where(p => p.Step == 0).Select(f);
             result.Add(Verdict.Higher("BatchNorm: log10 first-layer weight gradient at step 0 higher than LayerNorm's",

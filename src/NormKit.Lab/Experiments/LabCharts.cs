@@ -16,7 +16,7 @@ public static partial class LabCharts
 
     /// <summary>The CSV files a full set of results holds, in the order their charts are drawn.</summary>
     public static readonly string[] Files =
-        ["saturation.csv", "saturation-10layers.csv", "batch-size.csv", "vision.csv", "language.csv", "shift.csv", "resnet.csv", "resnet-curves.csv"];
+        ["saturation.csv", "saturation-10layers.csv", "batch-size.csv", "vision.csv", "language.csv", "shift.csv", "resnet.csv", "resnet-curves.csv", "resnet-batch-size.csv", "lr-sweep.csv"];
 
     /// <summary>
     /// Draws every chart <paramref name="results"/> has the data for into <paramref name="outDir"/>
@@ -45,6 +45,8 @@ public static partial class LabCharts
         Draw("shift.csv", Shift.Parse, p => [Shift.Plot(p, outDir)]);
         Draw("resnet.csv", ResNetVision.Parse, r => [ResNetVision.Plot(r, outDir)]);
         Draw("resnet-curves.csv", ResNetVision.ParseCurves, p => [ResNetVision.PlotCurves(p, outDir)]);
+        Draw("resnet-batch-size.csv", BatchSize.Parse, p => [BatchSize.Plot(p, outDir, "resnet-batch-size", "residual CNN (width 8)")]);
+        Draw("lr-sweep.csv", LearningRateSweep.Parse, r => LearningRateSweep.Plot(r, outDir));
         foreach (int ranks in results.Files.Select(f => CheckFile().Match(f)).Where(m => m.Success).Select(m => int.Parse(m.Groups[1].Value, System.Globalization.CultureInfo.InvariantCulture)).Distinct().Order())
             if (DataParallelVision.DrawCheck(results, ranks, outDir) is { } path) charts.Add(path);
         return new Drawn(charts, missing);

@@ -76,6 +76,10 @@ public static class LearningRateSweep
         return t;
     }
 
+    /// <summary>Reads the results back from what <see cref="Table"/> wrote (columns by name; extra columns are ignored).</summary>
+    public static List<Result> Parse(string csv) => ResultTable.Parse(csv).Records.Select(r => new Result(r.Text("network"), r.Text("arm"),
+        r.Number("learning_rate"), r.Integer("seed"), r.Integer("diverged") != 0, r.Number("final_train_loss"), r.Number("test_accuracy"), r.Number("train_seconds"))).ToList();
+
     /// <summary>
     /// A diverged run's accuracy for the summaries: chance (0.1), what its NaN outputs are worth.
     /// The CSV keeps NaN and the diverged flag.

@@ -133,13 +133,15 @@ public static class Report
     // The committed results, each null where its CSV is absent, and the charts drawn from them.
     private sealed record Evidence(LabResults Source, List<Experiments.Saturation.Point>? Saturation, List<Experiments.Saturation.Point>? Deep,
         List<Experiments.BatchSize.Point>? BatchSize, List<Experiments.Vision.Result>? Vision, List<Experiments.Language.Result>? Language,
-        List<Experiments.Shift.Point>? Shift, List<ResNetVision.Result>? ResNet, HashSet<string> Charts)
+        List<Experiments.Shift.Point>? Shift, List<ResNetVision.Result>? ResNet, List<Experiments.BatchSize.Point>? ResNetBatch,
+        List<LearningRateSweep.Result>? LearningRates, List<DepthDiagnosis.Point>? Depth, HashSet<string> Charts)
     {
         public static Evidence Read(LabResults source, HashSet<string> charts) => new(source,
             source.Read("saturation.csv", Experiments.Saturation.Parse), source.Read("saturation-10layers.csv", Experiments.Saturation.Parse),
             source.Read("batch-size.csv", Experiments.BatchSize.Parse), source.Read("vision.csv", Experiments.Vision.Parse),
             source.Read("language.csv", Experiments.Language.Parse), source.Read("shift.csv", Experiments.Shift.Parse),
-            source.Read("resnet.csv", ResNetVision.Parse), charts);
+            source.Read("resnet.csv", ResNetVision.Parse), source.Read("resnet-batch-size.csv", Experiments.BatchSize.Parse),
+            source.Read("lr-sweep.csv", LearningRateSweep.Parse), source.Read("depth.csv", DepthDiagnosis.Parse), charts);
 
         public string Label => $"Committed full-mode results ({Source.Origin})";
     }
@@ -172,7 +174,7 @@ public static class Report
           .Append("<code>t10k-images-idx3-ubyte</code>, <code>t10k-labels-idx1-ubyte</code>, raw or <code>.gz</code>).</dd>")
           .Append("<dt>The full modes</dt><dd><code>normkit report --full</code> runs this tour with every experiment in its full mode (several seeds; ")
           .Append("<code>normkit report --help</code> gives the measured time); one experiment alone: <code>normkit lab saturation</code> (<code>--deep</code>: 10 layers), ")
-          .Append("<code>lab batch-size</code>, <code>lab vision</code>, <code>lab language</code>, <code>lab shift</code>, <code>lab resnet</code>. From a clone of the repository: ")
+          .Append("<code>lab depth</code>, <code>lab batch-size</code>, <code>lab vision</code>, <code>lab language</code>, <code>lab shift</code>, <code>lab resnet</code>, <code>lab lr-sweep</code>. From a clone of the repository: ")
           .Append("<code>dotnet run --project src/NormKit.Cli -c Release -- report --full</code>. <code>normkit lab charts</code> redraws the committed charts from their CSV files.</dd>")
           .Append($"<dt>Beside this run</dt><dd>{H(e.Label)}: the full modes' results as the repository holds them, decided by the same code as this run.</dd>")
           .Append("<dt>Verdicts</dt><dd>Each part of a claim compares two arms on one quantity, seed by seed. It <span class=\"v holds\">holds</span> when the difference ")
@@ -288,6 +290,45 @@ public static class Report
             resFull is null ? null : Setup.ResNet(resFull, FullSet, resSteps is [int s] ? s : null),
             e.ResNet is null ? null : Claims.BatchNormBest(e.ResNet.Select(r => (r.Arm, r.Seed, r.TestError)), visionPart + " (residual CNN)"),
             resCharts, e.ResNet is null ? missing("resnet.csv") : null, "Not in this tour: normkit lab resnet runs it (hours on 2 cores; --quick about a minute and a half)."));
+
+        var rbCharts = e.Charts.Contains("resnet-batch-size")
+            ? new List<Chart> { new(CommittedFolder + "/resnet-batch-size.png", "Test error in eval mode (y) of the residual CNN (width 8) with BatchNorm and GroupNorm against the batch size (x, log scale), " +
+                "the same 6,000 training images at every batch size (learning rate scaled with the batch), mean over seeds. Look for BatchNorm's line rising at batch 2 and 4 while GroupNorm's stays flat (Wu & He's Figure 1).") }
+            : [];
+        blocks.Add(new("resnet-batch", "batch size, residual CNN", "BatchNorm depends on the batch in a deep CNN too: it degrades at batch 2 and 4, GroupNorm does not.",
+            "Wu & He 2018, Figure 1 / Table 2 (ResNet-50, ImageNet): BatchNorm 23.6, 27.3, 34.7% error at 32, 4, 2 images per GPU; GroupNorm 24.1, 24.2, 24.1%.",
+            null, null, [],
+            e.ResNetBatch is null ? null : $"The residual CNN of the block above at width 8 (channels 8, 16, 32), BatchNorm and GroupNorm, the first 6,000 training images once at batch " +
+                $"{string.Join(", ", e.ResNetBatch.Select(p => p.Batch).Distinct().Order())} with SGD (momentum 0.9, cosine schedule) at 0.05 x batch / 32, " +
+                $"{Seeds(e.ResNetBatch.Select(p => (p.Arm + p.Batch, p.Seed)))} seeds; test error in eval mode on the 10,000 test images.",
+            e.ResNetBatch is null ? null : Claims.BatchSize(e.ResNetBatch), rbCharts, e.ResNetBatch is null ? missing("resnet-batch-size.csv") : null,
+            "Not in this tour: normkit lab resnet --width 8 --train-images 6000 --epochs 1 --seeds 3 --arm BatchNorm --arm GroupNorm --batch B runs one batch size."));
+
+        var lrCharts = new List<Chart>();
+        foreach (var (file, network) in new[] { ("lr-sweep-residual", "residual CNN"), ("lr-sweep-plain", "the same network without shortcuts") })
+            if (e.Charts.Contains(file))
+                lrCharts.Add(new(CommittedFolder + "/" + file + ".png", $"Test accuracy (y) of the {network} after a fixed number of SGD steps against the learning rate (x), one line per arm, mean over seeds " +
+                    "(a diverged run, whose loss became NaN, counts as chance, 0.1). Look for how far to the right each line stays high: the rates each arm tolerates."));
+        blocks.Add(new("lr-sweep", "(a) speed: the learning rates each norm tolerates", "(a) Normalization speeds training up, largely by letting it use larger learning rates.",
+            "Bjorck et al. 2018 (ResNet-110, CIFAR-10): BatchNorm mainly permits larger learning rates, which gives faster convergence; without it large steps diverge with depth. " +
+            "Santurkar et al. 2018 (VGG, CIFAR-10, lr 0.1 and 0.5): BatchNorm smooths the loss landscape. Neither paper's per-rate numbers are quoted here (not verified).",
+            null, null, [],
+            e.LearningRates is null ? null : $"{string.Join(" and ", e.LearningRates.Select(r => r.Network).Distinct())} at width 8, arms " +
+                $"{string.Join(", ", e.LearningRates.Select(r => r.Arm).Distinct())}; SGD with momentum 0.9 and weight decay 1e-4, batch 32, cosine schedule to 0, the same number of steps at each rate " +
+                $"({string.Join(", ", e.LearningRates.Select(r => r.LearningRate).Distinct().Order().Select(r => r.ToString(CultureInfo.InvariantCulture)))}), " +
+                $"{Seeds(e.LearningRates.Select(r => (r.Network + r.Arm + r.LearningRate, r.Seed)))} seeds; test accuracy on the first 2,000 test images.",
+            e.LearningRates is null ? null : Claims.LearningRate(e.LearningRates), lrCharts, e.LearningRates is null ? missing("lr-sweep.csv") : null,
+            "Not in this tour: normkit lab lr-sweep runs it (--quick about a minute)."));
+
+        blocks.Add(new("depth-diagnosis", "(a) at depth: why LayerNorm fails ten sigmoid layers", "LayerNorm does not train the 10-layer sigmoid MLP with SGD: why, measured.",
+            "Not a published claim: the seed article says normalization keeps sigmoids out of saturation; here LayerNorm's inputs are not saturated and it still fails.",
+            null, null, [],
+            e.Depth is null ? null : $"The 10 x 100 sigmoid MLP of the saturation experiment (Glorot init, batch 60, {e.Depth.Max(p => p.Step):N0} steps, " +
+                $"{Seeds(e.Depth.Select(p => (p.Setting, p.Seed)))} seeds) in the settings named below; the per-layer measurements and their charts are in docs/lab/README.md " +
+                "(section \"Depth: why LayerNorm does not train ten sigmoid layers\"): each layer passes back 0.39 of the gradient with LayerNorm against 1.05 with BatchNorm, " +
+                "because LayerNorm divides by a spread over features that is almost the same for every sample, so the samples' differences shrink layer by layer.",
+            e.Depth is null ? null : Claims.Depth(e.Depth), [], e.Depth is null ? missing("depth.csv") : null,
+            "Not in this tour: normkit lab depth runs it (about 5 minutes)."));
 
         var langFull = e.Language is null ? null : Language.Config.Full with { Seeds = Seeds(e.Language.Select(r => (r.Arm, r.Seed))) };
         blocks.Add(new("language", "(c) language, tiny Transformer", "(c) LayerNorm suits language (here: a tiny Transformer on characters).",
