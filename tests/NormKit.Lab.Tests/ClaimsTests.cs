@@ -1,3 +1,4 @@
+using NormKit.Lab.Results;
 using NormKit.Lab.Experiments;
 
 namespace NormKit.Lab.Tests;
@@ -115,6 +116,19 @@ public class ClaimsTests
         Assert.Equal(0.31, scaleFreeMechanism.First.Mean, 12);
         Assert.Contains("scale-free", scaleFreeMechanism.Note);
         Assert.DoesNotContain("not scale-free", scaleFreeMechanism.Note);
+    }
+
+    [Fact]
+    public void The_committed_depth_diagnosis_parses_and_its_accuracy_findings_are_decided()
+    {
+        var points = LabResults.Committed.Read("depth.csv", DepthDiagnosis.Parse)!;
+        Assert.All(points, p => Assert.Empty(p.Layers));
+        var findings = Claims.Depth(points);
+        // Accuracy only (the per-layer file is not read): every other setting against LayerNorm with SGD 0.1.
+        Assert.Equal(7, findings.Count);
+        Assert.All(findings, f => Assert.StartsWith("trains where LayerNorm", f.Part));
+        Assert.Equal(Outcome.Holds, findings.Single(f => f.Case == "BatchNorm, SGD 0.1").Comparison.Outcome);
+        Assert.Equal(Outcome.NotSeparated, findings.Single(f => f.Case == "none, SGD 0.1").Comparison.Outcome);
     }
 
     [Fact]

@@ -49,6 +49,9 @@ public class LearningRateSweepTests
         Assert.All(results.Where(r => r.LearningRate == 0.01), r => { Assert.False(r.Diverged); Assert.InRange(r.TestAccuracy, 0, 1); });
         Assert.Contains(results, r => r.Diverged && double.IsNaN(r.TestAccuracy));   // 1e30 overflows the weights
         Assert.Equal(results.Count + 1, LearningRateSweep.Table(results).ToCsv().TrimEnd().Split('\n').Length);
+        var back = LearningRateSweep.Parse(LearningRateSweep.Table(results).ToCsv());
+        Assert.Equal(results.Select(r => (r.Network, r.Arm, r.LearningRate, r.Seed, r.Diverged)), back.Select(r => (r.Network, r.Arm, r.LearningRate, r.Seed, r.Diverged)));
+        Assert.Equal(results.Select(r => r.TestAccuracy), back.Select(r => r.TestAccuracy), (a, b) => a.Equals(b) || Math.Abs(a - b) < 1e-6);
         Assert.Throws<ArgumentOutOfRangeException>("rate", () => LearningRateSweep.RunOne(true, "none", 0, 1, config, train, test));
     }
 }
