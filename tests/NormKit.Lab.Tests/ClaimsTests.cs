@@ -132,6 +132,17 @@ public class ClaimsTests
     }
 
     [Fact]
+    public void Every_committed_file_is_decided_and_an_absent_one_is_named()
+    {
+        var all = Claims.Of(LabResults.Committed);
+        Assert.Contains(all, x => x.File == "shift.csv" && x.Findings is { Count: > 0 });
+        Assert.Equal(Claims.Shift(LabResults.Committed.Read("shift.csv", Shift.Parse)!).Select(f => f.Values), all.Single(x => x.File == "shift.csv").Findings!.Select(f => f.Values));
+        var empty = Claims.Of(LabResults.Folder(Directory.CreateTempSubdirectory().FullName));
+        Assert.Equal(all.Select(x => x.File), empty.Select(x => x.File));
+        Assert.All(empty, x => Assert.Null(x.Findings));
+    }
+
+    [Fact]
     public void Setups_are_read_from_the_configuration_and_the_model()
     {
         string sat = Setup.Saturation(Saturation.Config.Full, "60,000 images", 2000);

@@ -39,7 +39,7 @@ public class CliTests
         var root = Cli.Cli.Build();
         Assert.Equal("normkit", root.Name);
         Assert.Equal(["demo", "report", "lab"], root.Subcommands.Select(c => c.Name));
-        Assert.Equal(["saturation", "depth", "batch-size", "figure", "language", "vision", "resnet", "lr-sweep", "shift", "data-parallel", "charts"],
+        Assert.Equal(["saturation", "depth", "batch-size", "figure", "language", "vision", "resnet", "lr-sweep", "shift", "data-parallel", "charts", "verdicts"],
             root.Subcommands.Single(c => c.Name == "lab").Subcommands.Select(c => c.Name));
     }
 
@@ -79,7 +79,7 @@ public class CliTests
     public void A_group_run_alone_lists_its_commands()
     {
         Assert.Equal("normkit: missing command: demo, report or lab.", Run().ErrorLines[0]);
-        Assert.Equal("normkit: missing command after 'lab': saturation, depth, batch-size, figure, language, vision, resnet, lr-sweep, shift, data-parallel or charts.", Run("lab").ErrorLines[0]);
+        Assert.Equal("normkit: missing command after 'lab': saturation, depth, batch-size, figure, language, vision, resnet, lr-sweep, shift, data-parallel, charts or verdicts.", Run("lab").ErrorLines[0]);
     }
 
     [Theory]

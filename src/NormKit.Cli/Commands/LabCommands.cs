@@ -17,7 +17,7 @@ internal static class LabCommands
             Fashion-MNIST set: 3 to 12 minutes each, the residual CNN hours; docs/lab); with --quick about a minute.
             """))
         {
-            Saturation(), Depth(), BatchSizeCommand(), Figure(), LanguageCommand(), VisionCommand(), ResNetCommand(), LearningRateSweepCommand(), ShiftCommand(), DataParallelCommand.Create(), ChartsCommand(),
+            Saturation(), Depth(), BatchSizeCommand(), Figure(), LanguageCommand(), VisionCommand(), ResNetCommand(), LearningRateSweepCommand(), ShiftCommand(), DataParallelCommand.Create(), ChartsCommand(), VerdictsCommand(),
         };
         Common.RequireSubcommand(lab);
         return lab;
@@ -384,6 +384,33 @@ internal static class LabCommands
             var drawn = LabCharts.DrawAll(source, target, FashionMnist.LoadTest(r.GetValue(data)));
             Console.WriteLine($"Charts (PNG and SVG): {string.Join(", ", drawn.Charts.Select(c => Path.GetFileName(c)))}");
             if (drawn.Missing.Count > 0) Console.WriteLine($"Not drawn, no CSV file: {string.Join(", ", drawn.Missing)}");
+        });
+        return command;
+    }
+
+    private static Command VerdictsCommand()
+    {
+        var from = new Option<string?>("--from")
+        {
+            HelpName = "DIR",
+            Description = "the folder of CSV files to decide from (e.g. docs/lab or a lab command's --out); default: the results committed in docs/lab, as this build holds them",
+        };
+        var command = new Command("verdicts", Common.Prose("""
+            Every claim's verdicts decided again from CSV files, without training, by the same code as the
+            report: for each experiment whose CSV file the source holds, each part of its claim, each case
+            with its values (mean +- sd over seeds), the difference and the rule's two standard errors.
+            Takes about a second.
+            """)) { from };
+        command.SetAction(r =>
+        {
+            var source = r.GetValue(from) is { } dir ? Lab.Results.LabResults.Folder(dir) : Lab.Results.LabResults.Committed;
+            Console.WriteLine($"Deciding from {source.Origin} ({source.Files.Count} CSV files).");
+            foreach (var (file, findings) in Claims.Of(source))
+            {
+                Console.WriteLine();
+                if (findings is not null) WriteFindings(file, findings);
+                else Console.WriteLine($"{file}: not in {source.Origin}.");
+            }
         });
         return command;
     }

@@ -213,6 +213,31 @@ public static class Claims
     }
 
     /// <summary>
+    /// Every experiment's findings from the CSV files of <paramref name="source"/> (e.g. the results
+    /// committed in docs/lab), by file name, in the order of the claims; null where the file is absent.
+    /// </summary>
+    public static List<(string File, List<Finding>? Findings)> Of(Results.LabResults source)
+    {
+        ArgumentNullException.ThrowIfNull(source);
+        var vision = source.Read("vision.csv", Vision.Parse);
+        List<Finding>? From<T>(string file, Func<string, List<T>> parse, Func<List<T>, List<Finding>> decide) =>
+            source.Read(file, parse) is { } rows ? decide(rows) : null;
+        return
+        [
+            ("saturation.csv", From("saturation.csv", Experiments.Saturation.Parse, Saturation)),
+            ("saturation-10layers.csv", From("saturation-10layers.csv", Experiments.Saturation.Parse, Saturation)),
+            ("depth.csv", From("depth.csv", DepthDiagnosis.Parse, Depth)),
+            ("lr-sweep.csv", From("lr-sweep.csv", LearningRateSweep.Parse, LearningRate)),
+            ("batch-size.csv", From("batch-size.csv", Experiments.BatchSize.Parse, BatchSize)),
+            ("resnet-batch-size.csv", From("resnet-batch-size.csv", Experiments.BatchSize.Parse, BatchSize)),
+            ("vision.csv", vision is null ? null : BatchNormBest(vision.Select(x => (x.Arm, x.Seed, 1 - x.TestAccuracy)), "BatchNorm has the lowest test error")),
+            ("resnet.csv", From("resnet.csv", ResNetVision.Parse, r => BatchNormBest(r.Select(x => (x.Arm, x.Seed, x.TestError)), "BatchNorm has the lowest test error (residual CNN)"))),
+            ("language.csv", From("language.csv", Experiments.Language.Parse, r => Language(r, vision))),
+            ("shift.csv", From("shift.csv", Experiments.Shift.Parse, Shift)),
+        ];
+    }
+
+    /// <summary>
     /// One part's findings summed up in words: the verdict they share ("holds", "holds (4 of 4)"), or
     /// "mixed: 2 hold, 1 reversed, 1 not separated"; with one seed "indicative: one seed, 3 of 4 the
     /// claimed way".
