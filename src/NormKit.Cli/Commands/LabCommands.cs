@@ -220,7 +220,7 @@ internal static class LabCommands
     private static Command ResNetCommand()
     {
         var quick = Common.Flag("--quick", "one epoch of the first 4000 training images, one seed, 2000 test images");
-        var epochs = Common.AtLeast("--epochs", 1, 3, "epochs per run (with --quick: 1 unless given)");
+        var epochs = Common.AtLeast("--epochs", 1, 1, "epochs per run");
         var seeds = Common.AtLeast("--seeds", 1, 3, "seeds per arm (with --quick: 1 unless given)");
         var arms = new Option<string[]>("--arm")
         {
@@ -254,9 +254,9 @@ internal static class LabCommands
             (Fixup initialization), BatchNorm, GroupNorm, LayerNorm and InstanceNorm: SGD with momentum
             at batch 32, a cosine schedule, whole shuffled epochs. Prints test error, training time and
             images per second per run; writes DIR/resnet.csv, the loss curves DIR/resnet-curves.csv and
-            a chart. One epoch of the full set took 3 min 36 s of training with BatchNorm on 2 cores
-            (278 images/s; docs/lab/Engine.md), so the full mode (3 epochs, 3 seeds, 5 arms) runs about
-            2 3/4 hours; --quick about a minute and a half. --batch with no --lr scales the rate linearly
+            a chart. The full mode (1 epoch, 3 seeds, 5 arms: docs/lab's results) took 1 h 38 min for its
+            15 runs on 2 cores shared with other jobs (4-12 minutes per run; alone one epoch takes about 4
+            minutes); --quick about a minute and a half. --batch with no --lr scales the rate linearly
             (Goyal et al.; Wu & He's batch sweep): 0.05 x batch / 32.
             """)) { quick, epochs, seeds, arms, batch, rate, width, trainImages, data, outDir };
         command.SetAction(r =>

@@ -19,7 +19,7 @@ public static class ResNetVision
         double WeightDecay = 1e-4, int Width = 16, int Blocks = 2, int? TrainImages = null, int TestImages = 10_000)
     {
         public static Config Quick => new(Epochs: 1, Seeds: 1, Arms: NormArms.Names, TrainImages: 4000, TestImages: 2000);
-        public static Config Full => new(Epochs: 3, Seeds: 3, Arms: NormArms.Names);
+        public static Config Full => new(Epochs: 1, Seeds: 3, Arms: NormArms.Names);
 
         public ResidualCnn.Config Network => new(Width, Blocks);
 
