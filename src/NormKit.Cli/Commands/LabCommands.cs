@@ -115,8 +115,9 @@ internal static class LabCommands
         var command = new Command("batch-size", Common.Prose("""
             ReLU MLPs with no normalization, BatchNorm, LayerNorm and GroupNorm trained on the same number
             of examples at batch sizes 2..128: test error against batch size, and BatchNorm's error with
-            batch statistics at test time. Writes DIR/batch-size.csv and a chart. The full mode took 12 min
-            12 s on 2 cores (the small batches' many steps); --quick: about a minute and a half.
+            batch statistics at test time. Writes DIR/batch-size.csv and a chart. The full mode (3 seeds)
+            takes about 18 minutes on 2 cores (docs/lab holds a 2-seed run, which took 12 min 12 s: the small
+            batches' many steps); --quick: about a minute and a half.
             """)) { quick, seeds, firstSeed, data, outDir };
         command.SetAction(r =>
         {
