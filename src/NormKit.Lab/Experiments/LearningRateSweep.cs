@@ -115,7 +115,7 @@ public static class LearningRateSweep
                 rates.Select(rate => arm.Where(r => r.LearningRate == rate).Select(ScoredAccuracy).DefaultIfEmpty(double.NaN).Average()).ToArray()));
             string file = "lr-sweep-" + (network.Key.StartsWith("plain") ? "plain" : "residual");
             string path = Path.Combine(dir, file);
-            Plots.Charts.Lines(path, $"{network.Key} on Fashion-MNIST: test accuracy after a fixed step budget (mean over seeds; diverged = 0.1)",
+            Plots.Charts.Lines(path, $"{network.Key} on Fashion-MNIST: test accuracy after a fixed step budget\nmean over seeds; a diverged run counts as 0.1",
                 "SGD learning rate (cosine schedule to 0)", "test accuracy", series, xTicks: Plots.Charts.Ticks.Categories(ticks));
             paths.Add(path);
         }
