@@ -151,8 +151,7 @@ public static class Claims
         if (vision != null)
         {
             // The scale-free measure where both runs recorded it (older files lack it), else the paper's form.
-            bool scaleFree = results.Concat<object>(vision).Any() &&
-                results.Where(r => r.Arm == "BatchNorm").All(r => double.IsFinite(r.BatchFluctuationScaleFree)) &&
+            bool scaleFree = results.Where(r => r.Arm == "BatchNorm").All(r => double.IsFinite(r.BatchFluctuationScaleFree)) &&
                 vision.Where(r => r.Arm == "BatchNorm").All(r => double.IsFinite(r.BatchFluctuationScaleFree));
             double[] F(IEnumerable<(int Seed, double Value)> runs) => runs.Where(r => double.IsFinite(r.Value)).OrderBy(r => r.Seed).Select(r => r.Value).ToArray();
             var text = F(results.Where(r => r.Arm == "BatchNorm").Select(r => (r.Seed, scaleFree ? r.BatchFluctuationScaleFree : r.BatchMeanFluctuation)));

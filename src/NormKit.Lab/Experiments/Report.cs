@@ -325,8 +325,8 @@ public static class Report
             null, null, [],
             e.Depth is null ? null : $"The 10 x 100 sigmoid MLP of the saturation experiment (Glorot init, batch 60, {e.Depth.Max(p => p.Step):N0} steps, " +
                 $"{Seeds(e.Depth.Select(p => (p.Setting, p.Seed)))} seeds) in the settings named below; the per-layer measurements and their charts are in docs/lab/README.md " +
-                "(section \"Depth: why LayerNorm does not train ten sigmoid layers\"): each layer passes back 0.39 of the gradient with LayerNorm against 1.05 with BatchNorm, " +
-                "because LayerNorm divides by a spread over features that is almost the same for every sample, so the samples' differences shrink layer by layer.",
+                "(section \"Depth: why LayerNorm does not train ten sigmoid layers\"): LayerNorm divides by a spread over features that is almost the same for every " +
+                "sample, so the samples' differences, and the gradient, shrink layer by layer.",
             e.Depth is null ? null : Claims.Depth(e.Depth), [], e.Depth is null ? missing("depth.csv") : null,
             "Not in this tour: normkit lab depth runs it (about 5 minutes)."));
 
