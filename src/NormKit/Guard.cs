@@ -24,6 +24,11 @@ internal static class Guard
         if (!(momentum >= 0 && momentum <= 1)) ThrowOutOfRange(name, momentum, $"{name} must lie in [0, 1] but was {momentum}.");
     }
 
+    public static void FiniteAtLeast(double value, double min, string name)
+    {
+        if (!(value >= min) || double.IsInfinity(value)) ThrowOutOfRange(name, value, $"{name} must be a finite number >= {min} but was {value}.");
+    }
+
     public static void Positive(int value, string name)
     {
         if (value <= 0) ThrowOutOfRange(name, value, $"{name} must be > 0 but was {value}.");

@@ -22,6 +22,20 @@ public enum RunningStatsUpdate
     SkippedNonFinite,
 }
 
+/// <summary>
+/// Batch Renormalization's part of <see cref="Functional.BatchNormCore{T}"/> (Ioffe 2017):
+/// the clip bounds, and the per-channel r and d it writes in training for the backward. The
+/// default (inactive) is plain BatchNorm.
+/// </summary>
+internal readonly ref struct Renorm(double rMax, double dMax, Span<double> r, Span<double> d)
+{
+    public double RMax { get; } = rMax;
+    public double DMax { get; } = dMax;
+    public Span<double> R { get; } = r;
+    public Span<double> D { get; } = d;
+    public bool Active => !R.IsEmpty;
+}
+
 public static partial class Functional
 {
     private const string PerChannel = "one value per channel";
@@ -98,20 +112,29 @@ public static partial class Functional
     /// <see cref="BatchNorm{T}(ReadOnlySpan{T}, ReadOnlySpan{int}, Span{T}, Span{T}, Span{T}, ReadOnlySpan{T}, ReadOnlySpan{T}, bool, double, double, bool, bool, Span{double}, Span{double}, bool, ReadOnlySpan{bool}, IAllGather?)"/>
     /// after validation: the layers call it directly. It still refuses what only the data can
     /// show (one value per channel in training, a negative running variance in eval).
+    /// <paramref name="batchVar"/>, when given, receives in training the per-channel variance
+    /// the running update takes (Ghost BatchNorm averages it over ghosts).
+    /// With an active <paramref name="renorm"/> (Batch Renorm), runningVar holds the moving
+    /// sigma = sqrt(var + eps) instead of a variance: training computes r and d per channel
+    /// from the moving averages before they are updated and normalizes with weight * r and
+    /// bias + weight * d; the running update averages sigma_B; eval divides by sigma.
     /// </summary>
     internal static RunningStatsUpdate BatchNormCore<T>(ReadOnlySpan<T> input, ReadOnlySpan<int> inputShape, ChannelLayout l, Span<T> output,
         Span<T> runningMean, Span<T> runningVar, ReadOnlySpan<T> weight, ReadOnlySpan<T> bias,
         bool training, double momentum, double eps, bool guardNonFinite,
-        Span<double> saveMean, Span<double> saveRstd, bool unbiasedRunningVar, ReadOnlySpan<bool> mask, IAllGather? group)
+        Span<double> saveMean, Span<double> saveRstd, bool unbiasedRunningVar, ReadOnlySpan<bool> mask, IAllGather? group,
+        Span<double> batchVar = default, Renorm renorm = default)
         where T : unmanaged, IFloatingPointIeee754<T>
     {
         Debug.Assert(input.Length == l.Count * l.C && output.Length == input.Length);
         Debug.Assert(runningMean.IsEmpty == runningVar.IsEmpty && (runningMean.IsEmpty || runningMean.Length == l.C));
+        Debug.Assert(!renorm.Active || (!runningMean.IsEmpty && mask.IsEmpty && group == null));
         bool useBatch = training || runningMean.IsEmpty;
         bool synced = useBatch && group != null;
         long count = mask.IsEmpty ? l.Count : mask.Count(true);
         if (useBatch && !synced) CheckMoreThanOne(count, inputShape, mask.IsEmpty);
-        if (!useBatch) CheckRunningVar(runningVar);
+        if (renorm.Active) CheckRunningStd(runningVar);
+        else if (!useBatch) CheckRunningVar(runningVar);
         if (l.Count == 0 && !synced) return RunningStatsUpdate.None;
 
         int scratchLength = useBatch ? ChannelKernel.ChannelMomentsScratch(l) : 0;
@@ -123,7 +146,8 @@ public static partial class Functional
             Span<T> hi = par.AsSpan(0, l.C), lo = par.AsSpan(l.C, l.C), a = par.AsSpan(2 * l.C, l.C), b = par.AsSpan(3 * l.C, l.C);
             // Channels-first training whose channels fit in cache: statistics and normalization per
             // channel in one pass over memory (the same bits as the two passes below).
-            bool fused = useBatch && !synced && ChannelKernel.FusesPerChannel(l, System.Runtime.CompilerServices.Unsafe.SizeOf<T>(), !mask.IsEmpty, backward: false);
+            // Renorm's r and d need the batch statistics before the first output is written: two passes.
+            bool fused = useBatch && !synced && !renorm.Active && ChannelKernel.FusesPerChannel(l, System.Runtime.CompilerServices.Unsafe.SizeOf<T>(), !mask.IsEmpty, backward: false);
             if (fused) ChannelKernel.TrainForwardPerChannel(input, l, weight, bias, eps, output, cnt, mean, m2);
             else if (useBatch) ChannelKernel.ChannelMoments(input, l, mask, cnt, mean, m2, dbl.AsSpan(3 * l.C, scratchLength));
             if (synced)
@@ -137,25 +161,30 @@ public static partial class Functional
             {
                 double mu = useBatch ? mean[c] : Num.D(runningMean[c]);
                 double var = useBatch ? m2[c] / cnt[c] : Num.D(runningVar[c]);
-                double rs = ChannelCoefficients.Rstd(var, eps);
+                // Renorm's eval divides by the moving sigma, which already holds eps.
+                double rs = renorm.Active && !useBatch ? 1 / var : ChannelCoefficients.Rstd(var, eps);
+                double w = weight.IsEmpty ? 1 : Num.D(weight[c]), r = 1, d = 0;
+                if (renorm.Active && useBatch)
+                {
+                    ChannelCoefficients.Renorm(mu, ChannelCoefficients.Std(var, eps), Num.D(runningMean[c]), Num.D(runningVar[c]),
+                        renorm.RMax, renorm.DMax, out r, out d);
+                    renorm.R[c] = r; renorm.D[c] = d;
+                }
                 Num.Split(mu, out hi[c], out lo[c]);
-                a[c] = ChannelCoefficients.Scale<T>(rs, weight.IsEmpty ? 1 : Num.D(weight[c]));
+                a[c] = ChannelCoefficients.Scale<T>(rs, w * r);
                 b[c] = bias.IsEmpty ? T.Zero : bias[c];
+                if (d != 0) b[c] = Num.From<T>(Num.D(b[c]) + w * d);
                 if (!saveMean.IsEmpty) saveMean[c] = mu;
                 if (!saveRstd.IsEmpty) saveRstd[c] = rs;
+                if (!batchVar.IsEmpty && useBatch) batchVar[c] = m2[c] / (unbiasedRunningVar ? cnt[c] - 1 : cnt[c]);
             }
             if (!fused) ChannelKernel.Normalize<T>(input, l, mask, perPlane: false, hi, lo, a, b, output);
 
             if (!training || runningMean.IsEmpty) return RunningStatsUpdate.None;
-            if (guardNonFinite && !AllFinite(mean, m2)) return RunningStatsUpdate.SkippedNonFinite;
-            // hi and lo are free again: they receive the new running values, stored only if all are finite.
+            // m2 is free again: it receives what the running buffer averages (variance, or renorm's sigma).
             for (int c = 0; c < l.C; c++)
-            {
-                double batchVar = m2[c] / (unbiasedRunningVar ? cnt[c] - 1 : cnt[c]);
-                hi[c] = ChannelCoefficients.Running(runningMean[c], mean[c], momentum);
-                lo[c] = ChannelCoefficients.Running(runningVar[c], batchVar, momentum);
-            }
-            return StoreRunning(hi, lo, runningMean, runningVar, guardNonFinite);
+                m2[c] = renorm.Active ? ChannelCoefficients.Std(m2[c] / cnt[c], eps) : m2[c] / (unbiasedRunningVar ? cnt[c] - 1 : cnt[c]);
+            return UpdateRunning(runningMean, runningVar, mean, m2, momentum, guardNonFinite, par.AsSpan(0, 2 * l.C));
         }
         finally
         {
@@ -202,10 +231,12 @@ public static partial class Functional
     /// <summary>BatchNormBackward after validation: the layers call it directly.</summary>
     internal static void BatchNormBackwardCore<T>(ReadOnlySpan<T> gradOutput, ReadOnlySpan<T> input, ChannelLayout l,
         ReadOnlySpan<T> weight, ReadOnlySpan<double> saveMean, ReadOnlySpan<double> saveRstd, bool batchStatistics,
-        Span<T> gradInput, Span<T> gradWeight, Span<T> gradBias, ReadOnlySpan<bool> mask, IAllGather? group)
+        Span<T> gradInput, Span<T> gradWeight, Span<T> gradBias, ReadOnlySpan<bool> mask, IAllGather? group,
+        ReadOnlySpan<double> renormR = default, ReadOnlySpan<double> renormD = default)
         where T : unmanaged, IFloatingPointIeee754<T>
     {
         Debug.Assert(gradOutput.Length == l.Count * l.C && input.Length == gradOutput.Length && gradInput.Length == gradOutput.Length);
+        Debug.Assert(renormR.IsEmpty == renormD.IsEmpty && (renormR.IsEmpty || (batchStatistics && mask.IsEmpty && group == null)));
         Debug.Assert(saveMean.Length == l.C && saveRstd.Length == l.C);
         bool synced = batchStatistics && group != null;
         if (l.Count == 0 && !synced) return;
@@ -222,7 +253,7 @@ public static partial class Functional
             Span<double> allSum = sum, allDot = dot;
             Span<T> hi = par.AsSpan(0, l.C), lo = par.AsSpan(l.C, l.C), p = par.AsSpan(2 * l.C, l.C), q = par.AsSpan(3 * l.C, l.C), r = par.AsSpan(4 * l.C, l.C);
             sum.Clear(); dot.Clear();
-            if (batchStatistics && !synced && ChannelKernel.FusesPerChannel(l, System.Runtime.CompilerServices.Unsafe.SizeOf<T>(), !mask.IsEmpty, backward: true))
+            if (batchStatistics && !synced && renormR.IsEmpty && ChannelKernel.FusesPerChannel(l, System.Runtime.CompilerServices.Unsafe.SizeOf<T>(), !mask.IsEmpty, backward: true))
             {
                 // Sums and dx per channel in one pass over memory (the same bits as below).
                 ChannelKernel.TrainBackwardPerChannel(gradOutput, input, l, weight, saveMean, saveRstd, gradInput, sum, dot);
@@ -245,11 +276,13 @@ public static partial class Functional
             for (int c = 0; c < l.C; c++)
             {
                 Num.Split(saveMean[c], out hi[c], out lo[c]);
-                ChannelCoefficients.BatchBackward(saveRstd[c], weight.IsEmpty ? 1 : Num.D(weight[c]), allSum[c], allDot[c], n, out p[c], out q[c], out r[c]);
+                // Renorm: r and d are constants (stop_gradient), so dx is BatchNorm's with the weight w * r.
+                double w = (weight.IsEmpty ? 1 : Num.D(weight[c])) * (renormR.IsEmpty ? 1 : renormR[c]);
+                ChannelCoefficients.BatchBackward(saveRstd[c], w, allSum[c], allDot[c], n, out p[c], out q[c], out r[c]);
             }
             if (batchStatistics) ChannelKernel.InputGrad<T>(gradOutput, input, l, mask, perPlane: false, hi, lo, p, q, r, gradInput);
             else ChannelKernel.Scale<T>(gradOutput, l, mask, perPlane: false, p, gradInput);
-            AccumulateParameterGrads(gradWeight, gradBias, sum, dot, saveRstd);
+            AccumulateParameterGrads(gradWeight, gradBias, sum, dot, saveRstd, renormR, renormD);
         }
         finally
         {
@@ -433,27 +466,18 @@ public static partial class Functional
             throw new ArgumentException($"Expected more than 1 spatial element when training, got input size {Guard.Shape(inputShape)}.", nameof(input));
         if (l.Count == 0) return RunningStatsUpdate.None;
 
-        double[] dbl = ArrayPool<double>.Shared.Rent(3 * l.Planes);
+        double[] dbl = ArrayPool<double>.Shared.Rent(3 * l.Planes + 2 * l.C);
         T[] par = ArrayPool<T>.Shared.Rent(2 * l.C);
         try
         {
             Span<double> cnt = dbl.AsSpan(0, l.Planes), mean = dbl.AsSpan(l.Planes, l.Planes), m2 = dbl.AsSpan(2 * l.Planes, l.Planes);
             GroupNormCore(input, l, l.C, output, weight, bias, eps, saveMean, saveRstd, mean, m2);
             if (!training || runningMean.IsEmpty) return RunningStatsUpdate.None;
-            if (guardNonFinite && !AllFinite(mean, m2)) return RunningStatsUpdate.SkippedNonFinite;
-            Span<T> newMean = par.AsSpan(0, l.C), newVar = par.AsSpan(l.C, l.C);
-            for (int c = 0; c < l.C; c++)
-            {
-                double mu = 0, var = 0;
-                for (int s = 0; s < l.N; s++)
-                {
-                    mu += mean[s * l.C + c];
-                    var += m2[s * l.C + c] / (l.S - 1);
-                }
-                newMean[c] = ChannelCoefficients.Running(runningMean[c], mu / l.N, momentum);
-                newVar[c] = ChannelCoefficients.Running(runningVar[c], var / l.N, momentum);
-            }
-            return StoreRunning(newMean, newVar, runningMean, runningVar, guardNonFinite);
+            for (int k = 0; k < l.Planes; k++) m2[k] /= l.S - 1;   // unbiased instance variances
+            Span<double> avgMean = dbl.AsSpan(3 * l.Planes, l.C), avgVar = dbl.AsSpan(3 * l.Planes + l.C, l.C);
+            AverageOverSegments(mean, l.C, avgMean);
+            AverageOverSegments(m2, l.C, avgVar);
+            return UpdateRunning(runningMean, runningVar, avgMean, avgVar, momentum, guardNonFinite, par.AsSpan(0, 2 * l.C));
         }
         finally
         {
@@ -512,13 +536,16 @@ public static partial class Functional
         }
     }
 
-    // gradWeight += dot * rstd, gradBias += sum, per channel (each optional).
-    private static void AccumulateParameterGrads<T>(Span<T> gradWeight, Span<T> gradBias, ReadOnlySpan<double> sum, ReadOnlySpan<double> dot, ReadOnlySpan<double> rstd)
+    // gradWeight += dot * rstd, gradBias += sum, per channel (each optional). With renorm's r and
+    // d, y = w * (x_hat * r + d) + b, so gradWeight += dot * rstd * r + d * sum.
+    private static void AccumulateParameterGrads<T>(Span<T> gradWeight, Span<T> gradBias, ReadOnlySpan<double> sum, ReadOnlySpan<double> dot, ReadOnlySpan<double> rstd,
+        ReadOnlySpan<double> renormR = default, ReadOnlySpan<double> renormD = default)
         where T : unmanaged, IFloatingPointIeee754<T>
     {
         for (int c = 0; c < sum.Length; c++)
         {
-            if (!gradWeight.IsEmpty) gradWeight[c] = Num.From<T>(Num.D(gradWeight[c]) + dot[c] * rstd[c]);
+            double dw = renormR.IsEmpty ? dot[c] * rstd[c] : dot[c] * rstd[c] * renormR[c] + renormD[c] * sum[c];
+            if (!gradWeight.IsEmpty) gradWeight[c] = Num.From<T>(Num.D(gradWeight[c]) + dw);
             if (!gradBias.IsEmpty) gradBias[c] = Num.From<T>(Num.D(gradBias[c]) + sum[c]);
         }
     }
@@ -598,11 +625,56 @@ public static partial class Functional
             throw new ArgumentException($"NumChannels ({numChannels}) must be divisible by NumGroups ({numGroups}).", nameof(numGroups));
     }
 
+    // Renorm divides by the moving sigma in training (r, d) and in eval.
+    private static void CheckRunningStd<T>(ReadOnlySpan<T> runningStd) where T : unmanaged, IFloatingPointIeee754<T>
+    {
+        for (int c = 0; c < runningStd.Length; c++)
+            if (!(Num.D(runningStd[c]) > 0))
+                throw new ArgumentException($"runningStd[{c}] is {runningStd[c]}; running standard deviations must be > 0.", nameof(runningStd));
+    }
+
     internal static void CheckRunningVar<T>(ReadOnlySpan<T> runningVar) where T : unmanaged, IFloatingPointIeee754<T>
     {
         for (int c = 0; c < runningVar.Length; c++)
             if (!(Num.D(runningVar[c]) >= 0))
                 throw new ArgumentException($"runningVar[{c}] is {runningVar[c]}; running variances must be >= 0.", nameof(runningVar));
+    }
+
+    /// <summary>
+    /// The one running update of the tracked channel norms (BatchNorm, Batch Renorm, Ghost
+    /// BatchNorm, InstanceNorm), once per training forward: running = (1 - momentum) * running
+    /// + momentum * batch for the mean and for the second buffer (a variance, or renorm's sigma).
+    /// With the guard, a non-finite batch statistic, or a new value not finite in T, leaves both
+    /// buffers as they were. <paramref name="scratch"/> holds 2 * C values of T.
+    /// </summary>
+    internal static RunningStatsUpdate UpdateRunning<T>(Span<T> runningMean, Span<T> runningSpread, ReadOnlySpan<double> batchMean, ReadOnlySpan<double> batchSpread,
+        double momentum, bool guardNonFinite, Span<T> scratch)
+        where T : unmanaged, IFloatingPointIeee754<T>
+    {
+        if (guardNonFinite && !AllFinite(batchMean, batchSpread)) return RunningStatsUpdate.SkippedNonFinite;
+        int c = batchMean.Length;
+        Span<T> newMean = scratch[..c], newSpread = scratch.Slice(c, c);
+        for (int k = 0; k < c; k++)
+        {
+            newMean[k] = ChannelCoefficients.Running(runningMean[k], batchMean[k], momentum);
+            newSpread[k] = ChannelCoefficients.Running(runningSpread[k], batchSpread[k], momentum);
+        }
+        return StoreRunning(newMean, newSpread, runningMean, runningSpread, guardNonFinite);
+    }
+
+    /// <summary>
+    /// avg[c] = the mean over segments s of values[s * C + c], summed in segment order: the batch
+    /// average of per-instance (InstanceNorm) or per-ghost (Ghost BatchNorm) statistics.
+    /// </summary>
+    internal static void AverageOverSegments(ReadOnlySpan<double> values, int c, Span<double> avg)
+    {
+        int segments = values.Length / c;
+        for (int k = 0; k < c; k++)
+        {
+            double s = 0;
+            for (int g = 0; g < segments; g++) s += values[g * c + k];
+            avg[k] = s / segments;
+        }
     }
 
     // Stores the new running statistics. With the guard, values that would not be finite in T

@@ -14,6 +14,7 @@ namespace NormKit.Kernels;
 ///           p = weight[c] * rstd,  q = -rstd^3 * sgx / m,  r = -rstd * sg / m
 ///   fixed statistics (eval): p = weight * rstd, q = r = 0
 /// running   r' = (1 - momentum) * r + momentum * batch
+/// renorm    a = weight * r * rstd, b = bias + weight * d; backward as BatchNorm with weight * r
 /// </code>
 /// Every coefficient is computed in double and rounded once to T.
 /// </summary>
@@ -51,6 +52,20 @@ internal static class ChannelCoefficients
         p = Num.From<T>(rstd * weight);
         q = Num.From<T>(-rstd * rstd * k2);
         r = Num.From<T>(-rstd * k1);
+    }
+
+    /// <summary>sigma = sqrt(var + eps): Batch Renorm's standard deviation, eps included.</summary>
+    public static double Std(double variance, double eps) => Math.Sqrt(variance + eps);
+
+    /// <summary>
+    /// Batch Renorm's correction (Ioffe 2017) from the batch's mean and sigma and the moving
+    /// ones: r = clip(sigmaB / sigma, 1 / rMax, rMax), d = clip((meanB - mean) / sigma, -dMax, dMax).
+    /// rMax = 1 and dMax = 0 give r = 1 and d = 0 exactly (plain BatchNorm); NaN stays NaN.
+    /// </summary>
+    public static void Renorm(double batchMean, double batchStd, double mean, double std, double rMax, double dMax, out double r, out double d)
+    {
+        r = Math.Clamp(batchStd / std, 1 / rMax, rMax);
+        d = Math.Clamp((batchMean - mean) / std, -dMax, dMax);
     }
 
     /// <summary>The running-statistics update in double, rounded once to T.</summary>
