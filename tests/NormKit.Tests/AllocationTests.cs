@@ -83,6 +83,33 @@ public class AllocationTests
             bn.Train();
         });
     }
+
+    [Theory]
+    [InlineData(1)]
+    [InlineData(2)]
+    public void BatchRenorm_and_GhostBatchNorm_span_calls_allocate_nothing(int threads)
+    {
+        var x = Data.F(Data.Normal(3, 8 * 16 * 24 * 16));
+        var dy = Data.F(Data.Normal(4, x.Length));
+        var y = new float[x.Length];
+        var dx = new float[x.Length];
+        var brn = new BatchRenorm<float>(16, rMax: 1.5, dMax: 0.5);
+        var gbn = new GhostBatchNorm<float>(16, 2);
+        var gbnLast = new GhostBatchNorm<float>(16, 4, channelsLast: true);
+        Paths.WithThreads(threads, () =>
+        {
+            Assert.Equal(0, Allocated(() => brn.Forward(x, Nchw, y)));
+            Assert.Equal(0, Allocated(() => brn.Backward(dy, x, Nchw, dx)));
+            Assert.Equal(0, Allocated(() => gbn.Forward(x, Nchw, y)));
+            Assert.Equal(0, Allocated(() => gbn.Backward(dy, x, Nchw, dx)));
+            Assert.Equal(0, Allocated(() => gbnLast.Forward(x, Nhwc, y)));
+            Assert.Equal(0, Allocated(() => gbnLast.Backward(dy, x, Nhwc, dx)));
+            brn.Eval(); gbn.Eval();
+            Assert.Equal(0, Allocated(() => brn.Forward(x, Nchw, y)));
+            Assert.Equal(0, Allocated(() => gbn.Forward(x, Nchw, y)));
+            brn.Train(); gbn.Train();
+        });
+    }
 }
 
 internal static unsafe class AllocatingJob
