@@ -34,6 +34,11 @@ internal static class Guard
         if (value <= 0) ThrowOutOfRange(name, value, $"{name} must be > 0 but was {value}.");
     }
 
+    public static void NonNegative(long value, string name)
+    {
+        if (value < 0) ThrowOutOfRange(name, value, $"{name} must be >= 0 but was {value}.");
+    }
+
     /// <summary>Checks a length ("weight has length 5 but normalizedShape [2, 3] needs 6.").</summary>
     public static void Length<T>(ReadOnlySpan<T> span, long expected, string name, string what, ReadOnlySpan<int> shape = default)
     {

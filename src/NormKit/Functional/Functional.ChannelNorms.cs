@@ -260,14 +260,7 @@ public static partial class Functional
                 AccumulateParameterGrads(gradWeight, gradBias, sum, dot, saveRstd);
                 return;
             }
-            if (needSums && l.AsColumns && mask.IsEmpty) ChannelKernel.ColumnGradSums(gradOutput, input, l, saveMean, sum, dot, scratch);
-            else if (needSums)
-            {
-                Span<double> ps = scratch[..l.Planes], pd = scratch.Slice(l.Planes, l.Planes);
-                ChannelKernel.PlaneGradSums(gradOutput, input, l, mask, saveMean, perPlane: false, ps, pd);
-                for (int s = 0; s < l.N; s++)
-                    for (int c = 0; c < l.C; c++) { sum[c] += ps[s * l.C + c]; dot[c] += pd[s * l.C + c]; }
-            }
+            if (needSums) ChannelKernel.ChannelGradSums(gradOutput, input, l, mask, saveMean, sum, dot, scratch);
             if (synced)
             {
                 allSum = dbl.AsSpan(2 * l.C, l.C); allDot = dbl.AsSpan(3 * l.C, l.C);

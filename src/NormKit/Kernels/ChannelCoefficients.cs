@@ -15,6 +15,12 @@ namespace NormKit.Kernels;
 ///   fixed statistics (eval): p = weight * rstd, q = r = 0
 /// running   r' = (1 - momentum) * r + momentum * batch
 /// renorm    a = weight * r * rstd, b = bias + weight * d; backward as BatchNorm with weight * r
+/// PowerNorm (no centring, so hi = lo = 0), with psi2 = mean(x^2) over the batch, s = the
+/// statistic the forward divided by (psi2 in warm-up, the running phi after), G = ema_gz:
+///   forward  a = weight / sqrt(s + eps)
+///   backward p = weight / sqrt(psi2 + eps),  q = -(1 - alpha_bkw) * G / sqrt(s + eps) / sqrt(psi2 + eps),  r = 0
+///   G' = G + mean(g~ * z) = G + weight * rz * dot / n - (1 - alpha_bkw) * G * rz^2 * psi2   (dot = Σ x dy, rz = 1 / sqrt(s + eps))
+///   phi' = alpha_fwd * phi~ + (1 - alpha_fwd) * psi2, phi~ = phi * (t - 1) / t + psi2 / t while t &lt; warmup, else phi
 /// </code>
 /// Every coefficient is computed in double and rounded once to T.
 /// </summary>
@@ -66,6 +72,31 @@ internal static class ChannelCoefficients
     {
         r = Math.Clamp(batchStd / std, 1 / rMax, rMax);
         d = Math.Clamp((batchMean - mean) / std, -dMax, dMax);
+    }
+
+    /// <summary>
+    /// PowerNorm's running quadratic mean after training iteration <paramref name="iteration"/>
+    /// (1-based), in the official code's order: while the iteration is below the warm-up, first
+    /// the cumulative average, then (always) the EMA with alpha_fwd.
+    /// </summary>
+    public static double PowerRunning(double phi, double psi2, long iteration, long warmupIters, double alphaForward)
+    {
+        if (iteration < warmupIters) phi = phi * (iteration - 1) / iteration + psi2 / iteration;
+        return alphaForward * phi + (1 - alphaForward) * psi2;
+    }
+
+    /// <summary>
+    /// PowerNorm's approximate backward for one channel: p and q of dx = dy * p + x * q, and the
+    /// new ema_gz. <paramref name="rz"/> is 1 / sqrt(s + eps) of the forward's z, <paramref name="rb"/>
+    /// 1 / sqrt(psi2 + eps) of the batch; <paramref name="dot"/> = Σ x dy over n values.
+    /// </summary>
+    public static void PowerBackward<T>(double rz, double rb, double psi2, double weight, double emaGz, double alphaBackward,
+        double dot, double n, out T p, out T q, out double newEmaGz) where T : unmanaged
+    {
+        double k = (1 - alphaBackward) * emaGz;
+        p = Num.From<T>(weight * rb);
+        q = Num.From<T>(-k * rz * rb);
+        newEmaGz = emaGz + weight * rz * dot / n - k * rz * rz * psi2;
     }
 
     /// <summary>The running-statistics update in double, rounded once to T.</summary>

@@ -476,6 +476,24 @@ internal static unsafe class ChannelKernel
     }
 
     /// <summary>
+    /// Per-channel sums over every sample: sum[c] = Σ dy, dot[c] = Σ (x - mean[c]) * dy over the
+    /// unmasked positions of channel c. Channels-last without a mask: blocks of rows
+    /// (<see cref="ColumnGradSums{T}"/>); otherwise per-plane sums added over n in order. Either
+    /// way the order is fixed by the shape, so the bits do not depend on the thread count.
+    /// With dy = x and mean = 0, dot is Σ x² (PowerNorm's quadratic mean).
+    /// </summary>
+    public static void ChannelGradSums<T>(ReadOnlySpan<T> dy, ReadOnlySpan<T> x, ChannelLayout l, ReadOnlySpan<bool> mask,
+        ReadOnlySpan<double> mean, Span<double> sum, Span<double> dot, Span<double> scratch) where T : unmanaged
+    {
+        if (l.AsColumns && mask.IsEmpty) { ColumnGradSums(dy, x, l, mean, sum, dot, scratch); return; }
+        sum.Clear(); dot.Clear();
+        Span<double> ps = scratch[..l.Planes], pd = scratch.Slice(l.Planes, l.Planes);
+        PlaneGradSums(dy, x, l, mask, mean, perPlane: false, ps, pd);
+        for (int n = 0; n < l.N; n++)
+            for (int c = 0; c < l.C; c++) { sum[c] += ps[n * l.C + c]; dot[c] += pd[n * l.C + c]; }
+    }
+
+    /// <summary>
     /// Per-channel gradient sums for BatchNorm without a mask in channels-last layout: blocks
     /// of rows spanning samples, added in block order (fewer, longer blocks than per sample).
     /// </summary>

@@ -158,6 +158,9 @@ public abstract class NormLayer<T> where T : unmanaged, IFloatingPointIeee754<T>
     /// <summary>num_batches_tracked for layers that keep it, else null.</summary>
     internal virtual long? BatchesTracked { get => null; set { } }
 
+    /// <summary>The state_dict key and int64 shape of <see cref="BatchesTracked"/>: PyTorch's scalar num_batches_tracked unless a layer's reference code names it otherwise.</summary>
+    internal virtual (string Name, int[] Shape) BatchesTrackedKey => ("num_batches_tracked", []);
+
     // The last successful forward: its shape, the tensor it saw (tensor API only) and
     // whether it normalized with batch statistics.
     private int[]? _forwardShape;

@@ -28,7 +28,7 @@ public sealed record StateDictLoadOptions
     /// <summary>
     /// When true (the default), values that no trained layer holds are refused before anything
     /// changes: a weight, bias or running statistic that is NaN or infinite once stored as T, a
-    /// negative running_var, a negative num_batches_tracked. False loads them as they are.
+    /// negative running_var or running_phi, a negative num_batches_tracked (or iters). False loads them as they are.
     /// </summary>
     public bool ValidateValues { get; init; } = true;
 }
@@ -55,7 +55,11 @@ public static class StateDict
                 tensors.Add((Key(prefix, t.Name), typeof(T) == typeof(float)
                     ? SafeTensors.FromFloats(MemoryMarshal.Cast<T, float>(t.Data.AsSpan()), t.Shape)
                     : SafeTensors.FromDoubles(MemoryMarshal.Cast<T, double>(t.Data.AsSpan()), t.Shape)));
-            if (layer.BatchesTracked is long n) tensors.Add((Key(prefix, "num_batches_tracked"), SafeTensors.FromInt64(n)));
+            if (layer.BatchesTracked is long n)
+            {
+                var (name, shape) = layer.BatchesTrackedKey;
+                tensors.Add((Key(prefix, name), new SafeTensor("I64", shape, BitConverter.GetBytes(n))));
+            }
         }
         SafeTensors.Write(path, tensors, new Dictionary<string, string> { ["format"] = "pt" });
     }
@@ -111,14 +115,15 @@ public static class StateDict
             }
             if (layer.BatchesTracked is not null)
             {
-                string key = options.KeyPrefix + Key(prefix, "num_batches_tracked");
+                string countName = layer.BatchesTrackedKey.Name;
+                string key = options.KeyPrefix + Key(prefix, countName);
                 if (file.TryGetValue(key, out var t))
                 {
                     if (t.DType is not ("I64" or "I32") || t.Elements != 1 || t.Shape.Length > 1)
                         throw new InvalidDataException($"{path}: key '{key}' must be an integer scalar or [1], but is {t.DType} of shape {SafeTensors.ShapeText(t.Shape)}.");
                     long value = t.DType == "I64" ? BinaryPrimitives.ReadInt64LittleEndian(t.Bytes) : BinaryPrimitives.ReadInt32LittleEndian(t.Bytes);
                     if (options.ValidateValues && value < 0)
-                        throw new InvalidDataException($"{path}: key '{key}' holds {value}; num_batches_tracked must be >= 0 (set ValidateValues = false to load it anyway).");
+                        throw new InvalidDataException($"{path}: key '{key}' holds {value}; {countName} must be >= 0 (set ValidateValues = false to load it anyway).");
                     counts.Add((layer, value));
                     used.Add(key);
                 }
@@ -145,8 +150,8 @@ public static class StateDict
         {
             if (!T.IsFinite(values[i]))
                 throw new InvalidDataException($"{path}: key '{key}' holds {values[i]} at index {i}{(typeof(T) == typeof(float) ? " (as float)" : "")}; {name} must be finite (set ValidateValues = false to load it anyway).");
-            if (name == "running_var" && values[i] < T.Zero)
-                throw new InvalidDataException($"{path}: key '{key}' holds {values[i]} at index {i}; a running variance must be >= 0 (set ValidateValues = false to load it anyway).");
+            if ((name is "running_var" or "running_phi") && values[i] < T.Zero)
+                throw new InvalidDataException($"{path}: key '{key}' holds {values[i]} at index {i}; {(name == "running_var" ? "a running variance" : "a running quadratic mean")} must be >= 0 (set ValidateValues = false to load it anyway).");
         }
     }
 
