@@ -255,6 +255,24 @@ public class FilterResponseNormTests
     }
 
     [Fact]
+    public void Rank_2_gradient_keeps_its_digits_when_eps_is_small()
+    {
+        // One value per plane: dx = w eps (x^2 + eps)^(-3/2) dy, some eps / x^2 = 1e-6 of the two
+        // terms the general formula subtracts. Checked relative to dx itself (no atol), tighter than Tol.F32.
+        const int n = 8, c = 3;
+        var x = Data.RoundToFloat(Data.Normal(7, n * c, 0, 1).Select(v => v + Math.Sign(v) * 0.5).ToArray());
+        var dz = Data.RoundToFloat(Data.Normal(8, n * c));
+        double[] w = [1, 0.5, 2], b = [0, 0, 0];
+        var e = Reference(x, dz, n, c, 1, false, w, b, null, 1e-6);
+        var frn = new FilterResponseNorm<float>(c, tlu: false);
+        Set(frn, "weight", w);
+        var dx = new float[n * c];
+        frn.Forward(Data.F(x), [n, c], new float[n * c]);
+        frn.Backward(Data.F(dz), Data.F(x), [n, c], dx);
+        Check.Close(e.Dx, dx, new Tol(1e-5, 0), "dx");
+    }
+
+    [Fact]
     public void Eval_gives_the_bits_of_train()
     {
         var k = new Case(2, 4, [3, 3], false, true, true);
@@ -311,6 +329,7 @@ public class FilterResponseNormTests
             a.Forward(x, [2, 5, 2, 2], za);
             b.Forward(x, [2, 5, 2, 2], zb);
             Check.BitEqual<float>(za, zb, "z after load");
+            Check.Close(Reference(d.X, d.Dz, 2, 5, 4, false, d.W, d.B, d.Tau, 1e-6 + d.EpsLearned).Z, zb, Tol.F32, "z of the loaded layer against the reference");
             // A layer without the learned eps does not take the file strictly: "eps" is unexpected.
             Assert.Throws<InvalidDataException>(() => StateDict.Load(path, ("block.norm", (NormLayer<float>)new FilterResponseNorm<float>(5))));
         }
@@ -368,28 +387,34 @@ public class FilterResponseNormTests
     [InlineData(true)]
     public void Any_thread_count_gives_the_same_bits(bool cl)
     {
-        // Enough planes and rows for many chunks of every pass.
+        // Enough planes and rows for many chunks of every pass. In double too: a change of
+        // summation order that rounding to float hides shows in double's last bits.
         var k = new Case(8, 24, [20, 20], cl, true, true);
         var d = Make(k, 31);
         int[] shape = Shape(8, 24, [20, 20], cl);
-        (float[], float[], float[][]) Run(int threads)
+        Same<float>(); Same<double>();
+        void Same<T>() where T : unmanaged, IFloatingPointIeee754<T>
         {
-            var frn = Layer<float>(k, d, 1e-6);
-            var z = new float[k.Count]; var dx = new float[k.Count];
-            Paths.WithThreads(threads, () =>
+            (T[], T[], T[][]) Run(int threads)
             {
-                frn.Forward(Data.F(d.X), shape, z);
-                frn.Backward(Data.F(d.Dz), Data.F(d.X), shape, dx);
-            });
-            return (z, dx, frn.Tensors.Select(t => Guard.Span(t.Grad!).ToArray()).ToArray());
-        }
-        var one = Run(1);
-        foreach (int threads in new[] { 2, 3 })
-        {
-            var many = Run(threads);
-            Check.BitEqual<float>(one.Item1, many.Item1, $"z, {threads} threads");
-            Check.BitEqual<float>(one.Item2, many.Item2, $"dx, {threads} threads");
-            for (int i = 0; i < one.Item3.Length; i++) Check.BitEqual<float>(one.Item3[i], many.Item3[i], $"grad {i}, {threads} threads");
+                var frn = Layer<T>(k, d, 1e-6);
+                var z = new T[k.Count]; var dx = new T[k.Count];
+                Paths.WithThreads(threads, () =>
+                {
+                    frn.Forward(Check.Arr<T>(d.X), shape, z);
+                    frn.Backward(Check.Arr<T>(d.Dz), Check.Arr<T>(d.X), shape, dx);
+                });
+                return (z, dx, frn.Tensors.Select(t => Guard.Span(t.Grad!).ToArray()).ToArray());
+            }
+            var one = Run(1);
+            foreach (int threads in new[] { 2, 3 })
+            {
+                var many = Run(threads);
+                string at = $"{typeof(T).Name}, {threads} threads";
+                Check.BitEqual<T>(one.Item1, many.Item1, $"z, {at}");
+                Check.BitEqual<T>(one.Item2, many.Item2, $"dx, {at}");
+                for (int i = 0; i < one.Item3.Length; i++) Check.BitEqual<T>(one.Item3[i], many.Item3[i], $"grad {i}, {at}");
+            }
         }
     }
 
