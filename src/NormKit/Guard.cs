@@ -19,6 +19,11 @@ internal static class Guard
         if (!(eps > 0) || double.IsInfinity(eps)) ThrowOutOfRange(name, eps, $"{name} must be a finite number > 0 but was {eps}.");
     }
 
+    public static void Finite(double value, string name)
+    {
+        if (!double.IsFinite(value)) ThrowOutOfRange(name, value, $"{name} must be a finite number but was {value}.");
+    }
+
     public static void Momentum(double momentum, string name = "momentum")
     {
         if (!(momentum >= 0 && momentum <= 1)) ThrowOutOfRange(name, momentum, $"{name} must lie in [0, 1] but was {momentum}.");

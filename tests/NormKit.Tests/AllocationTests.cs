@@ -10,7 +10,7 @@ public class AllocationTests
     // Bytes allocated by 10 calls after a warm-up past tiered compilation's call-count
     // threshold: the calling thread's own counter plus what NormKit's helper threads count on
     // theirs. Both are exact, so the test host's other threads cannot hide or fake a result.
-    private static long Allocated(Action a)
+    internal static long Allocated(Action a)
     {
         for (int i = 0; i < 100; i++) a();
         // The helpers' counter is read outside the calling thread's window: its first read

@@ -13,6 +13,9 @@ namespace NormKit.Kernels;
 ///   (sg = Σ g, sgx = Σ (x - mean) g):
 ///           p = weight[c] * rstd,  q = -rstd^3 * sgx / m,  r = -rstd * sg / m
 ///   fixed statistics (eval): p = weight * rstd, q = r = 0
+///   Filter Response Normalization, x_hat = x * rstd over s values, rstd = 1 / sqrt(mean(x^2) + eps),
+///   with g = dy through the TLU and sgx = Σ x g:
+///           p = weight * rstd,  q = -weight * rstd^3 * sgx / s,  r = 0
 /// running   r' = (1 - momentum) * r + momentum * batch
 /// renorm    a = weight * r * rstd, b = bias + weight * d; backward as BatchNorm with weight * r
 /// PowerNorm (no centring, so hi = lo = 0), with psi2 = mean(x^2) over the batch, s = the
@@ -97,6 +100,24 @@ internal static class ChannelCoefficients
         p = Num.From<T>(weight * rb);
         q = Num.From<T>(-k * rz * rb);
         newEmaGz = emaGz + weight * rz * dot / n - k * rz * rz * psi2;
+    }
+
+    /// <summary>
+    /// p and q of dx = p * g + q * x for one (sample, channel) of Filter Response Normalization
+    /// over <paramref name="s"/> values, <paramref name="sgx"/> = Σ x g.
+    /// </summary>
+    public static void ResponseBackward<T>(double rstd, double weight, double sgx, double s, double eps, out T p, out T q) where T : unmanaged
+    {
+        if (s == 1)
+        {
+            // One value: dx = weight * eps * rstd^3 * g exactly; the general p and q would cancel
+            // to about eps / x^2 of their size and lose that many digits.
+            p = Num.From<T>(weight * eps * rstd * rstd * rstd);
+            q = default;
+            return;
+        }
+        p = Num.From<T>(weight * rstd);
+        q = Num.From<T>(-weight * rstd * rstd * rstd * sgx / s);
     }
 
     /// <summary>The running-statistics update in double, rounded once to T.</summary>

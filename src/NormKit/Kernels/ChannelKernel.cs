@@ -112,12 +112,12 @@ internal static unsafe class ChannelKernel
         public SimdPath Path { get; set; }
     }
 
-    // The element-wise passes: Normalize (Hi, Lo, A, B), InputGrad (Hi, Lo, P, Q, R), Scale (P);
-    // one value per channel, or per (n, c) plane when PerPlane.
+    // The element-wise passes: Normalize (Hi, Lo, A, B), InputGrad (Hi, Lo, P, Q, R), Scale (P),
+    // Threshold and Gate (A, B, U); one value per channel, or per (n, c) plane when PerPlane.
     private struct ElementwiseJob<T> : IChannelJob where T : unmanaged
     {
         public T* X, Dy, Out;
-        public T* Hi, Lo, A, B, P, Q, R;
+        public T* Hi, Lo, A, B, P, Q, R, U;
         public bool* Mask;
         public bool PerPlane;
         public ChannelLayout L { get; set; }
@@ -585,6 +585,39 @@ internal static unsafe class ChannelKernel
         }
     }
 
+    /// <summary>
+    /// y = max(x * a + b, u): an affine with a thresholded linear unit (Filter Response
+    /// Normalization's TLU, u = tau). Reads x once, writes y once.
+    /// </summary>
+    public static void Threshold<T>(ReadOnlySpan<T> x, ChannelLayout l, bool perPlane, ReadOnlySpan<T> a, ReadOnlySpan<T> b, ReadOnlySpan<T> u, Span<T> y)
+        where T : unmanaged, IFloatingPointIeee754<T>
+    {
+        if (l.Count == 0) return;
+        var path = Simd.Dispatch();
+        fixed (T* px = x, py = y, pa = a, pb = b, pu = u)
+        {
+            var job = new ElementwiseJob<T> { X = px, Out = py, A = pa, B = pb, U = pu, L = l, Path = path, PerPlane = perPlane };
+            RunElementwise<T, Elementwise<T, ThresholdOp<T>>>(ref job);
+        }
+    }
+
+    /// <summary>
+    /// dx = dy where x * a + b &gt;= u, else 0: the gradient through <see cref="Threshold{T}"/>'s
+    /// max (to the affine on ties, as TensorFlow's maximum), its comparison recomputed with the
+    /// forward's operations. dx may be dy itself. Reads x and dy once, writes dx once.
+    /// </summary>
+    public static void Gate<T>(ReadOnlySpan<T> dy, ReadOnlySpan<T> x, ChannelLayout l, bool perPlane, ReadOnlySpan<T> a, ReadOnlySpan<T> b, ReadOnlySpan<T> u, Span<T> dx)
+        where T : unmanaged, IFloatingPointIeee754<T>
+    {
+        if (l.Count == 0) return;
+        var path = Simd.Dispatch();
+        fixed (T* pdy = dy, px = x, pdx = dx, pa = a, pb = b, pu = u)
+        {
+            var job = new ElementwiseJob<T> { Dy = pdy, X = px, Out = pdx, A = pa, B = pb, U = pu, L = l, Path = path, PerPlane = perPlane };
+            RunElementwise<T, Elementwise<T, GateOp<T>>>(ref job);
+        }
+    }
+
     // The per-(sample, channel) statistics passes: channels-last runs one job per sample (its
     // rows in blocks, columns in registers); channels-first runs chunks of whole planes.
     private static void RunPerSampleOrPlanes<T, TJob, TPerSample, TPlanes>(ref TJob job) where T : unmanaged where TJob : unmanaged, IChannelJob
@@ -763,5 +796,45 @@ internal static unsafe class ChannelKernel
             }
         for (; i < n; i++)
             Unsafe.Add(ref dx, i) = Unsafe.Add(ref dy, i) * p.S(i);
+    }
+
+    // y = max(x * a + b, u).
+    private readonly struct ThresholdOp<T> : IElementwiseOp<T> where T : unmanaged, IFloatingPointIeee754<T>
+    {
+        public static void Apply<W, TV, TD, P, S>(ref ElementwiseJob<T> j, nint at, int n, S s, bool simd)
+            where W : IWidth<T, TV, TD> where P : IParam<T, TV> where S : IParamSource<T, P>
+        {
+            ref T x = ref j.X[at], y = ref j.Out[at];
+            P a = s.Of(j.A), b = s.Of(j.B), u = s.Of(j.U);
+            int i = 0;
+            if (simd)
+                for (int step = W.Count; i <= n - step; i += step)
+                {
+                    nuint k = (nuint)i;
+                    W.Store(W.Max(W.Add(W.Mul(W.Load(ref x, k), a.V(k)), b.V(k)), u.V(k)), ref y, k);
+                }
+            for (; i < n; i++)
+                Unsafe.Add(ref y, i) = T.Max(Unsafe.Add(ref x, i) * a.S(i) + b.S(i), u.S(i));
+        }
+    }
+
+    // dx = x * a + b >= u ? dy : 0.
+    private readonly struct GateOp<T> : IElementwiseOp<T> where T : unmanaged, IFloatingPointIeee754<T>
+    {
+        public static void Apply<W, TV, TD, P, S>(ref ElementwiseJob<T> j, nint at, int n, S s, bool simd)
+            where W : IWidth<T, TV, TD> where P : IParam<T, TV> where S : IParamSource<T, P>
+        {
+            ref T x = ref j.X[at], dy = ref j.Dy[at], dx = ref j.Out[at];
+            P a = s.Of(j.A), b = s.Of(j.B), u = s.Of(j.U);
+            int i = 0;
+            if (simd)
+                for (int step = W.Count; i <= n - step; i += step)
+                {
+                    nuint k = (nuint)i;
+                    W.Store(W.WhereGreaterOrEqual(W.Add(W.Mul(W.Load(ref x, k), a.V(k)), b.V(k)), u.V(k), W.Load(ref dy, k)), ref dx, k);
+                }
+            for (; i < n; i++)
+                Unsafe.Add(ref dx, i) = Unsafe.Add(ref x, i) * a.S(i) + b.S(i) >= u.S(i) ? Unsafe.Add(ref dy, i) : T.Zero;
+        }
     }
 }

@@ -74,6 +74,10 @@ internal interface IWidth<T, TV, TD> where T : unmanaged
     static abstract TV Add(TV a, TV b);
     static abstract TV Sub(TV a, TV b);
     static abstract TV Mul(TV a, TV b);
+    /// <summary>IEEE 754 maximum per element (NaN propagates), as T.Max.</summary>
+    static abstract TV Max(TV a, TV b);
+    /// <summary>v where a &gt;= b, else 0, per element (a NaN compares false).</summary>
+    static abstract TV WhereGreaterOrEqual(TV a, TV b, TV v);
     /// <summary>Loads WideCount elements from p + i as two vectors of double.</summary>
     static abstract void LoadWide(ref T p, nuint i, out TD lo, out TD hi);
     /// <summary>Stores two vectors of double as WideCount elements of T at p + i, rounded as a scalar cast (the inverse of <see cref="LoadWide"/>).</summary>
@@ -100,6 +104,9 @@ internal readonly struct W128<T> : IWidth<T, Vector128<T>, Vector128<double>> wh
     [MethodImpl(MethodImplOptions.AggressiveInlining)] public static Vector128<T> Add(Vector128<T> a, Vector128<T> b) => a + b;
     [MethodImpl(MethodImplOptions.AggressiveInlining)] public static Vector128<T> Sub(Vector128<T> a, Vector128<T> b) => a - b;
     [MethodImpl(MethodImplOptions.AggressiveInlining)] public static Vector128<T> Mul(Vector128<T> a, Vector128<T> b) => a * b;
+    [MethodImpl(MethodImplOptions.AggressiveInlining)] public static Vector128<T> Max(Vector128<T> a, Vector128<T> b) => Vector128.Max(a, b);
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static Vector128<T> WhereGreaterOrEqual(Vector128<T> a, Vector128<T> b, Vector128<T> v) => Vector128.GreaterThanOrEqual(a, b) & v;
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public static void LoadWide(ref T p, nuint i, out Vector128<double> lo, out Vector128<double> hi)
     {
@@ -148,6 +155,9 @@ internal readonly struct W256<T> : IWidth<T, Vector256<T>, Vector256<double>> wh
     [MethodImpl(MethodImplOptions.AggressiveInlining)] public static Vector256<T> Add(Vector256<T> a, Vector256<T> b) => a + b;
     [MethodImpl(MethodImplOptions.AggressiveInlining)] public static Vector256<T> Sub(Vector256<T> a, Vector256<T> b) => a - b;
     [MethodImpl(MethodImplOptions.AggressiveInlining)] public static Vector256<T> Mul(Vector256<T> a, Vector256<T> b) => a * b;
+    [MethodImpl(MethodImplOptions.AggressiveInlining)] public static Vector256<T> Max(Vector256<T> a, Vector256<T> b) => Vector256.Max(a, b);
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static Vector256<T> WhereGreaterOrEqual(Vector256<T> a, Vector256<T> b, Vector256<T> v) => Vector256.GreaterThanOrEqual(a, b) & v;
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public static void LoadWide(ref T p, nuint i, out Vector256<double> lo, out Vector256<double> hi)
     {
@@ -196,6 +206,9 @@ internal readonly struct W512<T> : IWidth<T, Vector512<T>, Vector512<double>> wh
     [MethodImpl(MethodImplOptions.AggressiveInlining)] public static Vector512<T> Add(Vector512<T> a, Vector512<T> b) => a + b;
     [MethodImpl(MethodImplOptions.AggressiveInlining)] public static Vector512<T> Sub(Vector512<T> a, Vector512<T> b) => a - b;
     [MethodImpl(MethodImplOptions.AggressiveInlining)] public static Vector512<T> Mul(Vector512<T> a, Vector512<T> b) => a * b;
+    [MethodImpl(MethodImplOptions.AggressiveInlining)] public static Vector512<T> Max(Vector512<T> a, Vector512<T> b) => Vector512.Max(a, b);
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static Vector512<T> WhereGreaterOrEqual(Vector512<T> a, Vector512<T> b, Vector512<T> v) => Vector512.GreaterThanOrEqual(a, b) & v;
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public static void LoadWide(ref T p, nuint i, out Vector512<double> lo, out Vector512<double> hi)
     {
