@@ -35,8 +35,18 @@ public sealed record BenchCase(string Op, int[] Shape, bool ChannelsLast, string
         foreach (var op in new[] { "GroupNorm(32)", "InstanceNorm2d" })
             foreach (var m in new[] { "fwd", "fwd+bwd" })
                 list.Add(new(op, [32, 64, 56, 56], false, m));
+        // BatchNorm's fixes on a vision shape, the Transformer's norms on a token shape.
+        foreach (var op in new[] { "BatchRenorm", "GhostBatchNorm(8)", "FRN" })
+            foreach (var m in new[] { "fwd", "fwd+bwd" })
+                list.Add(new(op, [32, 64, 56, 56], false, m));
+        foreach (var op in new[] { "PowerNorm", "DynamicTanh" })
+            foreach (var m in new[] { "fwd", "fwd+bwd" })
+                list.Add(new(op, [8192, 768], false, m));
         return list;
     }
+
+    /// <summary>RMSNorm's eps in every column (ONNX's default; NormKit's and PyTorch's default is the float epsilon).</summary>
+    public const double RmsEps = 1e-5;
 
     /// <summary>A handful of small cases for the CI smoke run.</summary>
     public static IReadOnlyList<BenchCase> Smoke() =>
@@ -47,8 +57,27 @@ public sealed record BenchCase(string Op, int[] Shape, bool ChannelsLast, string
         new("BatchNorm2d", [4, 8, 6, 6], false, "eval"),
         new("GroupNorm(32)", [2, 64, 4, 4], false, "fwd"),
         new("InstanceNorm2d", [2, 64, 4, 4], false, "fwd"),
+        new("BatchRenorm", [8, 4, 3, 3], false, "fwd+bwd"),
+        new("GhostBatchNorm(8)", [16, 4, 3, 3], false, "fwd+bwd"),
+        new("FRN", [2, 4, 3, 3], false, "fwd+bwd"),
+        new("PowerNorm", [16, 8], false, "fwd+bwd"),
+        new("DynamicTanh", [16, 8], false, "fwd+bwd"),
     ];
 
     /// <summary>Whether ONNX Runtime (inference only, NCHW only) has this case.</summary>
-    public bool OrtHasIt => !ChannelsLast && (Op.StartsWith("BatchNorm") ? Mode == "eval" : Mode == "fwd");
+    public bool OrtHasIt => !ChannelsLast && Op is "LayerNorm" or "RMSNorm" or "BatchNorm2d" or "BatchNorm1d" or "GroupNorm(32)" or "InstanceNorm2d"
+        && (Op.StartsWith("BatchNorm") ? Mode == "eval" : Mode == "fwd");
+
+    /// <summary>Whether the PyTorch peer has this case: its modules, or the official composition (RMSNorm, FRN, Dynamic Tanh); Batch Renormalization, ghost batches and PowerNorm have no PyTorch reference.</summary>
+    public bool TorchHasIt => Op is not ("BatchRenorm" or "GhostBatchNorm(8)" or "PowerNorm");
+
+    /// <summary>The input x (uniform in [-1, 3)) and output gradient dy (uniform in [-0.5, 0.5)) in memory order, the same for every peer.</summary>
+    public (float[] X, float[] Dy) Inputs()
+    {
+        var rng = new Random(1);
+        var x = new float[Elements];
+        var dy = new float[Elements];
+        for (int i = 0; i < x.Length; i++) { x[i] = (float)(rng.NextDouble() * 4 - 1); dy[i] = (float)(rng.NextDouble() - 0.5); }
+        return (x, dy);
+    }
 }

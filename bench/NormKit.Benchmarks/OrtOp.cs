@@ -15,7 +15,8 @@ public sealed class OrtOp : IDisposable
     private readonly OrtValue[] _inputs, _outputs;
     public string Model { get; }
 
-    public OrtOp(BenchCase c, int threads)
+    /// <param name="x">The input (NCHW; ONNX Runtime runs no channels-last case).</param>
+    public OrtOp(BenchCase c, int threads, float[] x)
     {
         int[] shape = c.Shape;
         int ch = shape[1];
@@ -39,13 +40,10 @@ public sealed class OrtOp : IDisposable
         catch (OnnxRuntimeException) when (c.Op == "RMSNorm")
         {
             // Older runtimes lack RMSNormalization-23; SimplifiedLayerNormalization is the same formula.
-            model = OnnxModel.SingleNode("SimplifiedLayerNormalization", 1, shape, [("scale", Ones(shape[^1]))], [("axis", null, -1), ("epsilon", 1e-5f, null)]);
+            model = OnnxModel.SingleNode("SimplifiedLayerNormalization", 1, shape, [("scale", Ones(shape[^1]))], [("axis", null, -1), ("epsilon", (float)BenchCase.RmsEps, null)]);
             Model = "SimplifiedLayerNormalization";
             _session = new InferenceSession(model, so);
         }
-        var rng = new Random(1);
-        var x = new float[c.Elements];
-        for (int i = 0; i < x.Length; i++) x[i] = (float)(rng.NextDouble() * 4 - 1);
         long[] dims = shape.Select(d => (long)d).ToArray();
         _x = OrtValue.CreateTensorValueFromMemory(x, dims);
         _y = OrtValue.CreateTensorValueFromMemory(new float[c.Elements], dims);
@@ -54,7 +52,7 @@ public sealed class OrtOp : IDisposable
     }
 
     private static (byte[], string) RmsModel(int[] shape) =>
-        (OnnxModel.SingleNode("RMSNormalization", 23, shape, [("scale", Enumerable.Repeat(1f, shape[^1]).ToArray())], [("axis", null, -1), ("epsilon", 1e-5f, null)]), "RMSNormalization-23");
+        (OnnxModel.SingleNode("RMSNormalization", 23, shape, [("scale", Enumerable.Repeat(1f, shape[^1]).ToArray())], [("axis", null, -1), ("epsilon", (float)BenchCase.RmsEps, null)]), "RMSNormalization-23");
 
     public void Run() => _session.Run(_options, _inputNames, _inputs, _outputNames, _outputs);
 

@@ -87,6 +87,46 @@ public class ClaimsTests
     }
 
     [Fact]
+    public void BatchNorms_fixes_are_decided_against_what_each_paper_claims_to_beat()
+    {
+        var points = new List<BatchSize.Point>();
+        void Add(string arm, int batch, params double[] errors)
+        {
+            for (int s = 0; s < errors.Length; s++) points.Add(new(arm, batch, s + 1, 0, errors[s], double.NaN));
+        }
+        Add("BatchNorm", 2, 0.38, 0.39, 0.40);
+        Add("GroupNorm", 2, 0.17, 0.18, 0.19);
+        Add("BatchRenorm", 2, 0.20, 0.21, 0.22);     // 0.21 vs 0.39, sd 0.01: 2 SE = 0.016, holds
+        Add("FRN", 2, 0.37, 0.39, 0.41);            // vs BatchNorm 0.39 vs 0.39: not separated; vs GroupNorm 0.39 vs 0.18: reversed
+        Add("BatchNorm", 128, 0.150, 0.151, 0.152);
+        Add("GhostBatchNorm", 128, 0.140, 0.141, 0.142);   // 0.141 vs 0.151, 2 SE = 0.0016: holds
+        var findings = Claims.BatchSize(points).ToDictionary(f => f.Case);
+        Assert.Equal(Outcome.Holds, findings["BatchRenorm vs BatchNorm, batch 2"].Comparison.Outcome);
+        Assert.StartsWith("Batch Renormalization recovers", findings["BatchRenorm vs BatchNorm, batch 2"].Part);
+        Assert.Equal(Outcome.NotSeparated, findings["FRN vs BatchNorm, batch 2"].Comparison.Outcome);
+        Assert.Equal(Outcome.Reversed, findings["FRN vs GroupNorm, batch 2"].Comparison.Outcome);
+        Assert.Equal(Outcome.Holds, findings["GhostBatchNorm vs BatchNorm, batch 128"].Comparison.Outcome);
+        Assert.Equal(0.010, findings["GhostBatchNorm vs BatchNorm, batch 128"].Comparison.Difference, 12);
+        // Arms a run lacks are left out: no LayerNorm here, so no LayerNorm comparison.
+        Assert.DoesNotContain(findings.Keys, k => k.Contains("LayerNorm"));
+    }
+
+    [Fact]
+    public void PowerNorm_and_Dynamic_Tanh_are_decided_against_LayerNorm()
+    {
+        Language.Result R(string arm, int seed, double bpc) => new(arm, seed, 1, bpc, double.NaN);
+        var findings = Claims.Language([R("LayerNorm", 1, 1.88), R("LayerNorm", 2, 1.89), R("LayerNorm", 3, 1.90),
+            R("BatchNorm", 1, 1.95), R("BatchNorm", 2, 1.96), R("BatchNorm", 3, 1.97),
+            R("PowerNorm", 1, 1.94), R("PowerNorm", 2, 1.95), R("PowerNorm", 3, 1.96),
+            R("DynamicTanh", 1, 1.87), R("DynamicTanh", 2, 1.90), R("DynamicTanh", 3, 1.93)], null).ToDictionary(f => f.Case);
+        Assert.Equal(Outcome.Reversed, findings["PowerNorm vs LayerNorm"].Comparison.Outcome);   // 1.95 vs 1.89, 2 SE = 0.016
+        Assert.Equal(Outcome.NotSeparated, findings["PowerNorm vs BatchNorm"].Comparison.Outcome);  // 1.95 vs 1.96, 2 SE = 0.016
+        var dyt = findings["DynamicTanh vs LayerNorm"];
+        Assert.Equal(Outcome.NotSeparated, dyt.Comparison.Outcome);   // 1.90 vs 1.89: a match
+        Assert.Contains("only \"reversed\" contradicts a match", dyt.Part);
+    }
+
+    [Fact]
     public void Vision_and_language_use_errors_and_leave_diverged_runs_out()
     {
         var vision = Claims.BatchNormBest([("none", 1, 0.11), ("none", 2, 0.12), ("BatchNorm", 1, 0.08), ("BatchNorm", 2, 0.09), ("LayerNorm", 1, 0.10)], "BatchNorm has the lowest test error");
@@ -152,5 +192,12 @@ public class ClaimsTests
         Assert.Contains("9 x (linear 100->100, norm, sigmoid)", Setup.Saturation(Saturation.Config.Deep, "x", 1));
         Assert.Contains("conv 3x3 1->8, norm, relu, 2x2 max-pool, conv 3x3 8->16, norm, relu, 2x2 max-pool, linear 784->10", Setup.Vision(Vision.Config.Quick, "x", 1000));
         Assert.Contains("batch size (2, 8, 32, 128)", Setup.BatchSize(BatchSize.Config.Quick, "x", 1000));
+        Assert.Contains("with no normalization, BatchNorm, LayerNorm or GroupNorm as the norm. ", Setup.BatchSize(BatchSize.Config.Quick, "x", 1000));
+        string full = Setup.BatchSize(BatchSize.Config.Full, "x", 1000);
+        Assert.Contains("GroupNorm, BatchRenorm, GhostBatchNorm or FRN as the norm (Batch Renormalization", full);
+        Assert.Contains("(ghost batches of 8, run only at larger batches)", full);
+        string language = Setup.Language(Language.Config.Full, "t");
+        Assert.Contains("PowerNorm or DynamicTanh (BatchNorm and PowerNorm with statistics over batch x time; PowerNorm's warm-up 150 steps)", language);
+        Assert.Contains("no normalization, LayerNorm, RMSNorm or BatchNorm (BatchNorm with statistics over batch x time)", Setup.Language(Language.Config.Quick, "t"));
     }
 }

@@ -19,6 +19,10 @@ public class ResidualCnnTests
     // an error), then checks every parameter's and the input's gradient against finite differences.
     private static void GradientsMatch(Sequential<double> model, Rng rng, byte[] labels, string arm, int minChecked)
     {
+        // Batch Renormalization's backward holds r and d constant (the paper's stop-gradient), so it is
+        // not the derivative of its forward unless they are clipped to r = 1, d = 0 (BatchNorm); the
+        // check then covers the arm's wiring, and the layer's own tests cover r and d.
+        foreach (var brn in BatchStatistics.NormLayers(model).OfType<NormKit.Layers.BatchRenorm<double>>()) (brn.RMax, brn.DMax) = (1, 0);
         foreach (var p in model.Parameters) for (int i = 0; i < p.Value.Length; i++) p.Value[i] += 0.2 * rng.Normal();
         int batch = labels.Length;
         var x = Enumerable.Range(0, batch * 6 * 6).Select(_ => rng.Normal()).ToArray();
@@ -44,7 +48,8 @@ public class ResidualCnnTests
         var residual = ResidualCnn.Build<double>(Tiny, arm, new Rng(23));
         Assert.Equal("plain CNN-8", (Tiny with { Shortcuts = false }).Name);
         Assert.Equal("ResNet-8", Tiny.Name);
-        Assert.Equal(residual.Parameters.Count(), model.Parameters.Count() + (arm == "none" ? 4 : 6));
+        // Two projection shortcuts: a conv with a bias (none), or a conv and a norm of 2 parameters (3 for FRN's tau).
+        Assert.Equal(residual.Parameters.Count(), model.Parameters.Count() + arm switch { "none" => 4, "FRN" => 8, _ => 6 });
     }
 
     [Fact]

@@ -89,7 +89,7 @@ public class ResultsTests
         Assert.Equal(3, Saturation.HiddenLayersOf(sat));
         Assert.Equal(10, Saturation.HiddenLayersOf(committed.Read("saturation-10layers.csv", Saturation.Parse)!));
         Assert.Equal([1, 2, 3], sat.Select(p => p.Seed).Distinct().Order());
-        Assert.Equal(BatchSize.Arms, committed.Read("batch-size.csv", BatchSize.Parse)!.Select(p => p.Arm).Distinct());
+        Assert.Equal(BatchSize.Arms.Order(), committed.Read("batch-size.csv", BatchSize.Parse)!.Select(p => p.Arm).Distinct().Order());
         Assert.Equal(Vision.Arms, committed.Read("vision.csv", Vision.Parse)!.Select(r => r.Arm).Distinct());
         Assert.Contains(committed.Read("language.csv", Language.Parse)!, r => r.Arm == "none" && double.IsNaN(r.ValidationBitsPerChar));   // the diverged run
         Assert.Equal(Shift.Arms.Order(), committed.Read("shift.csv", Shift.Parse)!.Select(p => p.Arm).Distinct().Order());

@@ -29,6 +29,27 @@ internal static class Common
 
     public static Option<bool> Flag(string name, string description) => new(name) { Description = description };
 
+    /// <summary>--arm ARM, repeatable: the arms to train, each one of <paramref name="names"/>; none given means the command's default.</summary>
+    public static Option<string[]> Arms(IReadOnlyList<string> names)
+    {
+        var option = new Option<string[]>("--arm")
+        {
+            HelpName = "ARM",
+            Description = $"train only these arms (repeatable): {string.Join(", ", names)}",
+            AllowMultipleArgumentsPerToken = true,
+        };
+        option.Validators.Add(result =>
+        {
+            foreach (var token in result.Tokens)
+                if (!names.Contains(token.Value))
+                {
+                    result.AddError($"--arm must be one of {string.Join(", ", names)}, but was '{token.Value}'.");
+                    return;
+                }
+        });
+        return option;
+    }
+
     /// <summary>An integer option that must be at least <paramref name="min"/>; a value outside names the option, the range and the value.</summary>
     public static Option<int> AtLeast(string name, int min, int defaultValue, string description) => new(name)
     {

@@ -110,28 +110,31 @@ internal static class LabCommands
         var quick = Common.Flag("--quick", "batch sizes 2, 8, 32 and 128, one seed");
         var seeds = Common.AtLeast("--seeds", 1, 3, "seeds per arm and batch size (with --quick: 1 unless given)");
         var firstSeed = Common.AtLeast("--first-seed", 1, 1, "the first seed (e.g. --first-seed 3 --seeds 1 adds seed 3 to an earlier run's CSV)");
+        var arms = Common.Arms(BatchSize.Arms);
         var data = Common.Data();
         var outDir = Common.Out("lab-results");
         var command = new Command("batch-size", Common.Prose("""
-            ReLU MLPs with no normalization, BatchNorm, LayerNorm and GroupNorm trained on the same number
+            ReLU MLPs with no normalization, BatchNorm, LayerNorm and GroupNorm, and BatchNorm's fixes (Batch
+            Renormalization, ghost batches, Filter Response Normalization) trained on the same number
             of examples at batch sizes 2..128: test error against batch size, and BatchNorm's error with
-            batch statistics at test time. Writes DIR/batch-size.csv and a chart. The full mode (3 seeds)
-            takes about 18 minutes on 2 cores (docs/lab holds a 2-seed run, which took 12 min 12 s: the small
-            batches' many steps); --quick: about a minute and a half.
-            """)) { quick, seeds, firstSeed, data, outDir };
+            batch statistics at test time. Writes DIR/batch-size.csv and a chart. The full mode (3 seeds,
+            every arm) takes about half an hour on 2 cores (the small batches' many steps: about 1.5 minutes
+            per arm and seed); --quick (the four classic arms): about a minute and a half.
+            """)) { quick, seeds, firstSeed, arms, data, outDir };
         command.SetAction(r =>
         {
             var config = r.GetValue(quick) ? BatchSize.Config.Quick : BatchSize.Config.Full;
             if (r.GetResult(seeds) is { Implicit: false }) config = config with { Seeds = r.GetValue(seeds) };
+            if (r.GetValue(arms) is { Length: > 0 } chosen) config = config with { Arms = chosen.Distinct().ToArray() };
             config = config with { FirstSeed = r.GetValue(firstSeed) };
             string dir = r.GetValue(outDir)!;
             var (train, test) = FashionMnist.TrainAndTest(r.GetValue(data));
             Console.WriteLine($"Training on {train.Count} images, {config.Examples} examples per run, AdamW lr {config.LearningRate}; testing on {Math.Min(test.Count, config.TestImages)}.");
             var points = BatchSize.Run(config, train, test, Progress(), Meter(BatchSize.TotalSteps(config)));
             string csv = Common.WriteCsv(dir, "batch-size.csv", BatchSize.Csv(points));
-            var table = Common.Table(["batch", .. BatchSize.Arms, "BN train-mode"]);
-            foreach (var s in BatchSizeSummary.Of(points))
-                table.AddTextRow([$"{s.Batch}", .. s.TestError.Select(e => $"{e:F3}"), $"{s.BatchNormTrainModeError:F3}"]);
+            var table = Common.Table(["batch", .. config.ArmList, "BN train-mode"]);
+            foreach (var s in BatchSizeSummary.Of(points, config.ArmList))
+                table.AddTextRow([$"{s.Batch}", .. s.TestError.Select(e => double.IsNaN(e) ? "—" : $"{e:F3}"), $"{s.BatchNormTrainModeError:F3}"]);
             Common.Write(table);
             Console.WriteLine($"Test error (eval mode) per arm, mean over seeds; every run: {csv}");
             WriteFindings("Verdicts on the eval-mode error", Claims.BatchSize(points));
@@ -159,17 +162,20 @@ internal static class LabCommands
     private static Command LanguageCommand()
     {
         var quick = Common.Flag("--quick", "300 steps, one seed");
+        var arms = Common.Arms(Language.Arms);
         var text = Common.Text();
         var outDir = Common.Out("lab-results");
         var command = new Command("language", Common.Prose("""
-            A tiny pre-norm Transformer on characters with no normalization, LayerNorm, RMSNorm and
-            BatchNorm: validation bits per character, and how far BatchNorm's batch means stray from its
-            running mean (also scale-free). Writes DIR/language.csv and a chart. The full mode (3 seeds) took 11 min 24 s on 2 cores;
-            --quick: about a minute.
-            """)) { quick, text, outDir };
+            A tiny pre-norm Transformer on characters with no normalization, LayerNorm, RMSNorm,
+            BatchNorm, PowerNorm and Dynamic Tanh: validation bits per character, and how far BatchNorm's
+            batch means stray from its running mean (also scale-free). Writes DIR/language.csv and a chart.
+            The full mode (3 seeds) takes about 17 minutes on 2 cores (the four classic arms took 11 min 24 s);
+            --quick (the four classic arms): about a minute.
+            """)) { quick, arms, text, outDir };
         command.SetAction(r =>
         {
             var config = r.GetValue(quick) ? Language.Config.Quick : Language.Config.Full;
+            if (r.GetValue(arms) is { Length: > 0 } chosen) config = config with { Arms = chosen.Distinct().ToArray() };
             string dir = r.GetValue(outDir)!;
             var corpus = TextData.Load(r.GetValue(text));
             Console.WriteLine($"Text: {corpus.Ids.Length} characters from {corpus.Source}; {config.Steps} AdamW steps of {config.Sequences} x {config.Length} characters, {config.Seeds} seed(s).");
@@ -223,21 +229,7 @@ internal static class LabCommands
         var quick = Common.Flag("--quick", "one epoch of the first 4000 training images, one seed, 2000 test images");
         var epochs = Common.AtLeast("--epochs", 1, 1, "epochs per run");
         var seeds = Common.AtLeast("--seeds", 1, 3, "seeds per arm (with --quick: 1 unless given)");
-        var arms = new Option<string[]>("--arm")
-        {
-            HelpName = "ARM",
-            Description = $"train only these arms (repeatable): {string.Join(", ", NormArms.Names)}",
-            AllowMultipleArgumentsPerToken = true,
-        };
-        arms.Validators.Add(result =>
-        {
-            foreach (var token in result.Tokens)
-                if (!NormArms.Names.Contains(token.Value))
-                {
-                    result.AddError($"--arm must be one of {string.Join(", ", NormArms.Names)}, but was '{token.Value}'.");
-                    return;
-                }
-        });
+        var arms = Common.Arms(NormArms.Names);
         var batch = Common.AtLeast("--batch", 2, 32, "images per step");
         var rate = new Option<double>("--lr") { HelpName = "RATE", Description = "SGD's base learning rate (default 0.05 at batch 32, scaled linearly with --batch)" };
         rate.Validators.Add(result =>

@@ -7,7 +7,9 @@ namespace NormKit.Lab.Experiments;
 
 /// <summary>
 /// Batch size: a ReLU MLP (784-256-256-10) with no normalization, BatchNorm, LayerNorm or
-/// GroupNorm (16 groups of features) before each ReLU, trained with AdamW on the same number of
+/// GroupNorm (16 groups of features) before each ReLU, and BatchNorm's fixes (Batch
+/// Renormalization, ghost batches of <see cref="GhostSize"/>, Filter Response Normalization with
+/// its TLU in place of the ReLU), trained with AdamW on the same number of
 /// examples at batch sizes 2..128. Reports test error (eval mode) and BatchNorm's train/eval gap:
 /// the test error with the batch's own statistics (train mode, test batches of the training batch
 /// size) against eval mode (running statistics). Ba et al. and Wu &amp; He report that BatchNorm
@@ -16,18 +18,38 @@ namespace NormKit.Lab.Experiments;
 public static class BatchSize
 {
     /// <param name="FirstSeed">The first seed; the runs use FirstSeed .. FirstSeed + Seeds - 1 (to add seeds to an earlier run).</param>
-    public sealed record Config(int[] BatchSizes, int Examples, int Seeds, int Hidden = 256, double LearningRate = 1e-3, int TestImages = 2000, int FirstSeed = 1)
+    /// <param name="Arms">The arms to train (null: <see cref="Arms"/>, every arm).</param>
+    public sealed record Config(int[] BatchSizes, int Examples, int Seeds, int Hidden = 256, double LearningRate = 1e-3, int TestImages = 2000, int FirstSeed = 1,
+        string[]? Arms = null)
     {
-        public static Config Quick => new([2, 8, 32, 128], Examples: 8_000, Seeds: 1, TestImages: 1000);
+        /// <summary>The quick tour's: the four arms of the seed article's claim.</summary>
+        public static Config Quick => new([2, 8, 32, 128], Examples: 8_000, Seeds: 1, TestImages: 1000, Arms: Classic);
         public static Config Full => new([2, 4, 8, 16, 32, 64, 128], Examples: 24_000, Seeds: 3);
+
+        /// <summary>The arms this run trains.</summary>
+        public IReadOnlyList<string> ArmList => Arms ?? BatchSize.Arms;
     }
 
-    public static readonly string[] Arms = ["none", "BatchNorm", "LayerNorm", "GroupNorm"];
+    /// <summary>The arms of the seed article's claim: no normalization and the three norms it names.</summary>
+    public static readonly string[] Classic = ["none", "BatchNorm", "LayerNorm", "GroupNorm"];
+
+    /// <summary>Every arm: <see cref="Classic"/>, then BatchNorm's fixes.</summary>
+    public static readonly string[] Arms = [.. Classic, "BatchRenorm", "GhostBatchNorm", "FRN"];
+
+    /// <summary>
+    /// The ghost batch of the GhostBatchNorm arm: 8 samples, 1/16 of the largest batch as in Hoffer et
+    /// al.'s 128 of 2048. At batches of 8 or fewer it would equal BatchNorm, so it runs only above.
+    /// </summary>
+    public const int GhostSize = 8;
+
+    /// <summary>Whether <paramref name="arm"/> runs at <paramref name="batch"/> (ghost batches only above <see cref="GhostSize"/>).</summary>
+    public static bool Runs(string arm, int batch) => arm != "GhostBatchNorm" || batch > GhostSize;
 
     /// <param name="TestErrorTrainMode">Test error when normalizing with each test batch's own statistics (BatchNorm only; otherwise NaN).</param>
     public sealed record Point(string Arm, int Batch, int Seed, double FinalTrainLoss, double TestError, double TestErrorTrainMode);
 
-    public static Sequential<float> Model(string arm, Config c, Rng rng)
+    /// <param name="batch">The training batch, which sets Batch Renormalization's averaging rate (<see cref="RenormSchedule.Momentum"/>).</param>
+    public static Sequential<float> Model(string arm, Config c, Rng rng, int batch = 32)
     {
         var layers = new List<ILayer<float>>();
         int inputs = 784;
@@ -36,13 +58,19 @@ public static class BatchSize
             layers.Add(new Linear<float>(inputs, c.Hidden, Init.Kaiming, rng));
             ILayer<float>? norm = arm switch
             {
+                "none" => null,
                 "BatchNorm" => new Norm<float>(new BatchNorm1d<float>(c.Hidden), c.Hidden),
                 "LayerNorm" => new Norm<float>(new LayerNorm<float>(c.Hidden), c.Hidden),
                 "GroupNorm" => new Norm<float>(new GroupNorm<float>(16, c.Hidden), c.Hidden),
-                _ => null,
+                "BatchRenorm" => new Norm<float>(new BatchRenorm<float>(c.Hidden, momentum: RenormSchedule.Momentum(batch, Training(c, batch).Steps)), c.Hidden),
+                "GhostBatchNorm" => new Norm<float>(new GhostBatchNorm<float>(c.Hidden, Math.Min(GhostSize, batch)), c.Hidden),
+                // One value per (sample, feature): the learned eps keeps x / sqrt(x^2 + eps) from a sign function.
+                "FRN" => new Norm<float>(new FilterResponseNorm<float>(c.Hidden, learnedEps: true), c.Hidden),
+                _ => throw new ArgumentException($"arm must be one of {string.Join(", ", Arms)} but was '{arm}'.", nameof(arm)),
             };
             if (norm != null) layers.Add(norm);
-            layers.Add(new Activation<float>(Activation<float>.Kind.ReLU));
+            // FRN's thresholded linear unit is its activation.
+            if (arm != "FRN") layers.Add(new Activation<float>(Activation<float>.Kind.ReLU));
             inputs = c.Hidden;
         }
         layers.Add(new Linear<float>(inputs, 10, Init.Glorot, rng));
@@ -52,14 +80,17 @@ public static class BatchSize
     /// <summary>What one run trains: the settings the trainer takes (the same examples at every batch size).</summary>
     public static TrainSettings Training(Config c, int batch) => new(Math.Max(1, c.Examples / batch), OptimizerSettings.AdamW(c.LearningRate));
 
+    /// <summary>Runs of a whole <see cref="Run"/>, for progress.</summary>
+    public static int RunCount(Config c) => c.BatchSizes.Sum(b => c.ArmList.Count(a => Runs(a, b))) * c.Seeds;
+
     /// <summary>Training steps of a whole <see cref="Run"/>, for progress.</summary>
-    public static long TotalSteps(Config c) => c.BatchSizes.Sum(b => (long)Training(c, b).Steps) * Arms.Length * c.Seeds;
+    public static long TotalSteps(Config c) => c.BatchSizes.Sum(b => c.ArmList.Count(a => Runs(a, b)) * (long)Training(c, b).Steps) * c.Seeds;
 
     public static List<Point> Run(Config c, FashionMnist.Split train, FashionMnist.Split test, Action<string>? progress = null, ProgressMeter? meter = null)
     {
         var points = new List<Point>();
         foreach (int batch in c.BatchSizes)
-            foreach (string arm in Arms)
+            foreach (string arm in c.ArmList.Where(a => Runs(a, batch)))
                 for (int seed = c.FirstSeed; seed < c.FirstSeed + c.Seeds; seed++)
                 {
                     points.Add(RunOne(arm, batch, seed, c, train, test, meter));
@@ -71,8 +102,10 @@ public static class BatchSize
     public static Point RunOne(string arm, int batch, int seed, Config c, FashionMnist.Split train, FashionMnist.Split test, ProgressMeter? meter = null)
     {
         var rng = new Rng(seed);
-        var model = Model(arm, c, rng);
-        double finalLoss = new Trainer<float>(model, Images.Random<float>(train, batch), Training(c, batch), rng).Run(meter);
+        var model = Model(arm, c, rng, batch);
+        var trainer = new Trainer<float>(model, Images.Random<float>(train, batch), Training(c, batch), rng);
+        RenormSchedule.Attach(trainer, model);
+        double finalLoss = trainer.Run(meter);
         double evalError = 1 - Evaluation.Run(model, Images.InOrder<float>(test, c.TestImages, 500), 10).Accuracy;
         // Each test batch of the training batch size normalized with its own statistics.
         double trainModeError = arm == "BatchNorm" && batch > 1 ? 1 - Evaluation.Run(model, Images.InOrder<float>(test, c.TestImages, batch), 10, training: true).Accuracy : double.NaN;

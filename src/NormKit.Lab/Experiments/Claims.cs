@@ -105,6 +105,14 @@ public static class Claims
             Add("LayerNorm and GroupNorm beat BatchNorm at the smallest batch", $"{arm} vs BatchNorm, batch {small}", false, E(arm, small), E("BatchNorm", small), small);
         foreach (string arm in (string[])["LayerNorm", "GroupNorm"])
             Add("BatchNorm is best at the largest batch", $"BatchNorm vs {arm}, batch {large}", false, E("BatchNorm", large), E(arm, large), large);
+        // BatchNorm's fixes, each against what its paper claims to beat (arms a run lacks are left out).
+        Add("Batch Renormalization recovers BatchNorm's loss at the smallest batch (Ioffe 2017)", $"BatchRenorm vs BatchNorm, batch {small}", false,
+            E("BatchRenorm", small), E("BatchNorm", small), small);
+        foreach (string arm in (string[])["BatchNorm", "GroupNorm"])
+            Add("FRN beats BatchNorm and GroupNorm at the smallest batch (Singh & Krishnan 2020)", $"FRN vs {arm}, batch {small}", false,
+                E("FRN", small), E(arm, small), small);
+        Add("ghost batches beat BatchNorm at the largest batch (Hoffer et al. 2017)", $"GhostBatchNorm vs BatchNorm, batch {large}", false,
+            E("GhostBatchNorm", large), E("BatchNorm", large), large);
         return findings;
     }
 
@@ -148,6 +156,10 @@ public static class Claims
         Add("LayerNorm and RMSNorm beat BatchNorm", "LayerNorm", "BatchNorm");
         Add("LayerNorm and RMSNorm beat BatchNorm", "RMSNorm", "BatchNorm");
         Add("LayerNorm beats no normalization", "LayerNorm", "none");
+        Add("PowerNorm beats LayerNorm and BatchNorm (Shen et al. 2020)", "PowerNorm", "LayerNorm");
+        Add("PowerNorm beats LayerNorm and BatchNorm (Shen et al. 2020)", "PowerNorm", "BatchNorm");
+        // A claim of a match: "holds" or "not separated" agree with it, "reversed" contradicts it.
+        Add("Dynamic Tanh matches LayerNorm (Zhu et al. 2025; only \"reversed\" contradicts a match)", "DynamicTanh", "LayerNorm");
         if (vision != null)
         {
             // The scale-free measure where both runs recorded it (older files lack it), else the paper's form.

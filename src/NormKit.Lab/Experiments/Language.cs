@@ -15,14 +15,26 @@ namespace NormKit.Lab.Experiments;
 /// </summary>
 public static class Language
 {
+    /// <param name="Arms">The arms to train (null: <see cref="Arms"/>, every arm).</param>
     public sealed record Config(int Steps, int Seeds, int Dim = 64, int Heads = 4, int Length = 32, int Sequences = 16, int Blocks = 2,
-        double LearningRate = 2e-3, int ValidationSequences = 256)
+        double LearningRate = 2e-3, int ValidationSequences = 256, string[]? Arms = null)
     {
-        public static Config Quick => new(Steps: 300, Seeds: 1, ValidationSequences: 128);
+        /// <summary>The quick tour's: the four arms of the seed article's claim.</summary>
+        public static Config Quick => new(Steps: 300, Seeds: 1, ValidationSequences: 128, Arms: Classic);
         public static Config Full => new(Steps: 1500, Seeds: 3);
+
+        /// <summary>The arms this run trains.</summary>
+        public IReadOnlyList<string> ArmList => Arms ?? Language.Arms;
+
+        /// <summary>PowerNorm's warm-up: the official code ties it to the learning-rate warm-up; this run has none, so the first tenth of the steps.</summary>
+        public int PowerNormWarmup => Math.Max(1, Steps / 10);
     }
 
-    public static readonly string[] Arms = ["none", "LayerNorm", "RMSNorm", "BatchNorm"];
+    /// <summary>The arms of the seed article's claim: no normalization, LayerNorm, RMSNorm and BatchNorm.</summary>
+    public static readonly string[] Classic = ["none", "LayerNorm", "RMSNorm", "BatchNorm"];
+
+    /// <summary>Every arm: <see cref="Classic"/>, then PowerNorm (Shen et al. 2020) and Dynamic Tanh (Zhu et al. 2025).</summary>
+    public static readonly string[] Arms = [.. Classic, "PowerNorm", "DynamicTanh"];
 
     /// <param name="BatchMeanFluctuation">Mean over training of (1/d) ||mu_B - mu|| at the first BatchNorm (NaN for other arms).</param>
     /// <param name="BatchFluctuationScaleFree">The same batch mean's deviation in units of the running standard deviation (<see cref="Fluctuation.MeanScaleFree"/>).</param>
@@ -37,7 +49,10 @@ public static class Language
             "LayerNorm" => [new Norm<float>(new LayerNorm<float>(c.Dim), c.Dim)],
             "RMSNorm" => [new Norm<float>(new RMSNorm<float>(c.Dim, eps: 1e-6), c.Dim)],
             "BatchNorm" => [new Norm<float>(new BatchNorm1d<float>(c.Dim), c.Dim)],
-            _ => [],
+            "PowerNorm" => [new Norm<float>(new PowerNorm<float>(c.Dim, warmupIters: c.PowerNormWarmup), c.Dim)],
+            "DynamicTanh" => [new Norm<float>(new DynamicTanh<float>(c.Dim), c.Dim)],
+            "none" => [],
+            _ => throw new ArgumentException($"arm must be one of {string.Join(", ", Arms)} but was '{arm}'.", nameof(arm)),
         };
         var layers = new List<ILayer<float>> { new Embedding<float>(vocabulary, c.Dim, c.Length, rng) };
         for (int b = 0; b < c.Blocks; b++)
@@ -55,12 +70,12 @@ public static class Language
     public static TrainSettings Training(Config c, TextCorpus corpus) => new(c.Steps, OptimizerSettings.AdamW(c.LearningRate), Classes: corpus.Vocabulary);
 
     /// <summary>Training steps of a whole <see cref="Run"/>, for progress.</summary>
-    public static long TotalSteps(Config c) => (long)Arms.Length * c.Seeds * c.Steps;
+    public static long TotalSteps(Config c) => (long)c.ArmList.Count * c.Seeds * c.Steps;
 
     public static List<Result> Run(Config c, TextCorpus corpus, Action<string>? progress = null, ProgressMeter? meter = null)
     {
         var results = new List<Result>();
-        foreach (string arm in Arms)
+        foreach (string arm in c.ArmList)
             for (int seed = 1; seed <= c.Seeds; seed++)
             {
                 results.Add(RunOne(arm, seed, c, corpus, meter));

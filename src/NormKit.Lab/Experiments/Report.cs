@@ -46,8 +46,8 @@ public static class Report
 
     /// <summary>How many units of work <paramref name="tour"/> reports through its progress callback.</summary>
     public static int Units(Tour tour) =>
-        1 + Saturation.Arms.Length * Saturation.Inits.Length * tour.Saturation.Seeds + BatchSize.Arms.Length * tour.BatchSize.BatchSizes.Length * tour.BatchSize.Seeds
-        + Vision.Arms.Length * tour.Vision.Seeds + Language.Arms.Length * tour.Language.Seeds;
+        1 + Saturation.Arms.Length * Saturation.Inits.Length * tour.Saturation.Seeds + BatchSize.RunCount(tour.BatchSize)
+        + Vision.Arms.Length * tour.Vision.Seeds + tour.Language.ArmList.Count * tour.Language.Seeds;
 
     /// <summary>Runs the quick or the full tour; <paramref name="progress"/> is called once per finished unit (see <see cref="Units(bool)"/>).</summary>
     public static string Run(string outDir, string? data, bool full, Action<string> progress, string? text = null, Action<string>? status = null) =>
@@ -255,6 +255,7 @@ public static class Report
         {
             BatchSizes = e.BatchSize.Select(p => p.Batch).Distinct().Order().ToArray(),
             Seeds = e.BatchSize.GroupBy(p => (p.Arm, p.Batch)).Max(g => g.Count()),
+            Arms = BatchSize.Arms.Where(a => e.BatchSize.Any(p => p.Arm == a)).ToArray(),
         };
         blocks.Add(new("batch-size", "batch size",
             "BatchNorm depends on the batch: it degrades at small batches, LayerNorm and GroupNorm do not. Verdicts on the test error in eval mode " +
@@ -330,7 +331,11 @@ public static class Report
             e.Depth is null ? null : Claims.Depth(e.Depth), [], e.Depth is null ? missing("depth.csv") : null,
             "Not in this tour: normkit lab depth runs it (about 5 minutes)."));
 
-        var langFull = e.Language is null ? null : Language.Config.Full with { Seeds = Seeds(e.Language.Select(r => (r.Arm, r.Seed))) };
+        var langFull = e.Language is null ? null : Language.Config.Full with
+        {
+            Seeds = Seeds(e.Language.Select(r => (r.Arm, r.Seed))),
+            Arms = Language.Arms.Where(a => e.Language.Any(r => r.Arm == a)).ToArray(),
+        };
         blocks.Add(new("language", "(c) language, tiny Transformer", "(c) LayerNorm suits language (here: a tiny Transformer on characters).",
             "Shen et al. 2020 (PowerNorm): BatchNorm about 1 BLEU below LayerNorm in Transformers; its batch statistics fluctuate far more on text than in CNNs on images.",
             Setup.Language(lc, m.Text), Claims.Language(m.Language, m.Vision), [LanguageChart("", m.Language)],

@@ -18,8 +18,8 @@ public static class ResNetVision
     public sealed record Config(double Epochs, int Seeds, string[] Arms, int Batch = 32, double LearningRate = 0.05, double Momentum = 0.9,
         double WeightDecay = 1e-4, int Width = 16, int Blocks = 2, int? TrainImages = null, int TestImages = 10_000)
     {
-        public static Config Quick => new(Epochs: 1, Seeds: 1, Arms: NormArms.Names, TrainImages: 4000, TestImages: 2000);
-        public static Config Full => new(Epochs: 1, Seeds: 3, Arms: NormArms.Names);
+        public static Config Quick => new(Epochs: 1, Seeds: 1, Arms: NormArms.Compared, TrainImages: 4000, TestImages: 2000);
+        public static Config Full => new(Epochs: 1, Seeds: 3, Arms: NormArms.Compared);
 
         public ResidualCnn.Config Network => new(Width, Blocks);
 
@@ -53,9 +53,11 @@ public static class ResNetVision
     public static Result RunOne(string arm, int seed, Config c, FashionMnist.Split train, FashionMnist.Split test, ProgressMeter? meter = null)
     {
         var rng = new Rng(seed);
-        var model = ResidualCnn.Build<float>(c.Network, arm, rng);
         var images = c.TrainImages is int n && n < train.Count ? Images.First(train, n) : train;
+        var network = c.Network with { RenormMomentum = RenormSchedule.Momentum(c.Batch, c.StepsFor(images.Count)) };
+        var model = ResidualCnn.Build<float>(network, arm, rng);
         var trainer = new Trainer<float>(model, Images.Shuffled<float>(images, c.Batch), c.Training(images.Count), rng);
+        RenormSchedule.Attach(trainer, model);
         var clock = System.Diagnostics.Stopwatch.StartNew();
         double finalLoss = trainer.Run(meter);
         double seconds = clock.Elapsed.TotalSeconds;

@@ -18,7 +18,10 @@ public static class Setup
 
     /// <summary>The batch-size experiment.</summary>
     public static string BatchSize(BatchSize.Config c, string trainData, int testImages) =>
-        $"ReLU MLP ({Layers(Experiments.BatchSize.Model("BatchNorm", c, new Rng(1)))}) with no normalization, BatchNorm, LayerNorm or GroupNorm as the norm. " +
+        $"ReLU MLP ({Layers(Experiments.BatchSize.Model("BatchNorm", c, new Rng(1)))}) with {Arms(c.ArmList)} as the norm" +
+        (c.ArmList.Contains("BatchRenorm") ? $" (Batch Renormalization with the paper's clip schedule and averaging rate scaled to the run: {nameof(RenormSchedule)} in the lab's code)" : "") +
+        (c.ArmList.Contains("GhostBatchNorm") ? $" (ghost batches of {Experiments.BatchSize.GhostSize}, run only at larger batches)" : "") +
+        (c.ArmList.Contains("FRN") ? " (FRN with a learned eps and its TLU in place of the ReLU)" : "") + ". " +
         $"{Experiments.BatchSize.Training(c, 1).Optimizer}; {N(c.Examples)} training examples at every batch size ({string.Join(", ", c.BatchSizes)}), so batch b takes " +
         $"{N(c.Examples)}/b steps; trained on {trainData}; test error on {N(testImages)} test images in eval mode (running statistics), for BatchNorm also with " +
         $"each test batch's own statistics (test batches of the training batch size); {Seeds(c.Seeds)} per arm and batch size.";
@@ -31,8 +34,9 @@ public static class Setup
 
     /// <summary>The language experiment; <paramref name="text"/> says what it trained on.</summary>
     public static string Language(Language.Config c, string text) =>
-        $"Pre-norm Transformer ({c.Blocks} blocks of width {c.Dim}, {c.Heads} attention heads, context {c.Length} characters) with no normalization, LayerNorm, " +
-        $"RMSNorm or BatchNorm (statistics over batch x time). AdamW lr {c.LearningRate.ToString(CultureInfo.InvariantCulture)}, {c.Sequences} sequences per step, " +
+        $"Pre-norm Transformer ({c.Blocks} blocks of width {c.Dim}, {c.Heads} attention heads, context {c.Length} characters) with " +
+        $"{Arms(c.ArmList)} (BatchNorm{(c.ArmList.Contains("PowerNorm") ? " and PowerNorm" : "")} with statistics over batch x time" +
+        $"{(c.ArmList.Contains("PowerNorm") ? $"; PowerNorm's warm-up {N(c.PowerNormWarmup)} steps" : "")}). AdamW lr {c.LearningRate.ToString(CultureInfo.InvariantCulture)}, {c.Sequences} sequences per step, " +
         $"{N(c.Steps)} steps; text: {text}; validation bits per character on {N(c.ValidationSequences)} windows of held-out text; {Seeds(c.Seeds)} per arm.";
 
     /// <summary>The distribution-shift experiment.</summary>
@@ -87,6 +91,13 @@ public static class Setup
             i += best.Length * best.Times;
         }
         return result;
+    }
+
+    // "no normalization, BatchNorm, LayerNorm or GroupNorm".
+    private static string Arms(IReadOnlyList<string> arms)
+    {
+        var names = arms.Select(a => a == "none" ? "no normalization" : a).ToList();
+        return names.Count == 1 ? names[0] : string.Join(", ", names.Take(names.Count - 1)) + " or " + names[^1];
     }
 
     private static string Seeds(int seeds) => seeds == 1 ? "1 seed" : $"{seeds} seeds";

@@ -36,14 +36,14 @@ public sealed record SaturationSummary(string Init, string Arm, double TestAccur
 
 /// <summary>
 /// One batch size of <see cref="BatchSize"/>: the test error (eval mode) of each arm in
-/// <see cref="BatchSize.Arms"/> order, and BatchNorm's with batch statistics, averaged over seeds.
+/// the given arms' order, and BatchNorm's with batch statistics, averaged over seeds.
 /// </summary>
 public sealed record BatchSizeSummary(int Batch, IReadOnlyList<double> TestError, double BatchNormTrainModeError)
 {
-    /// <summary>One summary per batch size, smallest first.</summary>
-    public static List<BatchSizeSummary> Of(IEnumerable<BatchSize.Point> points) =>
+    /// <summary>One summary per batch size, smallest first, with the arms <paramref name="arms"/> (default every arm) in that order; NaN where an arm did not run.</summary>
+    public static List<BatchSizeSummary> Of(IEnumerable<BatchSize.Point> points, IReadOnlyList<string>? arms = null) =>
         points.GroupBy(p => p.Batch).OrderBy(g => g.Key).Select(g => new BatchSizeSummary(g.Key,
-            BatchSize.Arms.Select(a => g.Where(p => p.Arm == a).Select(p => p.TestError).DefaultIfEmpty(double.NaN).Average()).ToList(),
+            (arms ?? BatchSize.Arms).Select(a => g.Where(p => p.Arm == a).Select(p => p.TestError).DefaultIfEmpty(double.NaN).Average()).ToList(),
             g.Where(p => p.Arm == "BatchNorm").Select(p => p.TestErrorTrainMode).DefaultIfEmpty(double.NaN).Average())).ToList();
 }
 

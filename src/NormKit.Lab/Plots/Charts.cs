@@ -20,11 +20,13 @@ public static class Charts
     public static string? ResolvedFamily(string family = FontFamily) =>
         SkiaSharp.SKFontManager.Default.MatchFamily(family) is { } typeface && typeface.FamilyName == family ? family : null;
 
-    // Okabe & Ito's colours, which stay distinct under the common colour-vision deficiencies.
+    // Okabe & Ito's colours, which stay distinct under the common colour-vision deficiencies; for
+    // BatchNorm's fixes and the newer norms, Tol's muted scheme, chosen with the same aim.
     private static readonly (string Arm, string Hex)[] Arms =
     [
         ("none", "#000000"), ("BatchNorm", "#0072B2"), ("LayerNorm", "#D55E00"), ("GroupNorm", "#009E73"),
         ("InstanceNorm", "#CC79A7"), ("RMSNorm", "#E69F00"), ("BatchNorm + AdaBN", "#56B4E9"),
+        ("BatchRenorm", "#882255"), ("GhostBatchNorm", "#44AA99"), ("FRN", "#999933"), ("PowerNorm", "#AA4499"), ("DynamicTanh", "#117733"),
     ];
 
     // For series that name no arm (e.g. float32 and float64), in order.

@@ -7,16 +7,26 @@ namespace NormKit.Lab.Training;
 /// <summary>The normalization arms the lab compares, by name.</summary>
 public static class NormArms
 {
-    public static readonly string[] Names = ["none", "BatchNorm", "GroupNorm", "LayerNorm", "InstanceNorm"];
+    /// <summary>The arms the residual CNN's comparison trains: no normalization and the four norms of Wu &amp; He's Table 1.</summary>
+    public static readonly string[] Compared = ["none", "BatchNorm", "GroupNorm", "LayerNorm", "InstanceNorm"];
 
-    /// <summary>The arm's norm over (N, channels, h, w) activations; null for "none".</summary>
-    public static ILayer<T>? Create<T>(string arm, int channels, int h, int w) where T : unmanaged, IFloatingPointIeee754<T> => arm switch
+    /// <summary>Every arm: <see cref="Compared"/>, then two of BatchNorm's fixes for small batches.</summary>
+    public static readonly string[] Names = [.. Compared, "BatchRenorm", "FRN"];
+
+    /// <summary>
+    /// The arm's norm over (N, channels, h, w) activations; null for "none". FRN keeps the ReLU that
+    /// follows every norm here, so its TLU acts as max(y, max(tau, 0)).
+    /// </summary>
+    /// <param name="renormMomentum">Batch Renormalization's averaging rate (<see cref="RenormSchedule.Momentum"/>).</param>
+    public static ILayer<T>? Create<T>(string arm, int channels, int h, int w, double renormMomentum = 0.01) where T : unmanaged, IFloatingPointIeee754<T> => arm switch
     {
         "none" => null,
         "BatchNorm" => new Norm<T>(new BatchNorm2d<T>(channels), channels, h, w),
         "GroupNorm" => new Norm<T>(new GroupNorm<T>(Groups(channels), channels), channels, h, w),
         "LayerNorm" => new Norm<T>(new LayerNorm<T>([channels, h, w]), channels, h, w),
         "InstanceNorm" => new Norm<T>(new InstanceNorm2d<T>(channels, affine: true), channels, h, w),
+        "BatchRenorm" => new Norm<T>(new BatchRenorm<T>(channels, momentum: renormMomentum), channels, h, w),
+        "FRN" => new Norm<T>(new FilterResponseNorm<T>(channels), channels, h, w),
         _ => throw new ArgumentException($"arm must be one of {string.Join(", ", Names)} but was '{arm}'.", nameof(arm)),
     };
 
@@ -53,19 +63,20 @@ public sealed class ResidualBlock<T> : ILayer<T> where T : unmanaged, IFloatingP
     private T[] _mid = [], _out = [], _dSum = [], _dMid = [], _dx = [];
     private int _batch;
 
-    public ResidualBlock(string name, int inChannels, int outChannels, int stride, int height, int width, string arm, Rng rng, bool shortcut = true)
+    public ResidualBlock(string name, int inChannels, int outChannels, int stride, int height, int width, string arm, Rng rng, bool shortcut = true,
+        double renormMomentum = 0.01)
     {
         Name = name;
         HasShortcut = shortcut;
         var convolved = new ConvGeometry(inChannels, height, width, 3, stride, 1);
         int oh = convolved.OutHeight, ow = convolved.OutWidth;
-        Norm1 = NormArms.Create<T>(arm, outChannels, oh, ow);
-        Norm2 = NormArms.Create<T>(arm, outChannels, oh, ow);
+        Norm1 = NormArms.Create<T>(arm, outChannels, oh, ow, renormMomentum);
+        Norm2 = NormArms.Create<T>(arm, outChannels, oh, ow, renormMomentum);
         Conv1 = new Conv2d<T>(inChannels, outChannels, 3, stride, 1, height, width, bias: Norm1 is null, rng);
         Conv2 = new Conv2d<T>(outChannels, outChannels, 3, 1, 1, oh, ow, bias: Norm2 is null, rng);
         if (shortcut && (stride != 1 || inChannels != outChannels))
         {
-            ShortcutNorm = NormArms.Create<T>(arm, outChannels, oh, ow);
+            ShortcutNorm = NormArms.Create<T>(arm, outChannels, oh, ow, renormMomentum);
             ShortcutConv = new Conv2d<T>(inChannels, outChannels, 1, stride, 0, height, width, bias: ShortcutNorm is null, rng);
         }
     }
@@ -150,7 +161,9 @@ public static class ResidualCnn
     /// <param name="Width">Channels of the first stage (w).</param>
     /// <param name="Blocks">Basic blocks per stage.</param>
     /// <param name="Shortcuts">False: the same network without shortcuts (a plain CNN of the same depth, He et al.'s "plain" baseline).</param>
-    public sealed record Config(int Width = 16, int Blocks = 2, int ImageHeight = 28, int ImageWidth = 28, int Classes = 10, bool Shortcuts = true)
+    /// <param name="RenormMomentum">The BatchRenorm arm's averaging rate (<see cref="RenormSchedule.Momentum"/>).</param>
+    public sealed record Config(int Width = 16, int Blocks = 2, int ImageHeight = 28, int ImageWidth = 28, int Classes = 10, bool Shortcuts = true,
+        double RenormMomentum = 0.01)
     {
         /// <summary>He et al.'s count: the stem, two convs per block, the classifier.</summary>
         public int WeightLayers => 6 * Blocks + 2;
@@ -175,7 +188,7 @@ public static class ResidualCnn
         LayerArguments.AtLeast(c.Blocks, 1, "Blocks");
         LayerArguments.AtLeast(c.Classes, 1, "Classes");
         int h = c.ImageHeight, w = c.ImageWidth;
-        var stemNorm = NormArms.Create<T>(arm, c.Width, h, w);
+        var stemNorm = NormArms.Create<T>(arm, c.Width, h, w, c.RenormMomentum);
         var layers = new List<ILayer<T>> { new Conv2d<T>(1, c.Width, 3, 1, 1, h, w, bias: stemNorm is null, rng) };
         if (stemNorm is not null) layers.Add(stemNorm);
         layers.Add(new Activation<T>(Activation<T>.Kind.ReLU));
@@ -187,7 +200,7 @@ public static class ResidualCnn
             for (int b = 1; b <= c.Blocks; b++)
             {
                 int stride = stage > 1 && b == 1 ? 2 : 1;
-                var block = new ResidualBlock<T>($"stage{stage}.block{b}", channels, width, stride, h, w, arm, rng, c.Shortcuts);
+                var block = new ResidualBlock<T>($"stage{stage}.block{b}", channels, width, stride, h, w, arm, rng, c.Shortcuts, c.RenormMomentum);
                 blocks.Add(block);
                 (channels, h, w) = (width, block.OutHeight, block.OutWidth);
             }
