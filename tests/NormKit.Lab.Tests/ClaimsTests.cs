@@ -197,7 +197,8 @@ public class ClaimsTests
         Assert.Contains("GroupNorm, BatchRenorm, GhostBatchNorm or FRN as the norm (Batch Renormalization", full);
         Assert.Contains("(ghost batches of 8, run only at larger batches)", full);
         string language = Setup.Language(Language.Config.Full, "t");
-        Assert.Contains("PowerNorm or DynamicTanh (BatchNorm and PowerNorm with statistics over batch x time; PowerNorm's warm-up 150 steps)", language);
+        Assert.Contains("PowerNorm, DynamicTanh or DynamicTanh with the embedding output multiplied by a learnable scalar (initialised to sqrt(d_model), the paper's LLaMA recipe) " +
+            "(BatchNorm and PowerNorm with statistics over batch x time; PowerNorm's warm-up 150 steps)", language);
         Assert.Contains("no normalization, LayerNorm, RMSNorm or BatchNorm (BatchNorm with statistics over batch x time)", Setup.Language(Language.Config.Quick, "t"));
     }
 }

@@ -105,7 +105,7 @@ public class CliTests
     [InlineData("lab resnet --seeds 0", "--seeds must be an integer >= 1, but was '0'.")]
     [InlineData("lab resnet --arm none --arm BatchNorm2d", "--arm must be one of none, BatchNorm, GroupNorm, LayerNorm, InstanceNorm, BatchRenorm, FRN, but was 'BatchNorm2d'.")]
     [InlineData("lab batch-size --arm BRN", "--arm must be one of none, BatchNorm, LayerNorm, GroupNorm, BatchRenorm, GhostBatchNorm, FRN, but was 'BRN'.")]
-    [InlineData("lab language --arm LayerNorm --arm DyT", "--arm must be one of none, LayerNorm, RMSNorm, BatchNorm, PowerNorm, DynamicTanh, but was 'DyT'.")]
+    [InlineData("lab language --arm LayerNorm --arm DyT", "--arm must be one of none, LayerNorm, RMSNorm, BatchNorm, PowerNorm, DynamicTanh, DynamicTanh (scaled embedding), but was 'DyT'.")]
     [InlineData("lab resnet --batch 1", "--batch must be an integer >= 2, but was '1'.")]
     [InlineData("lab resnet --lr -0.1", "--lr must be a positive number, but was -0.1.")]
     [InlineData("lab resnet --train-images 0", "--train-images must be an integer >= 1, but was '0'.")]

@@ -1,4 +1,5 @@
 using NormKit.Lab.Data;
+using NormKit.Lab.Experiments;
 using NormKit.Layers;
 using NormKit.Lab.Training;
 
@@ -151,7 +152,8 @@ internal static class GradCheck
 
 public class TransformerTests
 {
-    public static TheoryData<string> Norms() => new(["none", "LayerNorm", "RMSNorm", "BatchNorm"]);
+    // PowerNorm is left out: its backward is the paper's approximation, not the forward's derivative.
+    public static TheoryData<string> Norms() => new(["none", "LayerNorm", "RMSNorm", "BatchNorm", "DynamicTanh", Language.ScaledDynamicTanh]);
 
     internal static Sequential<double> Tiny(string norm, Rng rng, int vocab, int dim, int heads, int length)
     {
@@ -160,10 +162,12 @@ public class TransformerTests
             "LayerNorm" => [new Norm<double>(new LayerNorm<double>(dim), dim)],
             "RMSNorm" => [new Norm<double>(new RMSNorm<double>(dim, eps: 1e-5), dim)],
             "BatchNorm" => [new Norm<double>(new BatchNorm1d<double>(dim), dim)],
+            "DynamicTanh" or Language.ScaledDynamicTanh => [new Norm<double>(new DynamicTanh<double>(dim), dim)],
             _ => [],
         };
         return new Sequential<double>([
             new Embedding<double>(vocab, dim, length, rng),
+            .. norm == Language.ScaledDynamicTanh ? [new Scale<double>(Math.Sqrt(dim))] : Array.Empty<ILayer<double>>(),
             new Residual<double>([.. N(), new CausalSelfAttention<double>(dim, heads, length, rng)]),
             new Residual<double>([.. N(), new Linear<double>(dim, 2 * dim, Init.Glorot, rng), new Activation<double>(Activation<double>.Kind.GELU), new Linear<double>(2 * dim, dim, Init.Glorot, rng)]),
             .. N(),

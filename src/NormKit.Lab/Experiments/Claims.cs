@@ -160,6 +160,7 @@ public static class Claims
         Add("PowerNorm beats LayerNorm and BatchNorm (Shen et al. 2020)", "PowerNorm", "BatchNorm");
         // A claim of a match: "holds" or "not separated" agree with it, "reversed" contradicts it.
         Add("Dynamic Tanh matches LayerNorm (Zhu et al. 2025; only \"reversed\" contradicts a match)", "DynamicTanh", "LayerNorm");
+        Add("Dynamic Tanh matches LayerNorm (Zhu et al. 2025; only \"reversed\" contradicts a match)", Experiments.Language.ScaledDynamicTanh, "LayerNorm");
         if (vision != null)
         {
             // The scale-free measure where both runs recorded it (older files lack it), else the paper's form.

@@ -33,8 +33,15 @@ public static class Language
     /// <summary>The arms of the seed article's claim: no normalization, LayerNorm, RMSNorm and BatchNorm.</summary>
     public static readonly string[] Classic = ["none", "LayerNorm", "RMSNorm", "BatchNorm"];
 
-    /// <summary>Every arm: <see cref="Classic"/>, then PowerNorm (Shen et al. 2020) and Dynamic Tanh (Zhu et al. 2025).</summary>
-    public static readonly string[] Arms = [.. Classic, "PowerNorm", "DynamicTanh"];
+    /// <summary>
+    /// Every arm: <see cref="Classic"/>, then PowerNorm (Shen et al. 2020) and Dynamic Tanh (Zhu et
+    /// al. 2025), also with the embedding output multiplied by a learnable scalar initialised to
+    /// sqrt(d_model), as the paper's LLaMA code does, so that tanh sees values of unit scale.
+    /// </summary>
+    public static readonly string[] Arms = [.. Classic, "PowerNorm", "DynamicTanh", ScaledDynamicTanh];
+
+    /// <summary>The Dynamic Tanh arm with the scaled embedding.</summary>
+    public const string ScaledDynamicTanh = "DynamicTanh (scaled embedding)";
 
     /// <param name="BatchMeanFluctuation">Mean over training of (1/d) ||mu_B - mu|| at the first BatchNorm (NaN for other arms).</param>
     /// <param name="BatchFluctuationScaleFree">The same batch mean's deviation in units of the running standard deviation (<see cref="Fluctuation.MeanScaleFree"/>).</param>
@@ -50,11 +57,12 @@ public static class Language
             "RMSNorm" => [new Norm<float>(new RMSNorm<float>(c.Dim, eps: 1e-6), c.Dim)],
             "BatchNorm" => [new Norm<float>(new BatchNorm1d<float>(c.Dim), c.Dim)],
             "PowerNorm" => [new Norm<float>(new PowerNorm<float>(c.Dim, warmupIters: c.PowerNormWarmup), c.Dim)],
-            "DynamicTanh" => [new Norm<float>(new DynamicTanh<float>(c.Dim), c.Dim)],
+            "DynamicTanh" or ScaledDynamicTanh => [new Norm<float>(new DynamicTanh<float>(c.Dim), c.Dim)],
             "none" => [],
             _ => throw new ArgumentException($"arm must be one of {string.Join(", ", Arms)} but was '{arm}'.", nameof(arm)),
         };
         var layers = new List<ILayer<float>> { new Embedding<float>(vocabulary, c.Dim, c.Length, rng) };
+        if (arm == ScaledDynamicTanh) layers.Add(new Scale<float>(Math.Sqrt(c.Dim)));
         for (int b = 0; b < c.Blocks; b++)
         {
             layers.Add(new Residual<float>([.. N(), new CausalSelfAttention<float>(c.Dim, c.Heads, c.Length, rng)]));

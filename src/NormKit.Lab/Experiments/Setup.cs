@@ -96,7 +96,12 @@ public static class Setup
     // "no normalization, BatchNorm, LayerNorm or GroupNorm".
     private static string Arms(IReadOnlyList<string> arms)
     {
-        var names = arms.Select(a => a == "none" ? "no normalization" : a).ToList();
+        var names = arms.Select(a => a switch
+        {
+            "none" => "no normalization",
+            Experiments.Language.ScaledDynamicTanh => "DynamicTanh with the embedding output multiplied by a learnable scalar (initialised to sqrt(d_model), the paper's LLaMA recipe)",
+            _ => a,
+        }).ToList();
         return names.Count == 1 ? names[0] : string.Join(", ", names.Take(names.Count - 1)) + " or " + names[^1];
     }
 

@@ -27,6 +27,7 @@ public static class Charts
         ("none", "#000000"), ("BatchNorm", "#0072B2"), ("LayerNorm", "#D55E00"), ("GroupNorm", "#009E73"),
         ("InstanceNorm", "#CC79A7"), ("RMSNorm", "#E69F00"), ("BatchNorm + AdaBN", "#56B4E9"),
         ("BatchRenorm", "#882255"), ("GhostBatchNorm", "#44AA99"), ("FRN", "#999933"), ("PowerNorm", "#AA4499"), ("DynamicTanh", "#117733"),
+        ("DynamicTanh (scaled embedding)", "#DDCC77"),
     ];
 
     // For series that name no arm (e.g. float32 and float64), in order.

@@ -45,6 +45,34 @@ public sealed class Embedding<T> : ILayer<T> where T : unmanaged, IFloatingPoint
     }
 }
 
+/// <summary>
+/// y = s * x with one learnable scalar s: Dynamic Tanh's LLaMA recipe multiplies the embedding
+/// output by such a scalar, initialised to sqrt(d_model), so that the values entering tanh are
+/// of unit scale.
+/// </summary>
+public sealed class Scale<T>(double init) : ILayer<T> where T : unmanaged, IFloatingPointIeee754<T>
+{
+    public Param<T> Factor { get; } = new("scale", [T.CreateTruncating(init)]);
+    private T[] _x = [], _y = [], _dx = [];
+    public IEnumerable<Param<T>> Parameters => [Factor];
+
+    public T[] Forward(T[] x, int batch, bool training)
+    {
+        _x = x;
+        var y = Buffer.Sized(ref _y, x.Length);
+        TensorPrimitives.Multiply<T>(x, Factor.Value[0], y);
+        return y;
+    }
+
+    public T[] Backward(T[] dy)
+    {
+        Factor.Grad[0] += TensorPrimitives.Dot<T>(dy, _x);
+        var dx = Buffer.Sized(ref _dx, dy.Length);
+        TensorPrimitives.Multiply<T>(dy, Factor.Value[0], dx);
+        return dx;
+    }
+}
+
 /// <summary>y = x + inner(x): a residual branch (pre-norm Transformer blocks).</summary>
 public sealed class Residual<T>(params ILayer<T>[] inner) : ILayer<T> where T : unmanaged, IFloatingPointIeee754<T>
 {
