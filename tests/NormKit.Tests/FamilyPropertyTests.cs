@@ -136,3 +136,60 @@ public class FusedChannelPassTests
         });
     }
 }
+
+/// <summary>
+/// The channels-last column path merges its per-block partials in parallel over columns, with
+/// Chan's per-block factors taken once per block: the bits of the serial per-column merge.
+/// </summary>
+[Trait("Category", "Kernel")]
+[Collection("Threads")]
+public class ColumnMergeTests
+{
+    [Theory]
+    [InlineData(256, 1024)]   // 16 blocks of 16 rows
+    [InlineData(1000, 64)]    // 4 blocks, the last one short
+    [InlineData(40, 5001)]    // blocks of 3 rows, columns not a multiple of any width
+    [InlineData(3000, 17)]
+    [InlineData(100, 3)]      // one block
+    public void Column_moments_and_sums_equal_the_serial_merge_of_their_blocks_bitwise(int rows, int c)
+    {
+        var x = Data.F(Data.Normal(rows + c, rows * c, 3, 2));
+        var dy = Data.F(Data.Normal(c, x.Length));
+        var about = Data.Normal(rows, c, 3, 0.1);
+        int per = ChannelKernel.BlockRows(c);
+        Paths.ForEach(p =>
+        {
+            // The specification: each block alone (one block: its partials as they are), then
+            // Reductions.ChanMerge per column and plain sums, serially in block order.
+            double[] count = new double[c], mean = new double[c], m2 = new double[c], sum = new double[c], dot = new double[c];
+            double[] bc = new double[c], bm = new double[c], bq = new double[c], bs = new double[c], bd = new double[c];
+            for (int r0 = 0; r0 < rows; r0 += per)
+            {
+                int n = Math.Min(per, rows - r0);
+                var l = new ChannelLayout(n, c, 1, false);
+                var xb = x.AsSpan(r0 * c, n * c);
+                ChannelKernel.ChannelMoments<float>(xb, l, default, bc, bm, bq, new double[ChannelKernel.ChannelMomentsScratch(l)]);
+                ChannelKernel.ChannelGradSums<float>(dy.AsSpan(r0 * c, n * c), xb, l, default, about, bs, bd, new double[ChannelKernel.ChannelMomentsScratch(l)]);
+                for (int k = 0; k < c; k++)
+                {
+                    Reductions.ChanMerge(ref count[k], ref mean[k], ref m2[k], bc[k], bm[k], bq[k]);
+                    sum[k] += bs[k]; dot[k] += bd[k];
+                }
+            }
+            foreach (int threads in new[] { 1, 2 })
+                Paths.WithThreads(threads, () =>
+                {
+                    var l = new ChannelLayout(rows, c, 1, false);
+                    double[] ac = new double[c], am = new double[c], aq = new double[c], asum = new double[c], adot = new double[c];
+                    ChannelKernel.ChannelMoments<float>(x, l, default, ac, am, aq, new double[ChannelKernel.ChannelMomentsScratch(l)]);
+                    ChannelKernel.ChannelGradSums<float>(dy, x, l, default, about, asum, adot, new double[ChannelKernel.ChannelMomentsScratch(l)]);
+                    string at = $"[{rows},{c}] {p}, {threads} threads";
+                    Check.BitEqual<double>(count, ac, $"count {at}");
+                    Check.BitEqual<double>(mean, am, $"mean {at}");
+                    Check.BitEqual<double>(m2, aq, $"M2 {at}");
+                    Check.BitEqual<double>(sum, asum, $"sum {at}");
+                    Check.BitEqual<double>(dot, adot, $"dot {at}");
+                });
+        });
+    }
+}

@@ -79,6 +79,17 @@ internal static unsafe class ChannelKernel
         public SimdPath Path { get; set; }
     }
 
+    // The merge of ColumnBlocksJob's partials, in block order for every column: chunks of columns.
+    private struct ColumnMergeJob : IKernelJob
+    {
+        public double* Partials;          // per block: two rows of C
+        public double* Count;             // moments: Chan's merge into (Count, First, Second); null: sums added into (First, Second)
+        public double* First, Second;     // mean and M2, or sum and dot; per channel
+        public ChannelLayout L;
+        public int BlockRows, Columns;    // rows per block, columns per chunk
+        public SimdPath Path { get; set; }
+    }
+
     // Per-plane gradient sums; channels-last runs one sample per task.
     private struct GradSumsJob<T> : IChannelJob where T : unmanaged
     {
@@ -125,7 +136,8 @@ internal static unsafe class ChannelKernel
         public SimdPath Path { get; set; }
     }
 
-    private static int BlockRows(int c) => Math.Max(1, ChunkElements / c);
+    /// <summary>Rows per block of the channels-last column passes: about <see cref="ChunkElements"/> elements.</summary>
+    internal static int BlockRows(int c) => Math.Max(1, ChunkElements / c);
 
     // ============================ statistics ============================
 
@@ -210,7 +222,7 @@ internal static unsafe class ChannelKernel
                 int rows = b - a;
                 bm.Clear(); bq.Clear();
                 Reductions.ColumnSums<T, W, TV, TD>(ref xb, rows, c, bm, simd);
-                for (int k = 0; k < c; k++) bm[k] /= rows;
+                Reductions.Divide<T, W, TV, TD>(bm, rows, simd);
                 Reductions.ColumnSquaredDeviations<T, W, TV, TD>(ref xb, rows, c, bm, bq, simd);
                 for (int k = 0; k < c; k++) Reductions.ChanMerge(ref cnt[k], ref mean[k], ref m2[k], rows, bm[k], bq[k]);
             }
@@ -264,16 +276,11 @@ internal static unsafe class ChannelKernel
             Span<double> part = scratch[..(2 * blocks * l.C)];
             part.Clear();
             fixed (T* px = x)
-            fixed (double* pp = part)
+            fixed (double* pp = part, pcount = count, pmean = mean, pm2 = m2)
             {
                 var job = new ColumnBlocksJob<T> { X = px, Partials = pp, L = l, Path = path, PerChunk = per };
                 Width.For<T, ColumnBlocksJob<T>, ColumnBlockMomentsOp<T>>(blocks, ref job);
-            }
-            for (int b = 0; b < blocks; b++)
-            {
-                int rows = Math.Min(per, l.Rows - b * per);
-                for (int c = 0; c < l.C; c++)
-                    Reductions.ChanMerge(ref count[c], ref mean[c], ref m2[c], rows, part[(2 * b) * l.C + c], part[(2 * b + 1) * l.C + c]);
+                MergeColumnBlocks<T>(pp, l, pcount, pmean, pm2, path);
             }
             return;
         }
@@ -285,6 +292,84 @@ internal static unsafe class ChannelKernel
                 int p = n * l.C + c;
                 Reductions.ChanMerge(ref count[c], ref mean[c], ref m2[c], pc[p], pm[p], pq[p]);
             }
+    }
+
+    /// <summary>
+    /// Merges per-block column partials in block order, in parallel over chunks of columns:
+    /// with <paramref name="count"/>, Chan's merge of (mean, M2) rows into count, first, second;
+    /// without, the sum and dot rows added into first, second. Either way each column sees its
+    /// blocks in the order of the serial merge, so the bits are the same for any thread count.
+    /// </summary>
+    private static void MergeColumnBlocks<T>(double* partials, ChannelLayout l, double* count, double* first, double* second, SimdPath path)
+        where T : unmanaged
+    {
+        int per = BlockRows(l.C), blocks = (l.Rows + per - 1) / per;
+        // About MergesPerChunk column updates per chunk, columns a multiple of the widest vector.
+        int columns = Math.Max(16, MergesPerChunk / blocks / 16 * 16);
+        var job = new ColumnMergeJob { Partials = partials, Count = count, First = first, Second = second, L = l, BlockRows = per, Columns = columns, Path = path };
+        Width.For<T, ColumnMergeJob, ColumnMergeOp<T>>((l.C + columns - 1) / columns, ref job);
+    }
+
+    private const int MergesPerChunk = 4096;
+
+    // Blocks outer, columns inner: Chan's two divisions depend only on the counts, which are
+    // the same for every column of a block, so they are taken once per block (the values
+    // Reductions.ChanMerge computes per column: rows / n and count * rows / n), and the column
+    // update is the rest of ChanMerge, lane by lane in the same order.
+    private readonly struct ColumnMergeOp<T> : IKernelBody<T, ColumnMergeJob> where T : unmanaged
+    {
+        public static void Run<W, TV, TD>(ref ColumnMergeJob j, int chunk, bool simd) where W : IWidth<T, TV, TD>
+        {
+            int cols = j.L.C, per = j.BlockRows, total = j.L.Rows, blocks = (total + per - 1) / per;
+            int c0 = chunk * j.Columns, c1 = Math.Min(cols, c0 + j.Columns), step = W.WideCount / 2;
+            ref double m = ref j.First[0], q = ref j.Second[0];
+            bool moments = j.Count != null;
+            if (moments)   // the first block merges into a zero count: a copy
+                for (int c = c0; c < c1; c++) { j.First[c] = j.Partials[c]; j.Second[c] = j.Partials[cols + c]; }
+            for (int b = moments ? 1 : 0; b < blocks; b++)
+            {
+                ref double pm = ref j.Partials[(nint)2 * b * cols], pq = ref j.Partials[((nint)2 * b + 1) * cols];
+                int c = c0;
+                if (moments)
+                {
+                    double count = (double)b * per, rows = Math.Min(per, total - b * per), n = count + rows;
+                    double fb = rows / n, fab = count * rows / n;
+                    if (simd)
+                    {
+                        TD vb = W.SplatD(fb), vab = W.SplatD(fab);
+                        for (; c <= c1 - step; c += step)
+                        {
+                            nuint u = (nuint)c;
+                            TD mean = W.LoadD(ref m, u), delta = W.SubD(W.LoadD(ref pm, u), mean);
+                            W.StoreD(W.AddD(mean, W.MulD(delta, vb)), ref m, u);
+                            W.StoreD(W.AddD(W.LoadD(ref q, u), W.AddD(W.LoadD(ref pq, u), W.MulD(W.MulD(delta, delta), vab))), ref q, u);
+                        }
+                    }
+                    for (; c < c1; c++)
+                    {
+                        double delta = Unsafe.Add(ref pm, c) - Unsafe.Add(ref m, c);
+                        Unsafe.Add(ref m, c) += delta * fb;
+                        Unsafe.Add(ref q, c) += Unsafe.Add(ref pq, c) + delta * delta * fab;
+                    }
+                }
+                else
+                {
+                    if (simd)
+                        for (; c <= c1 - step; c += step)
+                        {
+                            nuint u = (nuint)c;
+                            W.StoreD(W.AddD(W.LoadD(ref m, u), W.LoadD(ref pm, u)), ref m, u);
+                            W.StoreD(W.AddD(W.LoadD(ref q, u), W.LoadD(ref pq, u)), ref q, u);
+                        }
+                    for (; c < c1; c++)
+                    {
+                        Unsafe.Add(ref m, c) += Unsafe.Add(ref pm, c);
+                        Unsafe.Add(ref q, c) += Unsafe.Add(ref pq, c);
+                    }
+                }
+            }
+            if (moments) for (int c = c0; c < c1; c++) j.Count[c] = total;
+        }
     }
 
     /// <summary>Doubles of scratch <see cref="ChannelMoments{T}"/> needs.</summary>
@@ -301,7 +386,7 @@ internal static unsafe class ChannelKernel
             var m2 = new Span<double>(j.Partials + ((nint)2 * block + 1) * c, c);
             ref T x = ref j.X[(nint)r0 * c];
             Reductions.ColumnSums<T, W, TV, TD>(ref x, rows, c, mean, simd);
-            for (int k = 0; k < c; k++) mean[k] /= rows;
+            Reductions.Divide<T, W, TV, TD>(mean, rows, simd);
             Reductions.ColumnSquaredDeviations<T, W, TV, TD>(ref x, rows, c, mean, m2, simd);
         }
     }
@@ -511,13 +596,8 @@ internal static unsafe class ChannelKernel
         {
             var job = new ColumnBlocksJob<T> { Dy = pdy, X = px, Partials = pp, Mean = pm, L = l, Path = path, PerChunk = per };
             Width.For<T, ColumnBlocksJob<T>, ColumnBlockGradSumsOp<T>>(blocks, ref job);
+            fixed (double* ps = sum, pd = dot) MergeColumnBlocks<T>(pp, l, null, ps, pd, path);
         }
-        for (int b = 0; b < blocks; b++)
-            for (int c = 0; c < l.C; c++)
-            {
-                sum[c] += part[(2 * b) * l.C + c];
-                dot[c] += part[(2 * b + 1) * l.C + c];
-            }
     }
 
     private readonly struct ColumnBlockGradSumsOp<T> : IKernelBody<T, ColumnBlocksJob<T>> where T : unmanaged
