@@ -145,6 +145,25 @@ public class FusedChannelPassTests
 [Collection("Threads")]
 public class ColumnMergeTests
 {
+    // Scratch of exactly the size the path asks for, holding what a pooled array may hold:
+    // the results must not depend on it.
+    private static double[] Stale(int length) => Enumerable.Repeat(double.NaN, length).ToArray();
+
+    [Fact]
+    public void Scratch_is_what_the_path_uses()
+    {
+        // BatchNorm1d [256, 1024]: 16 blocks of 16 rows, two rows of partials each; not 3 * N * C.
+        var columns = new ChannelLayout(256, 1024, 1, false);
+        Assert.Equal(2 * 16 * 1024, ChannelKernel.ChannelMomentsScratch(columns, masked: false));
+        Assert.Equal(2 * 16 * 1024, ChannelKernel.ChannelGradSumsScratch(columns, masked: false));
+        // A mask, or channels-first planes: per-plane statistics.
+        Assert.Equal(3 * 256 * 1024, ChannelKernel.ChannelMomentsScratch(columns, masked: true));
+        Assert.Equal(2 * 256 * 1024, ChannelKernel.ChannelGradSumsScratch(columns, masked: true));
+        var planes = new ChannelLayout(8, 16, 49, false);
+        Assert.Equal(3 * 8 * 16, ChannelKernel.ChannelMomentsScratch(planes, masked: false));
+        Assert.Equal(2 * 8 * 16, ChannelKernel.ChannelGradSumsScratch(planes, masked: false));
+    }
+
     [Theory]
     [InlineData(256, 1024)]   // 16 blocks of 16 rows
     [InlineData(1000, 64)]    // 4 blocks, the last one short
@@ -159,8 +178,8 @@ public class ColumnMergeTests
         int per = ChannelKernel.BlockRows(c);
         Paths.ForEach(p =>
         {
-            // The specification: each block alone (one block: its partials as they are), then
-            // Reductions.ChanMerge per column and plain sums, serially in block order.
+            // The specification: each block alone (one block: its partials as they are), on clean
+            // scratch, then Reductions.ChanMerge per column and plain sums, serially in block order.
             double[] count = new double[c], mean = new double[c], m2 = new double[c], sum = new double[c], dot = new double[c];
             double[] bc = new double[c], bm = new double[c], bq = new double[c], bs = new double[c], bd = new double[c];
             for (int r0 = 0; r0 < rows; r0 += per)
@@ -168,8 +187,8 @@ public class ColumnMergeTests
                 int n = Math.Min(per, rows - r0);
                 var l = new ChannelLayout(n, c, 1, false);
                 var xb = x.AsSpan(r0 * c, n * c);
-                ChannelKernel.ChannelMoments<float>(xb, l, default, bc, bm, bq, new double[ChannelKernel.ChannelMomentsScratch(l)]);
-                ChannelKernel.ChannelGradSums<float>(dy.AsSpan(r0 * c, n * c), xb, l, default, about, bs, bd, new double[ChannelKernel.ChannelMomentsScratch(l)]);
+                ChannelKernel.ChannelMoments<float>(xb, l, default, bc, bm, bq, new double[ChannelKernel.ChannelMomentsScratch(l, false)]);
+                ChannelKernel.ChannelGradSums<float>(dy.AsSpan(r0 * c, n * c), xb, l, default, about, bs, bd, new double[ChannelKernel.ChannelGradSumsScratch(l, false)]);
                 for (int k = 0; k < c; k++)
                 {
                     Reductions.ChanMerge(ref count[k], ref mean[k], ref m2[k], bc[k], bm[k], bq[k]);
@@ -181,8 +200,8 @@ public class ColumnMergeTests
                 {
                     var l = new ChannelLayout(rows, c, 1, false);
                     double[] ac = new double[c], am = new double[c], aq = new double[c], asum = new double[c], adot = new double[c];
-                    ChannelKernel.ChannelMoments<float>(x, l, default, ac, am, aq, new double[ChannelKernel.ChannelMomentsScratch(l)]);
-                    ChannelKernel.ChannelGradSums<float>(dy, x, l, default, about, asum, adot, new double[ChannelKernel.ChannelMomentsScratch(l)]);
+                    ChannelKernel.ChannelMoments<float>(x, l, default, ac, am, aq, Stale(ChannelKernel.ChannelMomentsScratch(l, false)));
+                    ChannelKernel.ChannelGradSums<float>(dy, x, l, default, about, asum, adot, Stale(ChannelKernel.ChannelGradSumsScratch(l, false)));
                     string at = $"[{rows},{c}] {p}, {threads} threads";
                     Check.BitEqual<double>(count, ac, $"count {at}");
                     Check.BitEqual<double>(mean, am, $"mean {at}");

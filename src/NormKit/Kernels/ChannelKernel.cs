@@ -273,8 +273,7 @@ internal static unsafe class ChannelKernel
         {
             var path = Simd.Dispatch();
             int per = BlockRows(l.C), blocks = (l.Rows + per - 1) / per;
-            Span<double> part = scratch[..(2 * blocks * l.C)];
-            part.Clear();
+            Span<double> part = scratch[..(2 * blocks * l.C)];   // each block clears its own rows
             fixed (T* px = x)
             fixed (double* pp = part, pcount = count, pmean = mean, pm2 = m2)
             {
@@ -372,9 +371,14 @@ internal static unsafe class ChannelKernel
         }
     }
 
-    /// <summary>Doubles of scratch <see cref="ChannelMoments{T}"/> needs.</summary>
-    public static int ChannelMomentsScratch(ChannelLayout l) =>
-        Math.Max(3 * l.Planes, 2 * ((l.Rows + BlockRows(l.C) - 1) / BlockRows(l.C)) * l.C);
+    /// <summary>Doubles of scratch <see cref="ChannelMoments{T}"/> needs: the path's own, not the larger of both.</summary>
+    public static int ChannelMomentsScratch(ChannelLayout l, bool masked) => l.AsColumns && !masked ? ColumnPartials(l) : 3 * l.Planes;
+
+    /// <summary>Doubles of scratch <see cref="ChannelGradSums{T}"/> needs.</summary>
+    public static int ChannelGradSumsScratch(ChannelLayout l, bool masked) => l.AsColumns && !masked ? ColumnPartials(l) : 2 * l.Planes;
+
+    // Two rows of C per block of the column path.
+    private static int ColumnPartials(ChannelLayout l) => 2 * ((l.Rows + BlockRows(l.C) - 1) / BlockRows(l.C)) * l.C;
 
     private readonly struct ColumnBlockMomentsOp<T> : IKernelBody<T, ColumnBlocksJob<T>> where T : unmanaged
     {
@@ -384,6 +388,7 @@ internal static unsafe class ChannelKernel
             int r0 = block * j.PerChunk, rows = Math.Min(j.PerChunk, j.L.Rows - r0);
             var mean = new Span<double>(j.Partials + (nint)2 * block * c, c);
             var m2 = new Span<double>(j.Partials + ((nint)2 * block + 1) * c, c);
+            mean.Clear(); m2.Clear();   // the sums below accumulate into them
             ref T x = ref j.X[(nint)r0 * c];
             Reductions.ColumnSums<T, W, TV, TD>(ref x, rows, c, mean, simd);
             Reductions.Divide<T, W, TV, TD>(mean, rows, simd);
@@ -589,8 +594,7 @@ internal static unsafe class ChannelKernel
         if (l.Count == 0) return;
         var path = Simd.Dispatch();
         int per = BlockRows(l.C), blocks = (l.Rows + per - 1) / per;
-        Span<double> part = scratch[..(2 * blocks * l.C)];
-        part.Clear();
+        Span<double> part = scratch[..(2 * blocks * l.C)];   // each block clears its own rows
         fixed (T* pdy = dy, px = x)
         fixed (double* pp = part, pm = mean)
         {
@@ -606,8 +610,10 @@ internal static unsafe class ChannelKernel
         {
             int c = j.L.C;
             int r0 = block * j.PerChunk, rows = Math.Min(j.PerChunk, j.L.Rows - r0);
-            Reductions.ColumnSumAndDot<T, W, TV, TD>(ref j.Dy[(nint)r0 * c], ref j.X[(nint)r0 * c], rows, c, new ReadOnlySpan<double>(j.Mean, c),
-                new Span<double>(j.Partials + (nint)2 * block * c, c), new Span<double>(j.Partials + ((nint)2 * block + 1) * c, c), simd);
+            var sum = new Span<double>(j.Partials + (nint)2 * block * c, c);
+            var dot = new Span<double>(j.Partials + ((nint)2 * block + 1) * c, c);
+            sum.Clear(); dot.Clear();   // the sums below accumulate into them
+            Reductions.ColumnSumAndDot<T, W, TV, TD>(ref j.Dy[(nint)r0 * c], ref j.X[(nint)r0 * c], rows, c, new ReadOnlySpan<double>(j.Mean, c), sum, dot, simd);
         }
     }
 
