@@ -137,6 +137,63 @@ public class FusedChannelPassTests
     }
 }
 
+/// <summary>GroupNorm's and InstanceNorm's forward fused per (sample, group) gives the bits of the two-pass path.</summary>
+[Trait("Category", "Kernel")]
+[Collection("Threads")]
+public class FusedGroupPassTests
+{
+    [Theory]
+    [InlineData(2, 8, 4, 100)]
+    [InlineData(3, 6, 3, 37)]      // spans not a multiple of any width
+    [InlineData(2, 12, 1, 33)]     // one group: LayerNorm over (C, S)
+    [InlineData(2, 32, 8, 1100)]
+    [InlineData(5, 4, 2, 1)]       // one element per plane: runs as columns, never fused
+    public void Fused_and_two_pass_GroupNorm_and_InstanceNorm_agree_bitwise(int n, int c, int g, int s)
+    {
+        var x = Data.F(Data.Normal(n + c + g + s, n * c * s, 3, 2));
+        var w = Data.F(Data.Normal(1, c, 1, 0.3));
+        var b = Data.F(Data.Normal(2, c));
+        // Outputs widened to double (exactly), with the saved statistics as they are.
+        double[][] Run()
+        {
+            var y = new float[x.Length]; var mean = new double[n * g]; var rstd = new double[n * g];
+            Functional.GroupNorm<float>(x, [n, c, s], g, y, w, b, 1e-5, saveMean: mean, saveRstd: rstd);
+            var outputs = new List<double[]> { Data.D(y), mean, rstd };
+            if (s > 1)
+            {
+                var yi = new float[x.Length]; var rm = new float[c]; var rv = Enumerable.Repeat(1f, c).ToArray();
+                var im = new double[n * c]; var ir = new double[n * c];
+                Functional.InstanceNorm<float>(x, [n, c, s], yi, rm, rv, w, b, training: true, saveMean: im, saveRstd: ir);
+                outputs.AddRange([Data.D(yi), Data.D(rm), Data.D(rv), im, ir]);
+            }
+            return [.. outputs];
+        }
+        Paths.ForEach(p =>
+        {
+            long old = ChannelKernel.GroupFuseLimitBytes;
+            try
+            {
+                ChannelKernel.GroupFuseLimitBytes = 0;
+                var twoPass = Run();
+                foreach (int threads in new[] { 1, 2 })
+                    Paths.WithThreads(threads, () =>
+                    {
+                        ChannelKernel.GroupFuseLimitBytes = long.MaxValue;
+                        var fused = Run();
+                        ChannelKernel.GroupFuseLimitBytes = 0;
+                        var again = Run();
+                        for (int k = 0; k < fused.Length; k++)
+                        {
+                            Check.BitEqual<double>(twoPass[k], fused[k], $"output {k} fused ({p}, {threads} threads)");
+                            Check.BitEqual<double>(twoPass[k], again[k], $"output {k} two-pass ({p}, {threads} threads)");
+                        }
+                    });
+            }
+            finally { ChannelKernel.GroupFuseLimitBytes = old; }
+        });
+    }
+}
+
 /// <summary>
 /// The channels-last column path merges its per-block partials in parallel over columns, with
 /// Chan's per-block factors taken once per block: the bits of the serial per-column merge.

@@ -496,19 +496,22 @@ public static partial class Functional
         try
         {
             Span<double> pc = dbl.AsSpan(0, planes), pm = dbl.AsSpan(planes, planes), pq = dbl.AsSpan(2 * planes, planes);
+            if (ChannelKernel.FusesPerGroup(l, groups, System.Runtime.CompilerServices.Unsafe.SizeOf<T>()))
+            {
+                // Channels-first groups that fit in cache: statistics and normalization per group in
+                // one pass over memory (the same bits as the two passes below).
+                ChannelKernel.GroupForwardPerGroup(input, l, groups, weight, bias, eps, output, pc, pm, pq, saveMean, saveRstd);
+                if (!planeMean.IsEmpty) { pm.CopyTo(planeMean); pq.CopyTo(planeM2); }
+                return;
+            }
             Span<T> hi = par.AsSpan(0, planes), lo = par.AsSpan(planes, planes), a = par.AsSpan(2 * planes, planes), b = par.AsSpan(3 * planes, planes);
             ChannelKernel.PlaneMoments(input, l, default, pc, pm, pq);
             if (!planeMean.IsEmpty) { pm.CopyTo(planeMean); pq.CopyTo(planeM2); }
             for (int s = 0; s < l.N; s++)
                 for (int g = 0; g < groups; g++)
                 {
-                    double cnt = 0, mu = 0, q = 0;
-                    for (int c = g * cg; c < (g + 1) * cg; c++)
-                    {
-                        int k = s * l.C + c;
-                        Reductions.ChanMerge(ref cnt, ref mu, ref q, pc[k], pm[k], pq[k]);
-                    }
-                    double rs = ChannelCoefficients.Rstd(q / cnt, eps);
+                    int k0 = s * l.C + g * cg;
+                    ChannelCoefficients.Group(pc.Slice(k0, cg), pm.Slice(k0, cg), pq.Slice(k0, cg), eps, out double mu, out double rs);
                     int seg = s * groups + g;
                     if (!saveMean.IsEmpty) saveMean[seg] = mu;
                     if (!saveRstd.IsEmpty) saveRstd[seg] = rs;

@@ -113,6 +113,18 @@ internal static unsafe class ChannelKernel
         public SimdPath Path { get; set; }
     }
 
+    // GroupNorm's fused forward: chunks of whole (sample, group) segments.
+    private struct FusedGroupJob<T> : IKernelJob where T : unmanaged
+    {
+        public T* X, Y, Weight, Bias;          // Weight, Bias: null when absent
+        public double* Count, Mean, M2;        // per (n, c) plane, written
+        public double* SaveMean, SaveRstd;     // per (n, g), written unless null
+        public double Eps;
+        public ChannelLayout L;
+        public int Groups, PerChunk;           // segments per chunk
+        public SimdPath Path { get; set; }
+    }
+
     // BatchNorm's fused training backward: one channel per task.
     private struct FusedBackwardJob<T> : IKernelJob where T : unmanaged
     {
@@ -460,6 +472,73 @@ internal static unsafe class ChannelKernel
                 nint at = (nint)(n * l.C + c) * l.S;
                 NormalizeSpan<T, W, TV, TD, Broadcast<T, TV>>(ref j.X[at], ref j.Y[at], l.S,
                     new(W.Splat(hi), hi), new(W.Splat(lo), lo), new(W.Splat(a), a), new(W.Splat(b), b), simd);
+            }
+        }
+    }
+
+    // GroupNorm (and InstanceNorm, one channel per group) channels-first: a (sample, group) is
+    // contiguous, so its plane moments, its merge and the normalization of its planes run as
+    // one task while the group is in cache, and x is read once from memory. The same plane
+    // reductions, merge order and coefficients as the two-pass path, so the same bits.
+
+    /// <summary>The most bytes of x one (sample, group) may have for the fused GroupNorm forward: with y, within an L2 cache.</summary>
+    internal static long GroupFuseLimitBytes = 256 * 1024;
+
+    /// <summary>Whether GroupNorm's forward fuses per group: channels-first, a group's x within <see cref="GroupFuseLimitBytes"/>.</summary>
+    public static bool FusesPerGroup(ChannelLayout l, int groups, int elementSize) =>
+        !l.AsColumns && (long)(l.C / groups) * l.S * elementSize <= GroupFuseLimitBytes;
+
+    /// <summary>
+    /// GroupNorm forward, fused per (sample, group): per-plane count, mean and M2 (as
+    /// <see cref="PlaneMoments{T}"/>), the group's mean and rstd (<see cref="ChannelCoefficients.Group"/>),
+    /// then y = ((x - hi) - lo) * a + b over its planes as <see cref="Normalize{T}"/> with
+    /// a = weight[c] * rstd. saveMean and saveRstd (N * G, optional) receive the group's statistics.
+    /// </summary>
+    public static void GroupForwardPerGroup<T>(ReadOnlySpan<T> x, ChannelLayout l, int groups, ReadOnlySpan<T> weight, ReadOnlySpan<T> bias, double eps,
+        Span<T> y, Span<double> count, Span<double> mean, Span<double> m2, Span<double> saveMean, Span<double> saveRstd)
+        where T : unmanaged, IFloatingPointIeee754<T>
+    {
+        if (l.Count == 0) return;
+        var path = Simd.Dispatch();
+        int segments = l.N * groups, per = Math.Max(1, ChunkElements / (l.C / groups * l.S));
+        fixed (T* px = x, py = y, pw = weight, pb = bias)
+        fixed (double* pc = count, pm = mean, pq = m2, psm = saveMean, psr = saveRstd)
+        {
+            var job = new FusedGroupJob<T> { X = px, Y = py, Weight = weight.IsEmpty ? null : pw, Bias = bias.IsEmpty ? null : pb,
+                Count = pc, Mean = pm, M2 = pq, SaveMean = saveMean.IsEmpty ? null : psm, SaveRstd = saveRstd.IsEmpty ? null : psr,
+                Eps = eps, L = l, Groups = groups, PerChunk = per, Path = path };
+            Width.For<T, FusedGroupJob<T>, GroupForwardOp<T>>((segments + per - 1) / per, ref job);
+        }
+    }
+
+    private readonly struct GroupForwardOp<T> : IKernelBody<T, FusedGroupJob<T>> where T : unmanaged, IFloatingPointIeee754<T>
+    {
+        public static void Run<W, TV, TD>(ref FusedGroupJob<T> j, int chunk, bool simd) where W : IWidth<T, TV, TD>
+        {
+            var l = j.L;
+            int cg = l.C / j.Groups, s = l.S;
+            int g0 = chunk * j.PerChunk, g1 = Math.Min(l.N * j.Groups, g0 + j.PerChunk);
+            for (int seg = g0; seg < g1; seg++)
+            {
+                int c0 = seg % j.Groups * cg, p0 = seg / j.Groups * l.C + c0;
+                for (int p = p0; p < p0 + cg; p++)
+                {
+                    SegmentMoments<T, W, TV, TD>(ref j.X[(nint)p * s], s, simd, out double pc, out double pm, out double pq);
+                    j.Count[p] = pc; j.Mean[p] = pm; j.M2[p] = pq;
+                }
+                ChannelCoefficients.Group(new ReadOnlySpan<double>(j.Count + p0, cg), new ReadOnlySpan<double>(j.Mean + p0, cg),
+                    new ReadOnlySpan<double>(j.M2 + p0, cg), j.Eps, out double mu, out double rs);
+                if (j.SaveMean != null) j.SaveMean[seg] = mu;
+                if (j.SaveRstd != null) j.SaveRstd[seg] = rs;
+                Num.Split(mu, out T hi, out T lo);
+                for (int k = 0; k < cg; k++)
+                {
+                    T a = ChannelCoefficients.Scale<T>(rs, j.Weight == null ? 1 : Num.D(j.Weight[c0 + k]));
+                    T b = j.Bias == null ? T.Zero : j.Bias[c0 + k];
+                    nint at = (nint)(p0 + k) * s;
+                    NormalizeSpan<T, W, TV, TD, Broadcast<T, TV>>(ref j.X[at], ref j.Y[at], s,
+                        new(W.Splat(hi), hi), new(W.Splat(lo), lo), new(W.Splat(a), a), new(W.Splat(b), b), simd);
+                }
             }
         }
     }
