@@ -269,3 +269,39 @@ public class ColumnMergeTests
         });
     }
 }
+
+/// <summary>Normalize skips subtracting lo when every lo is +0 (eval): the bits of the full formula.</summary>
+[Trait("Category", "Kernel")]
+public class NormalizeLoTests
+{
+    [Theory]
+    [InlineData(false)]
+    [InlineData(true)]
+    public void Normalize_gives_the_bits_of_the_scalar_formula_whether_lo_is_skipped_or_not(bool cl)
+    {
+        const int n = 2, c = 3, s = 37;
+        var l = new ChannelLayout(n, c, s, cl);
+        var x = Data.F(Data.Normal(9, n * c * s, 0, 2));
+        int Channel(int i) => cl ? i % c : i / s % c;
+        // x - hi = -0 (x = -0, hi = 0) and +0 (x = hi); then b = -0 keeps the sign of d * a.
+        float[] hi = [0f, 1.5f, -2f], a = [1.25f, -0.5f, 3f], b = [-0f, 0.25f, -1f];
+        for (int i = 0; i < x.Length; i += 5) x[i] = Channel(i) == 0 ? -0f : hi[Channel(i)];
+        x[1] = float.NaN; x[2] = float.PositiveInfinity; x[3] = float.NegativeInfinity; x[4] = -0f;
+        float[][] los = [[0f, 0f, 0f], [-0f, 0f, 0f], [1e-9f, 0f, -3e-8f]];   // skipped, not skipped (-0), not skipped
+        Paths.ForEach(p =>
+        {
+            foreach (var lo in los)
+            {
+                var y = new float[x.Length];
+                ChannelKernel.Normalize<float>(x, l, default, perPlane: false, hi, lo, a, b, y);
+                var expected = new float[x.Length];
+                for (int i = 0; i < x.Length; i++)
+                {
+                    int k = Channel(i);
+                    expected[i] = (x[i] - hi[k] - lo[k]) * a[k] + b[k];
+                }
+                Check.BitEqual<float>(expected, y, $"lo [{string.Join(", ", lo.Select(v => v.ToString("R")))}] ({p}, channels-last {cl})");
+            }
+        });
+    }
+}

@@ -470,7 +470,7 @@ internal static unsafe class ChannelKernel
             for (int n = 0; n < l.N; n++)
             {
                 nint at = (nint)(n * l.C + c) * l.S;
-                NormalizeSpan<T, W, TV, TD, Broadcast<T, TV>>(ref j.X[at], ref j.Y[at], l.S,
+                NormalizeSpan<T, W, TV, TD, Broadcast<T, TV>, Broadcast<T, TV>>(ref j.X[at], ref j.Y[at], l.S,
                     new(W.Splat(hi), hi), new(W.Splat(lo), lo), new(W.Splat(a), a), new(W.Splat(b), b), simd);
             }
         }
@@ -536,7 +536,7 @@ internal static unsafe class ChannelKernel
                     T a = ChannelCoefficients.Scale<T>(rs, j.Weight == null ? 1 : Num.D(j.Weight[c0 + k]));
                     T b = j.Bias == null ? T.Zero : j.Bias[c0 + k];
                     nint at = (nint)(p0 + k) * s;
-                    NormalizeSpan<T, W, TV, TD, Broadcast<T, TV>>(ref j.X[at], ref j.Y[at], s,
+                    NormalizeSpan<T, W, TV, TD, Broadcast<T, TV>, Broadcast<T, TV>>(ref j.X[at], ref j.Y[at], s,
                         new(W.Splat(hi), hi), new(W.Splat(lo), lo), new(W.Splat(a), a), new(W.Splat(b), b), simd);
                 }
             }
@@ -713,7 +713,8 @@ internal static unsafe class ChannelKernel
         fixed (T* px = x, py = y, ph = hi, pl = lo, pa = a, pb = b)
         fixed (bool* pk = mask)
         {
-            var job = new ElementwiseJob<T> { X = px, Out = py, Hi = ph, Lo = pl, A = pa, B = pb, Mask = mask.IsEmpty ? null : pk, L = l, Path = path, PerPlane = perPlane };
+            // Lo null: every lo is +0 (eval), and its subtraction is skipped.
+            var job = new ElementwiseJob<T> { X = px, Out = py, Hi = ph, Lo = AllPositiveZero(lo) ? null : pl, A = pa, B = pb, Mask = mask.IsEmpty ? null : pk, L = l, Path = path, PerPlane = perPlane };
             RunElementwise<T, Elementwise<T, NormalizeOp<T>>>(ref job);
         }
     }
@@ -808,6 +809,17 @@ internal static unsafe class ChannelKernel
     {
         TV V(nuint i);
         T S(int i);
+        /// <summary>Every value is +0: subtracting it is the identity, bit for bit, and is skipped.</summary>
+        static virtual bool PositiveZero => false;
+    }
+
+    // Normalize's lo when every lo is +0 (eval: hi is the running mean itself). d - (+0) is d for
+    // every d, -0 and NaN included, so dropping the subtraction keeps the bits.
+    private readonly struct PositiveZeros<T, TV> : IParam<T, TV> where T : unmanaged
+    {
+        public TV V(nuint i) => default!;
+        public T S(int i) => default;
+        public static bool PositiveZero => true;
     }
 
     private readonly struct Broadcast<T, TV>(TV v, T s) : IParam<T, TV> where T : unmanaged
@@ -897,23 +909,40 @@ internal static unsafe class ChannelKernel
     private readonly struct NormalizeOp<T> : IElementwiseOp<T> where T : unmanaged, IFloatingPointIeee754<T>
     {
         public static void Apply<W, TV, TD, P, S>(ref ElementwiseJob<T> j, nint at, int n, S s, bool simd)
-            where W : IWidth<T, TV, TD> where P : IParam<T, TV> where S : IParamSource<T, P> =>
-            NormalizeSpan<T, W, TV, TD, P>(ref j.X[at], ref j.Out[at], n, s.Of(j.Hi), s.Of(j.Lo), s.Of(j.A), s.Of(j.B), simd);
+            where W : IWidth<T, TV, TD> where P : IParam<T, TV> where S : IParamSource<T, P>
+        {
+            if (j.Lo == null) NormalizeSpan<T, W, TV, TD, P, PositiveZeros<T, TV>>(ref j.X[at], ref j.Out[at], n, s.Of(j.Hi), default, s.Of(j.A), s.Of(j.B), simd);
+            else NormalizeSpan<T, W, TV, TD, P, P>(ref j.X[at], ref j.Out[at], n, s.Of(j.Hi), s.Of(j.Lo), s.Of(j.A), s.Of(j.B), simd);
+        }
     }
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static void NormalizeSpan<T, W, TV, TD, P>(ref T x, ref T y, int n, P hi, P lo, P a, P b, bool simd)
-        where T : unmanaged, IFloatingPointIeee754<T> where W : IWidth<T, TV, TD> where P : IParam<T, TV>
+    private static void NormalizeSpan<T, W, TV, TD, P, PL>(ref T x, ref T y, int n, P hi, PL lo, P a, P b, bool simd)
+        where T : unmanaged, IFloatingPointIeee754<T> where W : IWidth<T, TV, TD> where P : IParam<T, TV> where PL : IParam<T, TV>
     {
         int i = 0;
         if (simd)
             for (int step = W.Count; i <= n - step; i += step)
             {
                 nuint u = (nuint)i;
-                W.Store(W.Add(W.Mul(W.Sub(W.Sub(W.Load(ref x, u), hi.V(u)), lo.V(u)), a.V(u)), b.V(u)), ref y, u);
+                TV d = W.Sub(W.Load(ref x, u), hi.V(u));
+                if (!PL.PositiveZero) d = W.Sub(d, lo.V(u));
+                W.Store(W.Add(W.Mul(d, a.V(u)), b.V(u)), ref y, u);
             }
         for (; i < n; i++)
-            Unsafe.Add(ref y, i) = (Unsafe.Add(ref x, i) - hi.S(i) - lo.S(i)) * a.S(i) + b.S(i);
+        {
+            T d = Unsafe.Add(ref x, i) - hi.S(i);
+            if (!PL.PositiveZero) d -= lo.S(i);
+            Unsafe.Add(ref y, i) = d * a.S(i) + b.S(i);
+        }
+    }
+
+    // Whether every value is +0 (not -0: d - (-0) turns a -0 difference into +0).
+    private static bool AllPositiveZero<T>(ReadOnlySpan<T> v) where T : unmanaged, IFloatingPointIeee754<T>
+    {
+        foreach (T t in v)
+            if (!T.IsZero(t) || T.IsNegative(t)) return false;
+        return true;
     }
 
     // dx = dy * p + ((x - hi) - lo) * q + r.
