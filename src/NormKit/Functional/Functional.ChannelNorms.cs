@@ -137,17 +137,17 @@ public static partial class Functional
         else if (!useBatch) CheckRunningVar(runningVar);
         if (l.Count == 0 && !synced) return RunningStatsUpdate.None;
 
-        int scratchLength = useBatch ? ChannelKernel.ChannelMomentsScratch(l) : 0;
+        // Channels-first training whose channels fit in cache: statistics and normalization per
+        // channel in one pass over memory (the same bits as the two passes below).
+        // Renorm's r and d need the batch statistics before the first output is written: two passes.
+        bool fused = useBatch && !synced && !renorm.Active && ChannelKernel.FusesPerChannel(l, System.Runtime.CompilerServices.Unsafe.SizeOf<T>(), !mask.IsEmpty, backward: false);
+        int scratchLength = useBatch && !fused ? ChannelKernel.ChannelMomentsScratch(l, !mask.IsEmpty) : 0;
         double[] dbl = ArrayPool<double>.Shared.Rent(3 * l.C + scratchLength);
         T[] par = ArrayPool<T>.Shared.Rent(4 * l.C);
         try
         {
             Span<double> cnt = dbl.AsSpan(0, l.C), mean = dbl.AsSpan(l.C, l.C), m2 = dbl.AsSpan(2 * l.C, l.C);
             Span<T> hi = par.AsSpan(0, l.C), lo = par.AsSpan(l.C, l.C), a = par.AsSpan(2 * l.C, l.C), b = par.AsSpan(3 * l.C, l.C);
-            // Channels-first training whose channels fit in cache: statistics and normalization per
-            // channel in one pass over memory (the same bits as the two passes below).
-            // Renorm's r and d need the batch statistics before the first output is written: two passes.
-            bool fused = useBatch && !synced && !renorm.Active && ChannelKernel.FusesPerChannel(l, System.Runtime.CompilerServices.Unsafe.SizeOf<T>(), !mask.IsEmpty, backward: false);
             if (fused) ChannelKernel.TrainForwardPerChannel(input, l, weight, bias, eps, output, cnt, mean, m2);
             else if (useBatch) ChannelKernel.ChannelMoments(input, l, mask, cnt, mean, m2, dbl.AsSpan(3 * l.C, scratchLength));
             if (synced)
@@ -243,7 +243,9 @@ public static partial class Functional
         double n = mask.IsEmpty ? l.Count : mask.Count(true);
 
         bool needSums = batchStatistics || !gradWeight.IsEmpty || !gradBias.IsEmpty;
-        int scratchLength = ChannelKernel.ChannelMomentsScratch(l);
+        // Sums and dx per channel in one pass over memory when a channel fits in cache (the same bits as the two passes).
+        bool fused = batchStatistics && !synced && renormR.IsEmpty && ChannelKernel.FusesPerChannel(l, System.Runtime.CompilerServices.Unsafe.SizeOf<T>(), !mask.IsEmpty, backward: true);
+        int scratchLength = needSums && !fused ? ChannelKernel.ChannelGradSumsScratch(l, !mask.IsEmpty) : 0;
         double[] dbl = ArrayPool<double>.Shared.Rent(4 * l.C + scratchLength);
         T[] par = ArrayPool<T>.Shared.Rent(5 * l.C);
         try
@@ -253,9 +255,8 @@ public static partial class Functional
             Span<double> allSum = sum, allDot = dot;
             Span<T> hi = par.AsSpan(0, l.C), lo = par.AsSpan(l.C, l.C), p = par.AsSpan(2 * l.C, l.C), q = par.AsSpan(3 * l.C, l.C), r = par.AsSpan(4 * l.C, l.C);
             sum.Clear(); dot.Clear();
-            if (batchStatistics && !synced && renormR.IsEmpty && ChannelKernel.FusesPerChannel(l, System.Runtime.CompilerServices.Unsafe.SizeOf<T>(), !mask.IsEmpty, backward: true))
+            if (fused)
             {
-                // Sums and dx per channel in one pass over memory (the same bits as below).
                 ChannelKernel.TrainBackwardPerChannel(gradOutput, input, l, weight, saveMean, saveRstd, gradInput, sum, dot);
                 AccumulateParameterGrads(gradWeight, gradBias, sum, dot, saveRstd);
                 return;
@@ -495,19 +496,22 @@ public static partial class Functional
         try
         {
             Span<double> pc = dbl.AsSpan(0, planes), pm = dbl.AsSpan(planes, planes), pq = dbl.AsSpan(2 * planes, planes);
+            if (ChannelKernel.FusesPerGroup(l, groups, System.Runtime.CompilerServices.Unsafe.SizeOf<T>()))
+            {
+                // Channels-first groups that fit in cache: statistics and normalization per group in
+                // one pass over memory (the same bits as the two passes below).
+                ChannelKernel.GroupForwardPerGroup(input, l, groups, weight, bias, eps, output, pc, pm, pq, saveMean, saveRstd);
+                if (!planeMean.IsEmpty) { pm.CopyTo(planeMean); pq.CopyTo(planeM2); }
+                return;
+            }
             Span<T> hi = par.AsSpan(0, planes), lo = par.AsSpan(planes, planes), a = par.AsSpan(2 * planes, planes), b = par.AsSpan(3 * planes, planes);
             ChannelKernel.PlaneMoments(input, l, default, pc, pm, pq);
             if (!planeMean.IsEmpty) { pm.CopyTo(planeMean); pq.CopyTo(planeM2); }
             for (int s = 0; s < l.N; s++)
                 for (int g = 0; g < groups; g++)
                 {
-                    double cnt = 0, mu = 0, q = 0;
-                    for (int c = g * cg; c < (g + 1) * cg; c++)
-                    {
-                        int k = s * l.C + c;
-                        Reductions.ChanMerge(ref cnt, ref mu, ref q, pc[k], pm[k], pq[k]);
-                    }
-                    double rs = ChannelCoefficients.Rstd(q / cnt, eps);
+                    int k0 = s * l.C + g * cg;
+                    ChannelCoefficients.Group(pc.Slice(k0, cg), pm.Slice(k0, cg), pq.Slice(k0, cg), eps, out double mu, out double rs);
                     int seg = s * groups + g;
                     if (!saveMean.IsEmpty) saveMean[seg] = mu;
                     if (!saveRstd.IsEmpty) saveRstd[seg] = rs;

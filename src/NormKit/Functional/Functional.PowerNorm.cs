@@ -26,7 +26,7 @@ public static partial class Functional
     {
         Debug.Assert(input.Length == l.Count * l.C && output.Length == input.Length && runningPhi.Length == l.C);
         if (l.Count == 0) return RunningStatsUpdate.None;
-        int scratchLength = training ? ChannelKernel.ChannelMomentsScratch(l) : 0;
+        int scratchLength = training ? ChannelKernel.ChannelGradSumsScratch(l, masked: false) : 0;
         double[] dbl = ArrayPool<double>.Shared.Rent(3 * l.C + scratchLength);
         T[] par = ArrayPool<T>.Shared.Rent(4 * l.C);
         try
@@ -79,7 +79,7 @@ public static partial class Functional
     {
         Debug.Assert(gradOutput.Length == l.Count * l.C && input.Length == gradOutput.Length && gradInput.Length == gradOutput.Length);
         if (l.Count == 0) return RunningStatsUpdate.None;
-        int scratchLength = ChannelKernel.ChannelMomentsScratch(l);
+        int scratchLength = ChannelKernel.ChannelGradSumsScratch(l, masked: false);
         double[] dbl = ArrayPool<double>.Shared.Rent(3 * l.C + scratchLength);
         T[] par = ArrayPool<T>.Shared.Rent(4 * l.C);
         try

@@ -63,6 +63,18 @@ internal static class ChannelCoefficients
         r = Num.From<T>(-rstd * k1);
     }
 
+    /// <summary>
+    /// GroupNorm's statistics of one (sample, group): its planes' moments merged in channel
+    /// order, then mean and rstd = 1 / sqrt(M2 / count + eps). The two-pass and fused forwards share it.
+    /// </summary>
+    public static void Group(ReadOnlySpan<double> count, ReadOnlySpan<double> mean, ReadOnlySpan<double> m2, double eps, out double mu, out double rstd)
+    {
+        double cnt = 0, q = 0;
+        mu = 0;
+        for (int k = 0; k < count.Length; k++) Reductions.ChanMerge(ref cnt, ref mu, ref q, count[k], mean[k], m2[k]);
+        rstd = Rstd(q / cnt, eps);
+    }
+
     /// <summary>sigma = sqrt(var + eps): Batch Renorm's standard deviation, eps included.</summary>
     public static double Std(double variance, double eps) => Math.Sqrt(variance + eps);
 

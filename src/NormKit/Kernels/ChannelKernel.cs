@@ -79,6 +79,17 @@ internal static unsafe class ChannelKernel
         public SimdPath Path { get; set; }
     }
 
+    // The merge of ColumnBlocksJob's partials, in block order for every column: chunks of columns.
+    private struct ColumnMergeJob : IKernelJob
+    {
+        public double* Partials;          // per block: two rows of C
+        public double* Count;             // moments: Chan's merge into (Count, First, Second); null: sums added into (First, Second)
+        public double* First, Second;     // mean and M2, or sum and dot; per channel
+        public ChannelLayout L;
+        public int BlockRows, Columns;    // rows per block, columns per chunk
+        public SimdPath Path { get; set; }
+    }
+
     // Per-plane gradient sums; channels-last runs one sample per task.
     private struct GradSumsJob<T> : IChannelJob where T : unmanaged
     {
@@ -99,6 +110,18 @@ internal static unsafe class ChannelKernel
         public double* Count, Mean, M2;   // per channel, written
         public double Eps;
         public ChannelLayout L;
+        public SimdPath Path { get; set; }
+    }
+
+    // GroupNorm's fused forward: chunks of whole (sample, group) segments.
+    private struct FusedGroupJob<T> : IKernelJob where T : unmanaged
+    {
+        public T* X, Y, Weight, Bias;          // Weight, Bias: null when absent
+        public double* Count, Mean, M2;        // per (n, c) plane, written
+        public double* SaveMean, SaveRstd;     // per (n, g), written unless null
+        public double Eps;
+        public ChannelLayout L;
+        public int Groups, PerChunk;           // segments per chunk
         public SimdPath Path { get; set; }
     }
 
@@ -125,7 +148,8 @@ internal static unsafe class ChannelKernel
         public SimdPath Path { get; set; }
     }
 
-    private static int BlockRows(int c) => Math.Max(1, ChunkElements / c);
+    /// <summary>Rows per block of the channels-last column passes: about <see cref="ChunkElements"/> elements.</summary>
+    internal static int BlockRows(int c) => Math.Max(1, ChunkElements / c);
 
     // ============================ statistics ============================
 
@@ -210,7 +234,7 @@ internal static unsafe class ChannelKernel
                 int rows = b - a;
                 bm.Clear(); bq.Clear();
                 Reductions.ColumnSums<T, W, TV, TD>(ref xb, rows, c, bm, simd);
-                for (int k = 0; k < c; k++) bm[k] /= rows;
+                Reductions.Divide<T, W, TV, TD>(bm, rows, simd);
                 Reductions.ColumnSquaredDeviations<T, W, TV, TD>(ref xb, rows, c, bm, bq, simd);
                 for (int k = 0; k < c; k++) Reductions.ChanMerge(ref cnt[k], ref mean[k], ref m2[k], rows, bm[k], bq[k]);
             }
@@ -261,19 +285,13 @@ internal static unsafe class ChannelKernel
         {
             var path = Simd.Dispatch();
             int per = BlockRows(l.C), blocks = (l.Rows + per - 1) / per;
-            Span<double> part = scratch[..(2 * blocks * l.C)];
-            part.Clear();
+            Span<double> part = scratch[..(2 * blocks * l.C)];   // each block clears its own rows
             fixed (T* px = x)
-            fixed (double* pp = part)
+            fixed (double* pp = part, pcount = count, pmean = mean, pm2 = m2)
             {
                 var job = new ColumnBlocksJob<T> { X = px, Partials = pp, L = l, Path = path, PerChunk = per };
                 Width.For<T, ColumnBlocksJob<T>, ColumnBlockMomentsOp<T>>(blocks, ref job);
-            }
-            for (int b = 0; b < blocks; b++)
-            {
-                int rows = Math.Min(per, l.Rows - b * per);
-                for (int c = 0; c < l.C; c++)
-                    Reductions.ChanMerge(ref count[c], ref mean[c], ref m2[c], rows, part[(2 * b) * l.C + c], part[(2 * b + 1) * l.C + c]);
+                MergeColumnBlocks<T>(pp, l, pcount, pmean, pm2, path);
             }
             return;
         }
@@ -287,9 +305,92 @@ internal static unsafe class ChannelKernel
             }
     }
 
-    /// <summary>Doubles of scratch <see cref="ChannelMoments{T}"/> needs.</summary>
-    public static int ChannelMomentsScratch(ChannelLayout l) =>
-        Math.Max(3 * l.Planes, 2 * ((l.Rows + BlockRows(l.C) - 1) / BlockRows(l.C)) * l.C);
+    /// <summary>
+    /// Merges per-block column partials in block order, in parallel over chunks of columns:
+    /// with <paramref name="count"/>, Chan's merge of (mean, M2) rows into count, first, second;
+    /// without, the sum and dot rows added into first, second. Either way each column sees its
+    /// blocks in the order of the serial merge, so the bits are the same for any thread count.
+    /// </summary>
+    private static void MergeColumnBlocks<T>(double* partials, ChannelLayout l, double* count, double* first, double* second, SimdPath path)
+        where T : unmanaged
+    {
+        int per = BlockRows(l.C), blocks = (l.Rows + per - 1) / per;
+        // About MergesPerChunk column updates per chunk, columns a multiple of the widest vector.
+        int columns = Math.Max(16, MergesPerChunk / blocks / 16 * 16);
+        var job = new ColumnMergeJob { Partials = partials, Count = count, First = first, Second = second, L = l, BlockRows = per, Columns = columns, Path = path };
+        Width.For<T, ColumnMergeJob, ColumnMergeOp<T>>((l.C + columns - 1) / columns, ref job);
+    }
+
+    private const int MergesPerChunk = 4096;
+
+    // Blocks outer, columns inner: Chan's two divisions depend only on the counts, which are
+    // the same for every column of a block, so they are taken once per block (the values
+    // Reductions.ChanMerge computes per column: rows / n and count * rows / n), and the column
+    // update is the rest of ChanMerge, lane by lane in the same order.
+    private readonly struct ColumnMergeOp<T> : IKernelBody<T, ColumnMergeJob> where T : unmanaged
+    {
+        public static void Run<W, TV, TD>(ref ColumnMergeJob j, int chunk, bool simd) where W : IWidth<T, TV, TD>
+        {
+            int cols = j.L.C, per = j.BlockRows, total = j.L.Rows, blocks = (total + per - 1) / per;
+            int c0 = chunk * j.Columns, c1 = Math.Min(cols, c0 + j.Columns), step = W.WideCount / 2;
+            ref double m = ref j.First[0], q = ref j.Second[0];
+            bool moments = j.Count != null;
+            if (moments)   // the first block merges into a zero count: a copy
+                for (int c = c0; c < c1; c++) { j.First[c] = j.Partials[c]; j.Second[c] = j.Partials[cols + c]; }
+            for (int b = moments ? 1 : 0; b < blocks; b++)
+            {
+                ref double pm = ref j.Partials[(nint)2 * b * cols], pq = ref j.Partials[((nint)2 * b + 1) * cols];
+                int c = c0;
+                if (moments)
+                {
+                    double count = (double)b * per, rows = Math.Min(per, total - b * per), n = count + rows;
+                    double fb = rows / n, fab = count * rows / n;
+                    if (simd)
+                    {
+                        TD vb = W.SplatD(fb), vab = W.SplatD(fab);
+                        for (; c <= c1 - step; c += step)
+                        {
+                            nuint u = (nuint)c;
+                            TD mean = W.LoadD(ref m, u), delta = W.SubD(W.LoadD(ref pm, u), mean);
+                            W.StoreD(W.AddD(mean, W.MulD(delta, vb)), ref m, u);
+                            W.StoreD(W.AddD(W.LoadD(ref q, u), W.AddD(W.LoadD(ref pq, u), W.MulD(W.MulD(delta, delta), vab))), ref q, u);
+                        }
+                    }
+                    for (; c < c1; c++)
+                    {
+                        double delta = Unsafe.Add(ref pm, c) - Unsafe.Add(ref m, c);
+                        Unsafe.Add(ref m, c) += delta * fb;
+                        Unsafe.Add(ref q, c) += Unsafe.Add(ref pq, c) + delta * delta * fab;
+                    }
+                }
+                else
+                {
+                    if (simd)
+                        for (; c <= c1 - step; c += step)
+                        {
+                            nuint u = (nuint)c;
+                            W.StoreD(W.AddD(W.LoadD(ref m, u), W.LoadD(ref pm, u)), ref m, u);
+                            W.StoreD(W.AddD(W.LoadD(ref q, u), W.LoadD(ref pq, u)), ref q, u);
+                        }
+                    for (; c < c1; c++)
+                    {
+                        Unsafe.Add(ref m, c) += Unsafe.Add(ref pm, c);
+                        Unsafe.Add(ref q, c) += Unsafe.Add(ref pq, c);
+                    }
+                }
+            }
+            if (moments) for (int c = c0; c < c1; c++) j.Count[c] = total;
+        }
+    }
+
+    /// <summary>Doubles of scratch <see cref="ChannelMoments{T}"/> needs: the path's own, not the larger of both.</summary>
+    public static int ChannelMomentsScratch(ChannelLayout l, bool masked) => l.AsColumns && !masked ? ColumnPartials(l) : 3 * l.Planes;
+
+    /// <summary>Doubles of scratch <see cref="ChannelGradSums{T}"/> needs.</summary>
+    public static int ChannelGradSumsScratch(ChannelLayout l, bool masked) => l.AsColumns && !masked ? ColumnPartials(l) : 2 * l.Planes;
+
+    // Two rows of C per block of the column path.
+    private static int ColumnPartials(ChannelLayout l) => 2 * ((l.Rows + BlockRows(l.C) - 1) / BlockRows(l.C)) * l.C;
 
     private readonly struct ColumnBlockMomentsOp<T> : IKernelBody<T, ColumnBlocksJob<T>> where T : unmanaged
     {
@@ -299,9 +400,10 @@ internal static unsafe class ChannelKernel
             int r0 = block * j.PerChunk, rows = Math.Min(j.PerChunk, j.L.Rows - r0);
             var mean = new Span<double>(j.Partials + (nint)2 * block * c, c);
             var m2 = new Span<double>(j.Partials + ((nint)2 * block + 1) * c, c);
+            mean.Clear(); m2.Clear();   // the sums below accumulate into them
             ref T x = ref j.X[(nint)r0 * c];
             Reductions.ColumnSums<T, W, TV, TD>(ref x, rows, c, mean, simd);
-            for (int k = 0; k < c; k++) mean[k] /= rows;
+            Reductions.Divide<T, W, TV, TD>(mean, rows, simd);
             Reductions.ColumnSquaredDeviations<T, W, TV, TD>(ref x, rows, c, mean, m2, simd);
         }
     }
@@ -368,8 +470,75 @@ internal static unsafe class ChannelKernel
             for (int n = 0; n < l.N; n++)
             {
                 nint at = (nint)(n * l.C + c) * l.S;
-                NormalizeSpan<T, W, TV, TD, Broadcast<T, TV>>(ref j.X[at], ref j.Y[at], l.S,
+                NormalizeSpan<T, W, TV, TD, Broadcast<T, TV>, Broadcast<T, TV>>(ref j.X[at], ref j.Y[at], l.S,
                     new(W.Splat(hi), hi), new(W.Splat(lo), lo), new(W.Splat(a), a), new(W.Splat(b), b), simd);
+            }
+        }
+    }
+
+    // GroupNorm (and InstanceNorm, one channel per group) channels-first: a (sample, group) is
+    // contiguous, so its plane moments, its merge and the normalization of its planes run as
+    // one task while the group is in cache, and x is read once from memory. The same plane
+    // reductions, merge order and coefficients as the two-pass path, so the same bits.
+
+    /// <summary>The most bytes of x one (sample, group) may have for the fused GroupNorm forward: with y, within an L2 cache.</summary>
+    internal static long GroupFuseLimitBytes = 256 * 1024;
+
+    /// <summary>Whether GroupNorm's forward fuses per group: channels-first, a group's x within <see cref="GroupFuseLimitBytes"/>.</summary>
+    public static bool FusesPerGroup(ChannelLayout l, int groups, int elementSize) =>
+        !l.AsColumns && (long)(l.C / groups) * l.S * elementSize <= GroupFuseLimitBytes;
+
+    /// <summary>
+    /// GroupNorm forward, fused per (sample, group): per-plane count, mean and M2 (as
+    /// <see cref="PlaneMoments{T}"/>), the group's mean and rstd (<see cref="ChannelCoefficients.Group"/>),
+    /// then y = ((x - hi) - lo) * a + b over its planes as <see cref="Normalize{T}"/> with
+    /// a = weight[c] * rstd. saveMean and saveRstd (N * G, optional) receive the group's statistics.
+    /// </summary>
+    public static void GroupForwardPerGroup<T>(ReadOnlySpan<T> x, ChannelLayout l, int groups, ReadOnlySpan<T> weight, ReadOnlySpan<T> bias, double eps,
+        Span<T> y, Span<double> count, Span<double> mean, Span<double> m2, Span<double> saveMean, Span<double> saveRstd)
+        where T : unmanaged, IFloatingPointIeee754<T>
+    {
+        if (l.Count == 0) return;
+        var path = Simd.Dispatch();
+        int segments = l.N * groups, per = Math.Max(1, ChunkElements / (l.C / groups * l.S));
+        fixed (T* px = x, py = y, pw = weight, pb = bias)
+        fixed (double* pc = count, pm = mean, pq = m2, psm = saveMean, psr = saveRstd)
+        {
+            var job = new FusedGroupJob<T> { X = px, Y = py, Weight = weight.IsEmpty ? null : pw, Bias = bias.IsEmpty ? null : pb,
+                Count = pc, Mean = pm, M2 = pq, SaveMean = saveMean.IsEmpty ? null : psm, SaveRstd = saveRstd.IsEmpty ? null : psr,
+                Eps = eps, L = l, Groups = groups, PerChunk = per, Path = path };
+            Width.For<T, FusedGroupJob<T>, GroupForwardOp<T>>((segments + per - 1) / per, ref job);
+        }
+    }
+
+    private readonly struct GroupForwardOp<T> : IKernelBody<T, FusedGroupJob<T>> where T : unmanaged, IFloatingPointIeee754<T>
+    {
+        public static void Run<W, TV, TD>(ref FusedGroupJob<T> j, int chunk, bool simd) where W : IWidth<T, TV, TD>
+        {
+            var l = j.L;
+            int cg = l.C / j.Groups, s = l.S;
+            int g0 = chunk * j.PerChunk, g1 = Math.Min(l.N * j.Groups, g0 + j.PerChunk);
+            for (int seg = g0; seg < g1; seg++)
+            {
+                int c0 = seg % j.Groups * cg, p0 = seg / j.Groups * l.C + c0;
+                for (int p = p0; p < p0 + cg; p++)
+                {
+                    SegmentMoments<T, W, TV, TD>(ref j.X[(nint)p * s], s, simd, out double pc, out double pm, out double pq);
+                    j.Count[p] = pc; j.Mean[p] = pm; j.M2[p] = pq;
+                }
+                ChannelCoefficients.Group(new ReadOnlySpan<double>(j.Count + p0, cg), new ReadOnlySpan<double>(j.Mean + p0, cg),
+                    new ReadOnlySpan<double>(j.M2 + p0, cg), j.Eps, out double mu, out double rs);
+                if (j.SaveMean != null) j.SaveMean[seg] = mu;
+                if (j.SaveRstd != null) j.SaveRstd[seg] = rs;
+                Num.Split(mu, out T hi, out T lo);
+                for (int k = 0; k < cg; k++)
+                {
+                    T a = ChannelCoefficients.Scale<T>(rs, j.Weight == null ? 1 : Num.D(j.Weight[c0 + k]));
+                    T b = j.Bias == null ? T.Zero : j.Bias[c0 + k];
+                    nint at = (nint)(p0 + k) * s;
+                    NormalizeSpan<T, W, TV, TD, Broadcast<T, TV>, Broadcast<T, TV>>(ref j.X[at], ref j.Y[at], s,
+                        new(W.Splat(hi), hi), new(W.Splat(lo), lo), new(W.Splat(a), a), new(W.Splat(b), b), simd);
+                }
             }
         }
     }
@@ -504,20 +673,14 @@ internal static unsafe class ChannelKernel
         if (l.Count == 0) return;
         var path = Simd.Dispatch();
         int per = BlockRows(l.C), blocks = (l.Rows + per - 1) / per;
-        Span<double> part = scratch[..(2 * blocks * l.C)];
-        part.Clear();
+        Span<double> part = scratch[..(2 * blocks * l.C)];   // each block clears its own rows
         fixed (T* pdy = dy, px = x)
         fixed (double* pp = part, pm = mean)
         {
             var job = new ColumnBlocksJob<T> { Dy = pdy, X = px, Partials = pp, Mean = pm, L = l, Path = path, PerChunk = per };
             Width.For<T, ColumnBlocksJob<T>, ColumnBlockGradSumsOp<T>>(blocks, ref job);
+            fixed (double* ps = sum, pd = dot) MergeColumnBlocks<T>(pp, l, null, ps, pd, path);
         }
-        for (int b = 0; b < blocks; b++)
-            for (int c = 0; c < l.C; c++)
-            {
-                sum[c] += part[(2 * b) * l.C + c];
-                dot[c] += part[(2 * b + 1) * l.C + c];
-            }
     }
 
     private readonly struct ColumnBlockGradSumsOp<T> : IKernelBody<T, ColumnBlocksJob<T>> where T : unmanaged
@@ -526,8 +689,10 @@ internal static unsafe class ChannelKernel
         {
             int c = j.L.C;
             int r0 = block * j.PerChunk, rows = Math.Min(j.PerChunk, j.L.Rows - r0);
-            Reductions.ColumnSumAndDot<T, W, TV, TD>(ref j.Dy[(nint)r0 * c], ref j.X[(nint)r0 * c], rows, c, new ReadOnlySpan<double>(j.Mean, c),
-                new Span<double>(j.Partials + (nint)2 * block * c, c), new Span<double>(j.Partials + ((nint)2 * block + 1) * c, c), simd);
+            var sum = new Span<double>(j.Partials + (nint)2 * block * c, c);
+            var dot = new Span<double>(j.Partials + ((nint)2 * block + 1) * c, c);
+            sum.Clear(); dot.Clear();   // the sums below accumulate into them
+            Reductions.ColumnSumAndDot<T, W, TV, TD>(ref j.Dy[(nint)r0 * c], ref j.X[(nint)r0 * c], rows, c, new ReadOnlySpan<double>(j.Mean, c), sum, dot, simd);
         }
     }
 
@@ -548,7 +713,8 @@ internal static unsafe class ChannelKernel
         fixed (T* px = x, py = y, ph = hi, pl = lo, pa = a, pb = b)
         fixed (bool* pk = mask)
         {
-            var job = new ElementwiseJob<T> { X = px, Out = py, Hi = ph, Lo = pl, A = pa, B = pb, Mask = mask.IsEmpty ? null : pk, L = l, Path = path, PerPlane = perPlane };
+            // Lo null: every lo is +0 (eval), and its subtraction is skipped.
+            var job = new ElementwiseJob<T> { X = px, Out = py, Hi = ph, Lo = AllPositiveZero(lo) ? null : pl, A = pa, B = pb, Mask = mask.IsEmpty ? null : pk, L = l, Path = path, PerPlane = perPlane };
             RunElementwise<T, Elementwise<T, NormalizeOp<T>>>(ref job);
         }
     }
@@ -643,6 +809,17 @@ internal static unsafe class ChannelKernel
     {
         TV V(nuint i);
         T S(int i);
+        /// <summary>Every value is +0: subtracting it is the identity, bit for bit, and is skipped.</summary>
+        static virtual bool PositiveZero => false;
+    }
+
+    // Normalize's lo when every lo is +0 (eval: hi is the running mean itself). d - (+0) is d for
+    // every d, -0 and NaN included, so dropping the subtraction keeps the bits.
+    private readonly struct PositiveZeros<T, TV> : IParam<T, TV> where T : unmanaged
+    {
+        public TV V(nuint i) => default!;
+        public T S(int i) => default;
+        public static bool PositiveZero => true;
     }
 
     private readonly struct Broadcast<T, TV>(TV v, T s) : IParam<T, TV> where T : unmanaged
@@ -732,23 +909,40 @@ internal static unsafe class ChannelKernel
     private readonly struct NormalizeOp<T> : IElementwiseOp<T> where T : unmanaged, IFloatingPointIeee754<T>
     {
         public static void Apply<W, TV, TD, P, S>(ref ElementwiseJob<T> j, nint at, int n, S s, bool simd)
-            where W : IWidth<T, TV, TD> where P : IParam<T, TV> where S : IParamSource<T, P> =>
-            NormalizeSpan<T, W, TV, TD, P>(ref j.X[at], ref j.Out[at], n, s.Of(j.Hi), s.Of(j.Lo), s.Of(j.A), s.Of(j.B), simd);
+            where W : IWidth<T, TV, TD> where P : IParam<T, TV> where S : IParamSource<T, P>
+        {
+            if (j.Lo == null) NormalizeSpan<T, W, TV, TD, P, PositiveZeros<T, TV>>(ref j.X[at], ref j.Out[at], n, s.Of(j.Hi), default, s.Of(j.A), s.Of(j.B), simd);
+            else NormalizeSpan<T, W, TV, TD, P, P>(ref j.X[at], ref j.Out[at], n, s.Of(j.Hi), s.Of(j.Lo), s.Of(j.A), s.Of(j.B), simd);
+        }
     }
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static void NormalizeSpan<T, W, TV, TD, P>(ref T x, ref T y, int n, P hi, P lo, P a, P b, bool simd)
-        where T : unmanaged, IFloatingPointIeee754<T> where W : IWidth<T, TV, TD> where P : IParam<T, TV>
+    private static void NormalizeSpan<T, W, TV, TD, P, PL>(ref T x, ref T y, int n, P hi, PL lo, P a, P b, bool simd)
+        where T : unmanaged, IFloatingPointIeee754<T> where W : IWidth<T, TV, TD> where P : IParam<T, TV> where PL : IParam<T, TV>
     {
         int i = 0;
         if (simd)
             for (int step = W.Count; i <= n - step; i += step)
             {
                 nuint u = (nuint)i;
-                W.Store(W.Add(W.Mul(W.Sub(W.Sub(W.Load(ref x, u), hi.V(u)), lo.V(u)), a.V(u)), b.V(u)), ref y, u);
+                TV d = W.Sub(W.Load(ref x, u), hi.V(u));
+                if (!PL.PositiveZero) d = W.Sub(d, lo.V(u));
+                W.Store(W.Add(W.Mul(d, a.V(u)), b.V(u)), ref y, u);
             }
         for (; i < n; i++)
-            Unsafe.Add(ref y, i) = (Unsafe.Add(ref x, i) - hi.S(i) - lo.S(i)) * a.S(i) + b.S(i);
+        {
+            T d = Unsafe.Add(ref x, i) - hi.S(i);
+            if (!PL.PositiveZero) d -= lo.S(i);
+            Unsafe.Add(ref y, i) = d * a.S(i) + b.S(i);
+        }
+    }
+
+    // Whether every value is +0 (not -0: d - (-0) turns a -0 difference into +0).
+    private static bool AllPositiveZero<T>(ReadOnlySpan<T> v) where T : unmanaged, IFloatingPointIeee754<T>
+    {
+        foreach (T t in v)
+            if (!T.IsZero(t) || T.IsNegative(t)) return false;
+        return true;
     }
 
     // dx = dy * p + ((x - hi) - lo) * q + r.

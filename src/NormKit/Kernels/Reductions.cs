@@ -251,6 +251,20 @@ internal static class Reductions
                 ColSumDotTail(ref Unsafe.Add(ref dy, (nint)r * cols), ref Unsafe.Add(ref x, (nint)r * cols), vecEnd, cols, m, sum, dot);
     }
 
+    /// <summary>v[k] /= d: a vector division, the same bits per lane as the scalar one.</summary>
+    public static void Divide<T, W, TV, TD>(Span<double> v, double d, bool simd) where T : unmanaged where W : IWidth<T, TV, TD>
+    {
+        ref double p = ref System.Runtime.InteropServices.MemoryMarshal.GetReference(v);
+        int k = 0;
+        if (simd)
+        {
+            TD dv = W.SplatD(d);
+            for (int step = W.WideCount / 2; k <= v.Length - step; k += step)
+                W.StoreD(W.DivD(W.LoadD(ref p, (nuint)k), dv), ref p, (nuint)k);
+        }
+        for (; k < v.Length; k++) Unsafe.Add(ref p, k) /= d;
+    }
+
     // ---------------- merging partial statistics ----------------
 
     /// <summary>

@@ -90,6 +90,8 @@ internal interface IWidth<T, TV, TD> where T : unmanaged
     static abstract TD AddD(TD a, TD b);
     static abstract TD SubD(TD a, TD b);
     static abstract TD MulD(TD a, TD b);
+    /// <summary>IEEE 754 division per lane: the same bits as the scalar division of each lane.</summary>
+    static abstract TD DivD(TD a, TD b);
     static abstract TD ZeroD { get; }
     static abstract double SumD(TD v);
 }
@@ -141,6 +143,7 @@ internal readonly struct W128<T> : IWidth<T, Vector128<T>, Vector128<double>> wh
     [MethodImpl(MethodImplOptions.AggressiveInlining)] public static Vector128<double> AddD(Vector128<double> a, Vector128<double> b) => a + b;
     [MethodImpl(MethodImplOptions.AggressiveInlining)] public static Vector128<double> SubD(Vector128<double> a, Vector128<double> b) => a - b;
     [MethodImpl(MethodImplOptions.AggressiveInlining)] public static Vector128<double> MulD(Vector128<double> a, Vector128<double> b) => a * b;
+    [MethodImpl(MethodImplOptions.AggressiveInlining)] public static Vector128<double> DivD(Vector128<double> a, Vector128<double> b) => a / b;
     public static Vector128<double> ZeroD => Vector128<double>.Zero;
     [MethodImpl(MethodImplOptions.AggressiveInlining)] public static double SumD(Vector128<double> v) => Vector128.Sum(v);
 }
@@ -192,6 +195,7 @@ internal readonly struct W256<T> : IWidth<T, Vector256<T>, Vector256<double>> wh
     [MethodImpl(MethodImplOptions.AggressiveInlining)] public static Vector256<double> AddD(Vector256<double> a, Vector256<double> b) => a + b;
     [MethodImpl(MethodImplOptions.AggressiveInlining)] public static Vector256<double> SubD(Vector256<double> a, Vector256<double> b) => a - b;
     [MethodImpl(MethodImplOptions.AggressiveInlining)] public static Vector256<double> MulD(Vector256<double> a, Vector256<double> b) => a * b;
+    [MethodImpl(MethodImplOptions.AggressiveInlining)] public static Vector256<double> DivD(Vector256<double> a, Vector256<double> b) => a / b;
     public static Vector256<double> ZeroD => Vector256<double>.Zero;
     [MethodImpl(MethodImplOptions.AggressiveInlining)] public static double SumD(Vector256<double> v) => Vector256.Sum(v);
 }
@@ -243,6 +247,7 @@ internal readonly struct W512<T> : IWidth<T, Vector512<T>, Vector512<double>> wh
     [MethodImpl(MethodImplOptions.AggressiveInlining)] public static Vector512<double> AddD(Vector512<double> a, Vector512<double> b) => a + b;
     [MethodImpl(MethodImplOptions.AggressiveInlining)] public static Vector512<double> SubD(Vector512<double> a, Vector512<double> b) => a - b;
     [MethodImpl(MethodImplOptions.AggressiveInlining)] public static Vector512<double> MulD(Vector512<double> a, Vector512<double> b) => a * b;
+    [MethodImpl(MethodImplOptions.AggressiveInlining)] public static Vector512<double> DivD(Vector512<double> a, Vector512<double> b) => a / b;
     public static Vector512<double> ZeroD => Vector512<double>.Zero;
     [MethodImpl(MethodImplOptions.AggressiveInlining)] public static double SumD(Vector512<double> v) => Vector512.Sum(v);
 }
