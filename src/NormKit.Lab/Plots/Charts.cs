@@ -107,7 +107,8 @@ public static class Charts
             if (errors != null) bars.Bars[i].Error = errors[i];
         }
         bars.ValueLabelStyle.FontSize = 13;
-        plot.Axes.Bottom.SetTicks(Enumerable.Range(0, labels.Length).Select(i => (double)i).ToArray(), labels);
+        // A parenthesis goes on its own line, so that many bars' labels do not run into each other.
+        plot.Axes.Bottom.SetTicks(Enumerable.Range(0, labels.Length).Select(i => (double)i).ToArray(), labels.Select(l => l.Replace(" (", "\n(")).ToArray());
         plot.Axes.Margins(bottom: 0);
         Save(plot, pathWithoutExtension, width, height);
     }
