@@ -108,6 +108,68 @@ public class LowPrecisionKernelTests
         });
     }
 
+    // ---------------- BatchNorm eval ----------------
+
+    public static TheoryData<int[], bool> BatchNormShapes() => new()
+    {
+        { [2, 3, 10], false },        // short planes
+        { [2, 3, 9000], false },      // planes longer than a 16-bit block (4096)
+        { [3, 5, 4, 7], false },
+        { [4, 6, 5, 13], true },      // channels-last: rows of 13 channels
+        { [2, 3, 3, 200], true },
+        { [1, 1, 1], false },
+    };
+
+    [Theory, MemberData(nameof(BatchNormShapes))]
+    public void BatchNorm_eval_in_Half_and_BFloat16_equals_the_widened_float_kernel_bitwise(int[] shape, bool channelsLast)
+    {
+        BatchNormEval<Half>(shape, channelsLast);
+        BatchNormEval<BFloat16>(shape, channelsLast);
+    }
+
+    private static void BatchNormEval<T>(int[] shape, bool channelsLast) where T : unmanaged
+    {
+        int n = shape.Aggregate(1, (a, d) => a * d), c = channelsLast ? shape[^1] : shape[1];
+        var x = Low<T>(Data.Normal(n, n, 300, 400));
+        float[] xf = Widen(x);
+        var w = Data.F(Data.Normal(c + 1, c, 1, 0.3)); var b = Data.F(Data.Normal(c + 2, c));
+        var rm = Data.F(Data.Normal(c + 3, c, 250, 100)); var rv = Data.F(Data.Normal(c + 4, c, 1.6e5, 1e4));
+        Paths.ForEach(p =>
+        {
+            var ey = new float[n]; var em = new double[c]; var er = new double[c];
+            var rm0 = (float[])rm.Clone(); var rv0 = (float[])rv.Clone();
+            Paths.WithThreads(1, () => Functional.BatchNorm<float>(xf, shape, ey, rm0, rv0, w, b, training: false, eps: 1e-5, channelsLast: channelsLast, saveMean: em, saveRstd: er));
+            foreach (int threads in new[] { 1, 2 })
+                Paths.WithThreads(threads, () =>
+                {
+                    string at = $"{typeof(T).Name} {Guard(shape)} last={channelsLast} {p} threads={threads}";
+                    var y = new T[n]; var m = new double[c]; var r = new double[c];
+                    var rm1 = (float[])rm.Clone(); var rv1 = (float[])rv.Clone();
+                    var update = Mixed.BatchNorm<T>(x, shape, y, rm1, rv1, w, b, training: false, channelsLast: channelsLast, saveMean: m, saveRstd: r);
+                    Assert.Equal(RunningStatsUpdate.None, update);
+                    Check.BitEqual<T>(Narrow<T>(ey), y, $"BatchNorm eval y {at}");
+                    Check.BitEqual<double>(em, m, $"BatchNorm eval saveMean {at}");
+                    Check.BitEqual<double>(er, r, $"BatchNorm eval saveRstd {at}");
+                    Check.BitEqual<float>(rm, rm1, $"running_mean untouched {at}");
+                    Check.BitEqual<float>(rv, rv1, $"running_var untouched {at}");
+                });
+        });
+        // Against the float64 reference: the running statistics normalize, squares never formed in Half.
+        var y64 = new T[n];
+        Mixed.BatchNorm<T>(x, shape, y64, rm, rv, w, b, training: false, channelsLast: channelsLast);
+        var xd = D(x); var e = new double[n];
+        int s = channelsLast ? 1 : shape[2..].Aggregate(1, (a, d) => a * d);
+        for (int i = 0; i < n; i++)
+        {
+            int ch = channelsLast ? i % c : i / s % c;
+            e[i] = (xd[i] - rm[ch]) / Math.Sqrt(rv[ch] + 1e-5) * w[ch] + b[ch];
+        }
+        Assert.All(D(y64), v => Assert.True(double.IsFinite(v)));
+        Check.Close(e, D(y64), TolFor<T>(), $"BatchNorm eval y {typeof(T).Name} against float64");
+    }
+
+    private static string Guard(int[] shape) => "[" + string.Join(", ", shape) + "]";
+
     // ---------------- the layers ----------------
 
     [Theory]
@@ -255,6 +317,10 @@ public class LowPrecisionKernelTests
             Assert.Equal(0, AllocationTests.Allocated(() => Mixed.LayerNorm<BFloat16>(xb, shape, [768], yb, w, b, 1e-5, mean, rstd)));
             Assert.Equal(0, AllocationTests.Allocated(() => Mixed.LayerNormBackward<BFloat16>(dyb, xb, shape, [768], mean, rstd, w, dxb, dw, db)));
             Assert.Equal(0, AllocationTests.Allocated(() => Mixed.RmsNorm<Half>(xh, shape, [768], yh, w)));
+            var rm = new float[768]; var rv = Enumerable.Repeat(1f, 768).ToArray();
+            Assert.Equal(0, AllocationTests.Allocated(() => Mixed.BatchNorm<Half>(xh, [64, 768, 1], yh, rm, rv, w, b, training: false)));
+            Assert.Equal(0, AllocationTests.Allocated(() => Mixed.BatchNorm<BFloat16>(xb, [4, 16, 768], yb, rm.AsSpan(0, 16), rv.AsSpan(0, 16), w.AsSpan(0, 16), b.AsSpan(0, 16), training: false)));
+            Assert.Equal(0, AllocationTests.Allocated(() => Mixed.BatchNorm<BFloat16>(xb, [64, 768], yb, rm, rv, w, b, training: false, channelsLast: true)));
         });
     }
 
@@ -283,6 +349,19 @@ public class LowPrecisionKernelTests
         var eps = Assert.Throws<ArgumentOutOfRangeException>(() => Mixed.LayerNorm<Half>(x, [3, 4], [4], y, eps: 0));
         Assert.Equal("eps", eps.ParamName);
         Assert.Throws<NotSupportedException>(() => Mixed.RmsNorm<float>(new float[4], [1, 4], [4], new float[4]));
+        // BatchNorm eval on the direct path: the same checks as the float call.
+        var bx = new Half[24]; var by = new Half[24];
+        e = Assert.Throws<ArgumentException>(() => Mixed.BatchNorm<Half>(bx, [2, 3, 4], by, new float[3], new float[2], default, default, training: false));
+        Assert.Equal("runningVar", e.ParamName); Assert.Contains("2", e.Message); Assert.Contains("3", e.Message);
+        e = Assert.Throws<ArgumentException>(() => Mixed.BatchNorm<Half>(bx, [2, 3, 4], new Half[23], new float[3], new float[3], default, default, training: false));
+        Assert.Equal("output", e.ParamName); Assert.Contains("23", e.Message); Assert.Contains("24", e.Message);
+        e = Assert.Throws<ArgumentException>(() => Mixed.BatchNorm<Half>(bx, [2, 3, 4], by, new float[3], new float[3], new float[4], default, training: false));
+        Assert.Equal("weight", e.ParamName);
+        e = Assert.Throws<ArgumentException>(() => Mixed.BatchNorm<Half>(bx, [2, 3, 4], by, new float[3], default, default, default, training: false));
+        Assert.Equal("runningVar", e.ParamName);
+        var neg = Assert.ThrowsAny<ArgumentException>(() => Mixed.BatchNorm<Half>(bx, [2, 3, 4], by, new float[3], [1, -1, 1], default, default, training: false));
+        Assert.Contains("-1", neg.Message);
+        Assert.All(by, v => Assert.Equal((Half)0, v));
     }
 
     [Fact]

@@ -8,9 +8,10 @@ namespace NormKit;
 /// <see cref="BFloat16"/>, with float32 parameters, running statistics and parameter
 /// gradients, and statistics accumulated in double (PyTorch's autocast convention). Results
 /// are those of the float kernel on the widened inputs, rounded once; activations whose
-/// squares exceed Half's range (above 256) do not overflow. LayerNorm and RMSNorm read and
-/// write the 16-bit rows directly (each row goes through a per-thread float scratch row);
-/// BatchNorm and GroupNorm still widen the whole input into a pooled float copy.
+/// squares exceed Half's range (above 256) do not overflow. LayerNorm and RMSNorm (forward and
+/// backward) and BatchNorm's eval forward read and write the 16-bit data directly (through a
+/// per-thread float scratch row or block); BatchNorm's training forward and backward and
+/// GroupNorm still widen the whole input into a pooled float copy.
 /// </summary>
 public static class Mixed
 {
@@ -44,6 +45,12 @@ public static class Mixed
         double momentum = 0.1, double eps = 1e-5, bool channelsLast = false, Span<double> saveMean = default, Span<double> saveRstd = default)
         where TLow : unmanaged
     {
+        if (!training && !runningMean.IsEmpty)
+        {
+            // Eval: the running statistics make it one element-wise pass, read and written in 16 bits.
+            Functional.BatchNormEvalLow(input, inputShape, output, runningMean, runningVar, weight, bias, momentum, eps, channelsLast, saveMean, saveRstd);
+            return RunningStatsUpdate.None;
+        }
         Guard.NoOverlap<TLow>(input, nameof(input), output, nameof(output));
         using var x = Wide.From(input);
         using var y = Wide.Rent(output.Length);

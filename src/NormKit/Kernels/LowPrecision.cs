@@ -126,3 +126,11 @@ internal static unsafe class LowPrecision
         return Vector128.ConditionalSelect(Vector128.Equals(v, v).AsUInt32(), rounded, (bits >> 16) | Vector128.Create(0x40u));
     }
 }
+
+/// <summary>A 16-bit input and output a float pass reads and writes instead of float buffers (Type None: not used).</summary>
+internal readonly unsafe struct LowIO(LowType type, ushort* x, ushort* y)
+{
+    public LowType Type { get; } = type;
+    public ushort* X { get; } = x;
+    public ushort* Y { get; } = y;
+}
