@@ -324,6 +324,37 @@ public class LowPrecisionKernelTests
         });
     }
 
+    [Fact]
+    public void Helper_threads_allocate_nothing_on_the_16_bit_path_even_for_a_longer_row()
+    {
+        // The calling thread rents every worker's scratch: a helper that meets a row longer than
+        // any before allocates nothing, so the exact allocation count of a call cannot depend on
+        // when a helper first takes part. Each round has longer rows than the last, until a
+        // helper has run chunks of each kind of call (on a busy machine the caller may take them
+        // all before a helper wakes).
+        Paths.WithThreads(2, () =>
+        {
+            bool rows = false, backward = false, planes = false;
+            for (int round = 0; round < 40 && !(rows && backward && planes); round++)
+            {
+                int cols = 20_000 + 1000 * round, n = 16;
+                var x = Low<BFloat16>(Data.Normal(51, n * cols)); var dy = Low<BFloat16>(Data.Normal(52, n * cols));
+                var y = new BFloat16[x.Length]; var dx = new BFloat16[x.Length];
+                var w = new float[cols]; var mean = new double[n]; var rstd = new double[n];
+                var bx = Low<Half>(Data.Normal(53, n * cols)); var by = new Half[bx.Length];
+                long before = WorkerPool.HelperAllocatedBytes, chunks = WorkerPool.HelperChunks;
+                Mixed.LayerNorm<BFloat16>(x, [n, cols], [cols], y, w, default, 1e-5, mean, rstd);
+                rows |= WorkerPool.HelperChunks > chunks; chunks = WorkerPool.HelperChunks;
+                Mixed.LayerNormBackward<BFloat16>(dy, x, [n, cols], [cols], mean, rstd, w, dx);   // without dWeight: a block per row
+                backward |= WorkerPool.HelperChunks > chunks; chunks = WorkerPool.HelperChunks;
+                Mixed.BatchNorm<Half>(bx, [n, 1, cols], by, new float[1], [1f], default, default, training: false);
+                planes |= WorkerPool.HelperChunks > chunks;
+                Assert.Equal(0, WorkerPool.HelperAllocatedBytes - before);
+            }
+            Assert.True(rows && backward && planes, $"helpers ran no chunk of: {(rows ? "" : "forward ")}{(backward ? "" : "backward ")}{(planes ? "" : "BatchNorm")}");
+        });
+    }
+
     // ---------------- validation ----------------
 
     [Fact]

@@ -10,7 +10,7 @@ namespace NormKit;
 /// are those of the float kernel on the widened inputs, rounded once; activations whose
 /// squares exceed Half's range (above 256) do not overflow. LayerNorm and RMSNorm (forward and
 /// backward) and BatchNorm's eval forward read and write the 16-bit data directly (through a
-/// per-thread float scratch row or block); BatchNorm's training forward and backward and
+/// float scratch row or block per worker); BatchNorm's training forward and backward and
 /// GroupNorm still widen the whole input into a pooled float copy.
 /// </summary>
 public static class Mixed

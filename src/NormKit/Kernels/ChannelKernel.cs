@@ -120,6 +120,8 @@ internal static unsafe class ChannelKernel
         public T* Hi, Lo, A, B, P, Q, R, U;
         public ushort* LowX, LowOut;   // with Low set (T float, NormalizeOp only, no mask): the 16-bit x and y, instead of X and Out
         public LowType Low;
+        public float* Scratch;         // with Low set: one block (LowBlockOf) per worker slot
+        public int ScratchSlots;
         public bool* Mask;
         public bool PerPlane;
         public ChannelLayout L { get; set; }
@@ -557,7 +559,7 @@ internal static unsafe class ChannelKernel
 
     /// <summary>
     /// <see cref="Normalize{T}"/> (no mask) on Half or BFloat16 x and y with float coefficients:
-    /// each unit (a plane, or a channels-last row) goes through this thread's float scratch in
+    /// each unit (a plane, or a channels-last row) goes through the worker's float scratch slot in
     /// blocks (<see cref="LowPrecision"/>), the float pass runs on it unchanged and y is written
     /// back rounded once: 2 bytes per element in and out, bitwise the float pass on the widened
     /// x, rounded.
@@ -566,12 +568,28 @@ internal static unsafe class ChannelKernel
     {
         if (l.Count == 0) return;
         var path = Simd.Dispatch();
-        fixed (float* ph = hi, pl = lo, pa = a, pb = b)
+        ElementwiseChunks(l, out int chunks);
+        float[] scratch = LowPrecision.RentScratch(LowBlockOf(l), chunks, out int slots);
+        try
         {
-            var job = new ElementwiseJob<float> { LowX = io.X, LowOut = io.Y, Low = io.Type, Hi = ph, Lo = pl, A = pa, B = pb, L = l, Path = path };
-            RunElementwise<float, Elementwise<float, NormalizeOp<float>>>(ref job);
+            fixed (float* ph = hi, pl = lo, pa = a, pb = b, ps = scratch)
+            {
+                var job = new ElementwiseJob<float>
+                {
+                    LowX = io.X, LowOut = io.Y, Low = io.Type, Scratch = ps, ScratchSlots = slots, Hi = ph, Lo = pl, A = pa, B = pb, L = l, Path = path,
+                };
+                RunElementwise<float, Elementwise<float, NormalizeOp<float>>>(ref job);
+            }
         }
+        finally { System.Buffers.ArrayPool<float>.Shared.Return(scratch); }
     }
+
+    // Planes are cut into blocks of this many elements on the 16-bit path (the parameters are
+    // broadcast over a plane, so a block is a plane's span): the scratch stays in L1.
+    private const int LowBlock = 4096;
+
+    // The 16-bit path's block: a channels-last row whole, a plane in blocks of at most LowBlock.
+    private static int LowBlockOf(ChannelLayout l) => l.AsColumns ? l.C : Math.Min(l.S, LowBlock);
 
     /// <summary>
     /// dx = dy * p + ((x - hi) - lo) * q + r: the input gradient whenever the statistics came from
@@ -651,11 +669,18 @@ internal static unsafe class ChannelKernel
 
     private static void RunElementwise<T, TBody>(ref ElementwiseJob<T> job) where T : unmanaged where TBody : IKernelBody<T, ElementwiseJob<T>>
     {
-        var l = job.L;
+        job.PerChunk = ElementwiseChunks(job.L, out int chunks);
+        Width.For<T, ElementwiseJob<T>, TBody>(chunks, ref job);
+    }
+
+    // Units (planes, or channels-last rows) per chunk of an element-wise pass, and the chunks.
+    private static int ElementwiseChunks(ChannelLayout l, out int chunks)
+    {
         int units = l.AsColumns ? l.Rows : l.Planes;
         int unitLength = l.AsColumns ? l.C : l.S;
-        job.PerChunk = Math.Max(1, ChunkElements / unitLength);
-        Width.For<T, ElementwiseJob<T>, TBody>((units + job.PerChunk - 1) / job.PerChunk, ref job);
+        int perChunk = Math.Max(1, ChunkElements / unitLength);
+        chunks = (units + perChunk - 1) / perChunk;
+        return perChunk;
     }
 
 
@@ -728,18 +753,14 @@ internal static unsafe class ChannelKernel
             }
         }
 
-        // Planes are cut into blocks of this many elements on the 16-bit path (the parameters are
-        // broadcast over a plane, so a block is a plane's span): the scratch stays in L1.
-        private const int LowBlock = 4096;
-
         // The 16-bit walk: the same TOp on a float scratch copy of each unit (a channels-last row
         // whole, a plane in blocks), computed in place, then narrowed. No mask on this path.
         private static void LowUnits<W, TV, TD>(ref ElementwiseJob<T> j, int u0, int u1, bool simd) where W : IWidth<T, TV, TD>
         {
             var l = j.L;
             int unitLength = l.AsColumns ? l.C : l.S;
-            int block = l.AsColumns ? unitLength : Math.Min(unitLength, LowBlock);
-            T* s = (T*)LowPrecision.Scratch(block);
+            int block = LowBlockOf(l);
+            T* s = (T*)LowPrecision.Slot(j.Scratch, block, j.ScratchSlots);
             var sj = j;
             sj.X = s; sj.Out = s;
             for (int u = u0; u < u1; u++)

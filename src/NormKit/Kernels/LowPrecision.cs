@@ -9,7 +9,7 @@ namespace NormKit.Kernels;
 internal enum LowType : byte { None = 0, Half = 1, BFloat16 = 2 }
 
 /// <summary>
-/// Row conversions between Half or BFloat16 and float, and the per-thread float scratch row they
+/// Row conversions between Half or BFloat16 and float, and the per-worker float scratch row they
 /// go through. The row kernels read a 16-bit row into the scratch, run the float row math on it
 /// and write the row back rounded once, so memory sees 2 bytes per element each way.
 /// </summary>
@@ -23,15 +23,36 @@ internal static unsafe class LowPrecision
         throw new NotSupportedException($"Mixed precision takes Half or BFloat16, not {typeof(TLow).Name}.");
     }
 
-    // The scratch is per thread: the worker pool's threads are persistent, so this is a scratch
-    // per worker (and one per calling thread), without the pool having to name its workers. It
-    // is pinned (pinned object heap) so a chunk can hold its address, sized by the first row
-    // that needs it and grown, never shrunk: no allocation per call in steady state. A row of
-    // a few thousand floats stays in L1/L2 between the conversion and the row math.
+    // The scratch is one slot of `stride` floats per worker (WorkerPool.CurrentWorker: the
+    // calling thread, then each helper), rented from ArrayPool by the calling thread for the
+    // call, as RowKernel's gradient partials are: helper threads never allocate or rent, so the
+    // exact allocation count sees nothing on them, and the pool keeps the array for the next
+    // call (no allocation in steady state). A row of a few thousand floats stays in L1/L2
+    // between the conversion and the float math on it.
+
+    /// <summary>Rents the scratch of a call of <paramref name="chunks"/> chunks: <paramref name="slots"/> slots of <paramref name="stride"/> floats.</summary>
+    public static float[] RentScratch(int stride, int chunks, out int slots)
+    {
+        slots = WorkerPool.ScratchSlots(chunks);
+        return System.Buffers.ArrayPool<float>.Shared.Rent(checked(slots * stride));
+    }
+
+    /// <summary>
+    /// The current thread's slot of a call's scratch. A helper started after the call was sized
+    /// (by another thread raising the degree of parallelism at the same moment) has none and
+    /// uses a scratch of its own, which it allocates once.
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static float* Slot(float* scratch, int stride, int slots)
+    {
+        int w = WorkerPool.CurrentWorker;
+        return w < slots ? scratch + (nint)w * stride : Scratch(stride);
+    }
+
     [ThreadStatic] private static float[]? t_scratch;
 
-    /// <summary>This thread's scratch, at least <paramref name="length"/> floats.</summary>
-    public static float* Scratch(int length)
+    // This thread's own scratch, at least `length` floats: pinned (pinned object heap), grown, never shrunk.
+    private static float* Scratch(int length)
     {
         var s = t_scratch;
         if (s is null || s.Length < length)

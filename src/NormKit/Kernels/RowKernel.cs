@@ -61,7 +61,7 @@ internal static unsafe class RowKernel
 
     /// <summary>
     /// <see cref="Forward{T}"/> on Half or BFloat16 rows with float parameters: each row is
-    /// widened into this thread's float scratch row (<see cref="LowPrecision.Scratch"/>), the
+    /// widened into the worker's float scratch row (<see cref="LowPrecision.Slot"/>), the
     /// float body's row math runs on it unchanged, and y is written back rounded once. The
     /// results are bitwise those of the float kernel on the widened input, rounded to TLow;
     /// memory sees 2 bytes per element in (x) and out (y).
@@ -71,17 +71,23 @@ internal static unsafe class RowKernel
     {
         LowType low = LowPrecision.Of<TLow>();
         if (l.Rows == 0 || l.Cols == 0) return;
-        fixed (TLow* px = x, py = y)
-        fixed (float* pw = weight, pb = bias)
-        fixed (double* pm = mean, pr = rstd)
+        int rowsPerChunk = Math.Max(1, ChunkElements / l.Cols), chunks = (l.Rows + rowsPerChunk - 1) / rowsPerChunk;
+        float[] scratch = LowPrecision.RentScratch(l.Cols, chunks, out int slots);   // one row per worker
+        try
         {
-            var job = new ForwardJob<float>
+            fixed (TLow* px = x, py = y)
+            fixed (float* pw = weight, pb = bias, ps = scratch)
+            fixed (double* pm = mean, pr = rstd)
             {
-                LowX = (ushort*)px, LowY = (ushort*)py, Low = low, Weight = weight.IsEmpty ? null : pw, Bias = bias.IsEmpty ? null : pb,
-                Mean = pm, Rstd = pr, L = l, Eps = eps, Centered = centered, RowsPerChunk = Math.Max(1, ChunkElements / l.Cols), Path = Simd.Dispatch(),
-            };
-            Width.For<float, ForwardJob<float>, ForwardBody<float>>((l.Rows + job.RowsPerChunk - 1) / job.RowsPerChunk, ref job);
+                var job = new ForwardJob<float>
+                {
+                    LowX = (ushort*)px, LowY = (ushort*)py, Low = low, Scratch = ps, ScratchSlots = slots, Weight = weight.IsEmpty ? null : pw, Bias = bias.IsEmpty ? null : pb,
+                    Mean = pm, Rstd = pr, L = l, Eps = eps, Centered = centered, RowsPerChunk = rowsPerChunk, Path = Simd.Dispatch(),
+                };
+                Width.For<float, ForwardJob<float>, ForwardBody<float>>(chunks, ref job);
+            }
         }
+        finally { ArrayPool<float>.Shared.Return(scratch); }
     }
 
     private struct ForwardJob<T> : IKernelJob where T : unmanaged
@@ -89,6 +95,8 @@ internal static unsafe class RowKernel
         public T* X, Residual, Sum, Weight, Bias, Y;   // Residual and Sum: the fused residual add (else null); Weight, Bias: null when absent
         public ushort* LowX, LowY;                     // with Low set (T is float): the 16-bit rows in and out, instead of X and Y
         public LowType Low;
+        public float* Scratch;                         // with Low set: one row of Cols floats per worker slot
+        public int ScratchSlots;
         public double* Mean, Rstd;                     // per row; Mean null for RMSNorm
         public RowLayout L;
         public int RowsPerChunk;
@@ -107,7 +115,7 @@ internal static unsafe class RowKernel
         {
             int n = j.L.Cols;
             int r0 = chunk * j.RowsPerChunk, r1 = Math.Min(j.L.Rows, r0 + j.RowsPerChunk);
-            T* scratch = typeof(T) == typeof(float) && j.Low != LowType.None ? (T*)LowPrecision.Scratch(n) : null;
+            T* scratch = typeof(T) == typeof(float) && j.Low != LowType.None ? (T*)LowPrecision.Slot(j.Scratch, n, j.ScratchSlots) : null;
             for (int r = r0; r < r1; r++)
             {
                 nint o = (nint)r * n;
@@ -235,20 +243,24 @@ internal static unsafe class RowKernel
         int blocks = (rows + rowsPerBlock - 1) / rowsPerBlock;
         double[]? partials = null;
         T[]? groups = null;   // rented here, on the calling thread: helpers never rent from the pool
+        float[]? scratch = null;
+        int slots = 0;
         if (wantGrads)
         {
             partials = ArrayPool<double>.Shared.Rent(blocks * cols * 2);   // each block writes all of its own
             groups = ArrayPool<T>.Shared.Rent(blocks * cols * 2);
         }
+        if (low != LowType.None) scratch = LowPrecision.RentScratch(2 * cols, blocks, out slots);   // dy's and x's rows per worker
         try
         {
             fixed (T* pdy = dy, px = x, pw = weight, pdx = dx, pa = gradSum, pg = groups)
             fixed (double* pp = partials, pm = mean, pr = rstd)
+            fixed (float* ps = scratch)
             {
                 var job = new BackwardJob<T>
                 {
                     Dy = pdy, X = px, Mean = pm, Rstd = pr, Weight = weight.IsEmpty ? null : pw, Dx = pdx, GradSum = gradSum.IsEmpty ? null : pa,
-                    LowDy = lowDy, LowX = lowX, LowDx = lowDx, Low = low,
+                    LowDy = lowDy, LowX = lowX, LowDx = lowDx, Low = low, Scratch = ps, ScratchSlots = slots,
                     Partials = wantGrads ? pp : null, Groups = wantGrads ? pg : null, Centered = centered, L = l, RowsPerBlock = rowsPerBlock,
                     Path = Simd.Dispatch(),
                 };
@@ -274,12 +286,13 @@ internal static unsafe class RowKernel
         {
             if (partials != null) ArrayPool<double>.Shared.Return(partials);
             if (groups != null) ArrayPool<T>.Shared.Return(groups);
+            if (scratch != null) ArrayPool<float>.Shared.Return(scratch);
         }
     }
 
     /// <summary>
     /// <see cref="Backward{T}"/> on Half or BFloat16 rows with float parameters and float
-    /// dWeight/dBias: per row, dy and x are widened into this thread's scratch, the float row math
+    /// dWeight/dBias: per row, dy and x are widened into the worker's scratch rows, the float row math
     /// runs on them unchanged (dx is computed in place over dy's scratch row) and dx is written back
     /// rounded once. The blocks, the float group sums, the double partials and their merge are the
     /// float kernel's, so dx, dWeight and dBias are bitwise those of the float kernel on the widened
@@ -298,6 +311,8 @@ internal static unsafe class RowKernel
         public T* Dy, X, Weight, Dx, GradSum;   // GradSum: gradient reaching s from elsewhere (fused residual), else null
         public ushort* LowDy, LowX, LowDx;      // with Low set (T is float): the 16-bit rows, instead of Dy, X and Dx
         public LowType Low;
+        public float* Scratch;                  // with Low set: two rows (dy's, x's) of Cols floats per worker slot
+        public int ScratchSlots;
         public double* Mean, Rstd;              // Mean null for RMSNorm
         public double* Partials;                // per block: dWeight[cols] then dBias[cols]; null when not wanted
         public T* Groups;                       // per block: the T-precision dWeight and dBias sums of up to GradGroupRows rows
@@ -325,7 +340,7 @@ internal static unsafe class RowKernel
             T* gb = gw == null ? null : gw + n;
             // A 16-bit row: dy and x widened into the scratch (dy's row, then x's), dx computed
             // in place over dy's (each element is read before it is written), then narrowed.
-            T* scratch = typeof(T) == typeof(float) && j.Low != LowType.None ? (T*)LowPrecision.Scratch(2 * n) : null;
+            T* scratch = typeof(T) == typeof(float) && j.Low != LowType.None ? (T*)LowPrecision.Slot(j.Scratch, 2 * n, j.ScratchSlots) : null;
             for (int r = r0; r < r1; r++)
             {
                 // The first row of a group writes the group's sums, the first group the block's
