@@ -2,6 +2,7 @@ using System.Diagnostics;
 using System.Buffers;
 using System.Numerics;
 using System.Numerics.Tensors;
+using System.Runtime.InteropServices;
 using NormKit.Distributed;
 using NormKit.Kernels;
 
@@ -83,16 +84,44 @@ public static partial class Functional
         where T : unmanaged, IFloatingPointIeee754<T>
     {
         Num.EnsureSupported<T>();
+        var l = CheckBatchNorm(input, inputShape, output, runningMean, runningVar, weight, bias, momentum, eps, channelsLast, saveMean, saveRstd, mask);
+        return BatchNormCore(input, inputShape, l, output, runningMean, runningVar, weight, bias, training, momentum, eps, guardNonFinite,
+            saveMean, saveRstd, unbiasedRunningVar, mask, group);
+    }
+
+    /// <summary>
+    /// BatchNorm in eval mode (running statistics given) on Half or BFloat16 activations with
+    /// float parameters and running statistics: the float coefficients of
+    /// <see cref="BatchNormCore{T}"/>, then one element-wise pass straight from and to the
+    /// 16-bit input and output (<see cref="ChannelKernel.NormalizeLow"/>).
+    /// </summary>
+    internal static unsafe void BatchNormEvalLow<TLow>(ReadOnlySpan<TLow> input, ReadOnlySpan<int> inputShape, Span<TLow> output,
+        Span<float> runningMean, Span<float> runningVar, ReadOnlySpan<float> weight, ReadOnlySpan<float> bias, double momentum, double eps,
+        bool channelsLast, Span<double> saveMean, Span<double> saveRstd) where TLow : unmanaged
+    {
+        LowType low = LowPrecision.Of<TLow>();
+        var l = CheckBatchNorm(input, inputShape, output, runningMean, runningVar, weight, bias, momentum, eps, channelsLast, saveMean, saveRstd, default);
+        Debug.Assert(!runningMean.IsEmpty);
+        fixed (TLow* px = input, py = output)
+            BatchNormCore<float>(default, inputShape, l, default, runningMean, runningVar, weight, bias, training: false, momentum, eps, guardNonFinite: true,
+                saveMean, saveRstd, unbiasedRunningVar: true, default, null, lowIO: new LowIO(low, (ushort*)px, (ushort*)py));
+    }
+
+    // The checks of a BatchNorm forward, for activations TX and parameters and running statistics TP. Returns the layout.
+    private static ChannelLayout CheckBatchNorm<TX, TP>(ReadOnlySpan<TX> input, ReadOnlySpan<int> inputShape, Span<TX> output,
+        Span<TP> runningMean, Span<TP> runningVar, ReadOnlySpan<TP> weight, ReadOnlySpan<TP> bias, double momentum, double eps, bool channelsLast,
+        Span<double> saveMean, Span<double> saveRstd, ReadOnlySpan<bool> mask) where TX : unmanaged where TP : unmanaged
+    {
         var l = ChannelLayoutOf(inputShape, channelsLast);
         long total = l.Count * l.C;
         Guard.Length(input, total, nameof(input), nameof(inputShape), inputShape);
-        Guard.Length<T>(output, total, nameof(output), nameof(inputShape), inputShape);
+        Guard.Length<TX>(output, total, nameof(output), nameof(inputShape), inputShape);
         Guard.OptionalLength(mask, l.Count, nameof(mask), "one value per (sample, position) of inputShape", inputShape);
         if (runningMean.IsEmpty != runningVar.IsEmpty)
             throw new ArgumentException($"runningMean and runningVar must be given together, but runningMean has length {runningMean.Length} and runningVar {runningVar.Length}.",
                 runningMean.IsEmpty ? nameof(runningMean) : nameof(runningVar));
-        Guard.OptionalLength<T>(runningMean, l.C, nameof(runningMean), PerChannel);
-        Guard.OptionalLength<T>(runningVar, l.C, nameof(runningVar), PerChannel);
+        Guard.OptionalLength<TP>(runningMean, l.C, nameof(runningMean), PerChannel);
+        Guard.OptionalLength<TP>(runningVar, l.C, nameof(runningVar), PerChannel);
         Guard.OptionalLength(weight, l.C, nameof(weight), PerChannel);
         Guard.OptionalLength(bias, l.C, nameof(bias), PerChannel);
         Guard.OptionalLength<double>(saveMean, l.C, nameof(saveMean), PerChannel);
@@ -100,12 +129,13 @@ public static partial class Functional
         Guard.Eps(eps);
         Guard.Momentum(momentum);
         Guard.NoOverlap(input, nameof(input), output, nameof(output));
-        Guard.NoOverlap(weight, nameof(weight), output, nameof(output));
-        Guard.NoOverlap(bias, nameof(bias), output, nameof(output));
-        Guard.NoOverlap<T>(runningMean, nameof(runningMean), output, nameof(output));
-        Guard.NoOverlap<T>(runningVar, nameof(runningVar), output, nameof(output));
-        return BatchNormCore(input, inputShape, l, output, runningMean, runningVar, weight, bias, training, momentum, eps, guardNonFinite,
-            saveMean, saveRstd, unbiasedRunningVar, mask, group);
+        // As bytes: float parameters must not share memory with a Half output either.
+        var outBytes = MemoryMarshal.AsBytes((ReadOnlySpan<TX>)output);
+        Guard.NoOverlap(MemoryMarshal.AsBytes(weight), nameof(weight), outBytes, nameof(output));
+        Guard.NoOverlap(MemoryMarshal.AsBytes(bias), nameof(bias), outBytes, nameof(output));
+        Guard.NoOverlap(MemoryMarshal.AsBytes((ReadOnlySpan<TP>)runningMean), nameof(runningMean), outBytes, nameof(output));
+        Guard.NoOverlap(MemoryMarshal.AsBytes((ReadOnlySpan<TP>)runningVar), nameof(runningVar), outBytes, nameof(output));
+        return l;
     }
 
     /// <summary>
@@ -123,10 +153,13 @@ public static partial class Functional
         Span<T> runningMean, Span<T> runningVar, ReadOnlySpan<T> weight, ReadOnlySpan<T> bias,
         bool training, double momentum, double eps, bool guardNonFinite,
         Span<double> saveMean, Span<double> saveRstd, bool unbiasedRunningVar, ReadOnlySpan<bool> mask, IAllGather? group,
-        Span<double> batchVar = default, Renorm renorm = default)
+        Span<double> batchVar = default, Renorm renorm = default, LowIO lowIO = default)
         where T : unmanaged, IFloatingPointIeee754<T>
     {
-        Debug.Assert(input.Length == l.Count * l.C && output.Length == input.Length);
+        // lowIO: eval only, no mask; x and y are its 16-bit buffers and input and output are empty.
+        bool low = lowIO.Type != LowType.None;
+        Debug.Assert(low ? typeof(T) == typeof(float) && !training && !runningMean.IsEmpty && mask.IsEmpty && !renorm.Active
+            : input.Length == l.Count * l.C && output.Length == input.Length);
         Debug.Assert(runningMean.IsEmpty == runningVar.IsEmpty && (runningMean.IsEmpty || runningMean.Length == l.C));
         Debug.Assert(!renorm.Active || (!runningMean.IsEmpty && mask.IsEmpty && group == null));
         bool useBatch = training || runningMean.IsEmpty;
@@ -178,7 +211,9 @@ public static partial class Functional
                 if (!saveRstd.IsEmpty) saveRstd[c] = rs;
                 if (!batchVar.IsEmpty && useBatch) batchVar[c] = m2[c] / (unbiasedRunningVar ? cnt[c] - 1 : cnt[c]);
             }
-            if (!fused) ChannelKernel.Normalize<T>(input, l, mask, perPlane: false, hi, lo, a, b, output);
+            if (low) ChannelKernel.NormalizeLow(lowIO, l, MemoryMarshal.Cast<T, float>(hi), MemoryMarshal.Cast<T, float>(lo),
+                MemoryMarshal.Cast<T, float>(a), MemoryMarshal.Cast<T, float>(b));
+            else if (!fused) ChannelKernel.Normalize<T>(input, l, mask, perPlane: false, hi, lo, a, b, output);
 
             if (!training || runningMean.IsEmpty) return RunningStatsUpdate.None;
             // m2 is free again: it receives what the running buffer averages (variance, or renorm's sigma).

@@ -1,6 +1,7 @@
 using System.Buffers;
 using System.Numerics;
 using System.Numerics.Tensors;
+using System.Runtime.InteropServices;
 using NormKit.Kernels;
 
 namespace NormKit;
@@ -115,29 +116,7 @@ public static partial class Functional
         where T : unmanaged, IFloatingPointIeee754<T>
     {
         Num.EnsureSupported<T>();
-        var (rows, cols) = RowsOf(inputShape, normalizedShape);
-        long total = (long)rows * cols;
-        Guard.Length(input, total, nameof(input), nameof(inputShape), inputShape);
-        Guard.Length<T>(output, total, nameof(output), nameof(inputShape), inputShape);
-        if (fused)
-        {
-            Guard.Length(residual, total, nameof(residual), nameof(inputShape), inputShape);
-            Guard.Length<T>(sum, total, nameof(sum), nameof(inputShape), inputShape);
-        }
-        Guard.OptionalLength(weight, cols, nameof(weight), nameof(normalizedShape), normalizedShape);
-        Guard.OptionalLength(bias, cols, nameof(bias), nameof(normalizedShape), normalizedShape);
-        Guard.OptionalLength<double>(mean, rows, nameof(mean), "one value per normalized row");
-        Guard.OptionalLength<double>(rstd, rows, nameof(rstd), "one value per normalized row");
-        Guard.Eps(eps);
-        Guard.NoOverlap(input, nameof(input), output, nameof(output));
-        Guard.NoOverlap(residual, nameof(residual), output, nameof(output));
-        Guard.NoOverlap(input, nameof(input), sum, nameof(sum));
-        Guard.NoOverlap(residual, nameof(residual), sum, nameof(sum));
-        Guard.NoOverlap<T>(output, nameof(output), sum, nameof(sum));
-        Guard.NoOverlap(weight, nameof(weight), output, nameof(output));
-        Guard.NoOverlap(bias, nameof(bias), output, nameof(output));
-        Guard.NoOverlap<double>(mean, nameof(mean), rstd, nameof(rstd));
-
+        var (rows, cols) = CheckRowForward(input, residual, inputShape, normalizedShape, output, sum, weight, bias, eps, mean, rstd, fused);
         double[]? scratch = null;
         if ((centered && mean.IsEmpty) || rstd.IsEmpty)
         {
@@ -149,28 +128,101 @@ public static partial class Functional
         finally { if (scratch != null) ArrayPool<double>.Shared.Return(scratch); }
     }
 
+    /// <summary>
+    /// LayerNorm (centered) or RMSNorm forward on Half or BFloat16 activations with float
+    /// parameters, straight from the 16-bit rows (see <see cref="RowKernel.ForwardLow{TLow}"/>).
+    /// </summary>
+    internal static void RowNormForwardLow<TLow>(ReadOnlySpan<TLow> input, ReadOnlySpan<int> inputShape, ReadOnlySpan<int> normalizedShape, Span<TLow> output,
+        ReadOnlySpan<float> weight, ReadOnlySpan<float> bias, double eps, bool centered, Span<double> mean, Span<double> rstd)
+        where TLow : unmanaged
+    {
+        LowPrecision.Of<TLow>();
+        var (rows, cols) = CheckRowForward(input, default, inputShape, normalizedShape, output, default, weight, bias, eps, mean, rstd, fused: false);
+        double[]? scratch = null;
+        if ((centered && mean.IsEmpty) || rstd.IsEmpty)
+        {
+            scratch = ArrayPool<double>.Shared.Rent(2 * rows);
+            if (centered && mean.IsEmpty) mean = scratch.AsSpan(0, rows);
+            if (rstd.IsEmpty) rstd = scratch.AsSpan(rows, rows);
+        }
+        try { RowKernel.ForwardLow(input, weight, bias, new RowLayout(rows, cols), eps, centered, output, centered ? mean : default, rstd); }
+        finally { if (scratch != null) ArrayPool<double>.Shared.Return(scratch); }
+    }
+
+    /// <summary>LayerNorm (centered) or RMSNorm backward on Half or BFloat16 rows with float parameters and parameter gradients.</summary>
+    internal static void RowNormBackwardLow<TLow>(ReadOnlySpan<TLow> gradOutput, ReadOnlySpan<TLow> input, ReadOnlySpan<int> inputShape,
+        ReadOnlySpan<int> normalizedShape, ReadOnlySpan<double> mean, ReadOnlySpan<double> rstd, ReadOnlySpan<float> weight,
+        Span<TLow> gradInput, Span<float> gradWeight, Span<float> gradBias, bool centered)
+        where TLow : unmanaged
+    {
+        LowPrecision.Of<TLow>();
+        var (rows, cols) = CheckRowBackward(gradOutput, default, input, inputShape, normalizedShape, mean, rstd, weight, gradInput, gradWeight, gradBias, centered);
+        RowKernel.BackwardLow(gradOutput, input, mean, rstd, weight, new RowLayout(rows, cols), centered, gradInput, gradWeight, gradBias);
+    }
+
+    // The checks of a row-norm forward, for activations TX and parameters TP (the same type, or
+    // Half/BFloat16 activations with float parameters). Returns the rows and columns.
+    private static (int Rows, int Cols) CheckRowForward<TX, TP>(ReadOnlySpan<TX> input, ReadOnlySpan<TX> residual, ReadOnlySpan<int> inputShape,
+        ReadOnlySpan<int> normalizedShape, Span<TX> output, Span<TX> sum, ReadOnlySpan<TP> weight, ReadOnlySpan<TP> bias, double eps,
+        Span<double> mean, Span<double> rstd, bool fused) where TX : unmanaged where TP : unmanaged
+    {
+        var (rows, cols) = RowsOf(inputShape, normalizedShape);
+        long total = (long)rows * cols;
+        Guard.Length(input, total, nameof(input), nameof(inputShape), inputShape);
+        Guard.Length<TX>(output, total, nameof(output), nameof(inputShape), inputShape);
+        if (fused)
+        {
+            Guard.Length(residual, total, nameof(residual), nameof(inputShape), inputShape);
+            Guard.Length<TX>(sum, total, nameof(sum), nameof(inputShape), inputShape);
+        }
+        Guard.OptionalLength(weight, cols, nameof(weight), nameof(normalizedShape), normalizedShape);
+        Guard.OptionalLength(bias, cols, nameof(bias), nameof(normalizedShape), normalizedShape);
+        Guard.OptionalLength<double>(mean, rows, nameof(mean), "one value per normalized row");
+        Guard.OptionalLength<double>(rstd, rows, nameof(rstd), "one value per normalized row");
+        Guard.Eps(eps);
+        Guard.NoOverlap(input, nameof(input), output, nameof(output));
+        Guard.NoOverlap(residual, nameof(residual), output, nameof(output));
+        Guard.NoOverlap(input, nameof(input), sum, nameof(sum));
+        Guard.NoOverlap(residual, nameof(residual), sum, nameof(sum));
+        Guard.NoOverlap<TX>(output, nameof(output), sum, nameof(sum));
+        // As bytes: a float weight must not share memory with a Half output either.
+        Guard.NoOverlap(MemoryMarshal.AsBytes(weight), nameof(weight), MemoryMarshal.AsBytes((ReadOnlySpan<TX>)output), nameof(output));
+        Guard.NoOverlap(MemoryMarshal.AsBytes(bias), nameof(bias), MemoryMarshal.AsBytes((ReadOnlySpan<TX>)output), nameof(output));
+        Guard.NoOverlap<double>(mean, nameof(mean), rstd, nameof(rstd));
+        return (rows, cols);
+    }
+
     private static void RowNormBackward<T>(ReadOnlySpan<T> gradOutput, ReadOnlySpan<T> gradSum, ReadOnlySpan<T> input, ReadOnlySpan<int> inputShape,
         ReadOnlySpan<int> normalizedShape, ReadOnlySpan<double> mean, ReadOnlySpan<double> rstd, ReadOnlySpan<T> weight,
         Span<T> gradInput, Span<T> gradWeight, Span<T> gradBias, bool centered)
         where T : unmanaged, IFloatingPointIeee754<T>
     {
         Num.EnsureSupported<T>();
+        var (rows, cols) = CheckRowBackward(gradOutput, gradSum, input, inputShape, normalizedShape, mean, rstd, weight, gradInput, gradWeight, gradBias, centered);
+        RowKernel.Backward(gradOutput, input, mean, rstd, weight, new RowLayout(rows, cols), centered, gradSum, gradInput, gradWeight, gradBias);
+    }
+
+    // The checks of a row-norm backward, for activations TX and parameters TP. Returns the rows and columns.
+    private static (int Rows, int Cols) CheckRowBackward<TX, TP>(ReadOnlySpan<TX> gradOutput, ReadOnlySpan<TX> gradSum, ReadOnlySpan<TX> input,
+        ReadOnlySpan<int> inputShape, ReadOnlySpan<int> normalizedShape, ReadOnlySpan<double> mean, ReadOnlySpan<double> rstd, ReadOnlySpan<TP> weight,
+        Span<TX> gradInput, Span<TP> gradWeight, Span<TP> gradBias, bool centered) where TX : unmanaged where TP : unmanaged
+    {
         var (rows, cols) = RowsOf(inputShape, normalizedShape);
         long total = (long)rows * cols;
         Guard.Length(input, total, nameof(input), nameof(inputShape), inputShape);
         Guard.Length(gradOutput, total, nameof(gradOutput), nameof(inputShape), inputShape);
         Guard.OptionalLength(gradSum, total, nameof(gradSum), nameof(inputShape), inputShape);
-        Guard.Length<T>(gradInput, total, nameof(gradInput), nameof(inputShape), inputShape);
+        Guard.Length<TX>(gradInput, total, nameof(gradInput), nameof(inputShape), inputShape);
         if (centered) Guard.Length(mean, rows, nameof(mean), "one value per normalized row");
         Guard.Length(rstd, rows, nameof(rstd), "one value per normalized row");
         Guard.OptionalLength(weight, cols, nameof(weight), nameof(normalizedShape), normalizedShape);
-        Guard.OptionalLength<T>(gradWeight, cols, nameof(gradWeight), nameof(normalizedShape), normalizedShape);
-        Guard.OptionalLength<T>(gradBias, cols, nameof(gradBias), nameof(normalizedShape), normalizedShape);
+        Guard.OptionalLength<TP>(gradWeight, cols, nameof(gradWeight), nameof(normalizedShape), normalizedShape);
+        Guard.OptionalLength<TP>(gradBias, cols, nameof(gradBias), nameof(normalizedShape), normalizedShape);
         Guard.NoOverlap(gradOutput, nameof(gradOutput), gradInput, nameof(gradInput));
         Guard.NoOverlap(gradSum, nameof(gradSum), gradInput, nameof(gradInput));
         Guard.NoOverlap(input, nameof(input), gradInput, nameof(gradInput));
-        Guard.NoOverlap<T>(gradWeight, nameof(gradWeight), gradBias, nameof(gradBias));
-        RowKernel.Backward(gradOutput, input, mean, rstd, weight, new RowLayout(rows, cols), centered, gradSum, gradInput, gradWeight, gradBias);
+        Guard.NoOverlap<TP>(gradWeight, nameof(gradWeight), gradBias, nameof(gradBias));
+        return (rows, cols);
     }
 
     /// <summary>Rows and columns of an input whose trailing dims are <paramref name="normalizedShape"/>.</summary>

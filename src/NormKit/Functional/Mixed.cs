@@ -6,61 +6,38 @@ namespace NormKit;
 /// <summary>
 /// Mixed precision: inputs, outputs and input gradients in <see cref="Half"/> or
 /// <see cref="BFloat16"/>, with float32 parameters, running statistics and parameter
-/// gradients, and statistics accumulated in double (PyTorch's autocast convention). Each call
-/// widens its low-precision inputs to float, runs the float kernel and rounds the results
-/// once; activations whose squares exceed Half's range (above 256) do not overflow.
+/// gradients, and statistics accumulated in double (PyTorch's autocast convention). Results
+/// are those of the float kernel on the widened inputs, rounded once; activations whose
+/// squares exceed Half's range (above 256) do not overflow. LayerNorm and RMSNorm (forward and
+/// backward) and BatchNorm's eval forward read and write the 16-bit data directly (through a
+/// float scratch row or block per worker); BatchNorm's training forward and backward and
+/// GroupNorm still widen the whole input into a pooled float copy.
 /// </summary>
 public static class Mixed
 {
     /// <summary>LayerNorm; see <see cref="Functional.LayerNorm{T}(ReadOnlySpan{T}, ReadOnlySpan{int}, ReadOnlySpan{int}, Span{T}, ReadOnlySpan{T}, ReadOnlySpan{T}, double, Span{double}, Span{double})"/>.</summary>
     public static void LayerNorm<TLow>(ReadOnlySpan<TLow> input, ReadOnlySpan<int> inputShape, ReadOnlySpan<int> normalizedShape, Span<TLow> output,
         ReadOnlySpan<float> weight = default, ReadOnlySpan<float> bias = default, double eps = 1e-5, Span<double> mean = default, Span<double> rstd = default)
-        where TLow : unmanaged
-    {
-        Guard.NoOverlap<TLow>(input, nameof(input), output, nameof(output));
-        using var x = Wide.From(input);
-        using var y = Wide.Rent(output.Length);
-        Functional.LayerNorm<float>(x.Span, inputShape, normalizedShape, y.Span, weight, bias, eps, mean, rstd);
-        Wide.To(y.Span, output);
-    }
+        where TLow : unmanaged =>
+        Functional.RowNormForwardLow(input, inputShape, normalizedShape, output, weight, bias, eps, centered: true, mean, rstd);
 
     /// <summary>LayerNorm backward: gradInput in TLow; gradWeight and gradBias (float) accumulate.</summary>
     public static void LayerNormBackward<TLow>(ReadOnlySpan<TLow> gradOutput, ReadOnlySpan<TLow> input, ReadOnlySpan<int> inputShape, ReadOnlySpan<int> normalizedShape,
         ReadOnlySpan<double> mean, ReadOnlySpan<double> rstd, ReadOnlySpan<float> weight, Span<TLow> gradInput, Span<float> gradWeight = default, Span<float> gradBias = default)
-        where TLow : unmanaged
-    {
-        Guard.NoOverlap<TLow>(gradOutput, nameof(gradOutput), gradInput, nameof(gradInput));
-        using var dy = Wide.From(gradOutput);
-        using var x = Wide.From(input);
-        using var dx = Wide.Rent(gradInput.Length);
-        Functional.LayerNormBackward<float>(dy.Span, x.Span, inputShape, normalizedShape, mean, rstd, weight, dx.Span, gradWeight, gradBias);
-        Wide.To(dx.Span, gradInput);
-    }
+        where TLow : unmanaged =>
+        Functional.RowNormBackwardLow(gradOutput, input, inputShape, normalizedShape, mean, rstd, weight, gradInput, gradWeight, gradBias, centered: true);
 
     /// <summary>RMSNorm; eps null means float32's machine epsilon (the statistics' precision).</summary>
     public static void RmsNorm<TLow>(ReadOnlySpan<TLow> input, ReadOnlySpan<int> inputShape, ReadOnlySpan<int> normalizedShape, Span<TLow> output,
         ReadOnlySpan<float> weight = default, double? eps = null, Span<double> rstd = default)
-        where TLow : unmanaged
-    {
-        Guard.NoOverlap<TLow>(input, nameof(input), output, nameof(output));
-        using var x = Wide.From(input);
-        using var y = Wide.Rent(output.Length);
-        Functional.RmsNorm<float>(x.Span, inputShape, normalizedShape, y.Span, weight, eps, rstd);
-        Wide.To(y.Span, output);
-    }
+        where TLow : unmanaged =>
+        Functional.RowNormForwardLow(input, inputShape, normalizedShape, output, weight, default, eps ?? Functional.MachineEpsilon<float>(), centered: false, default, rstd);
 
     /// <summary>RMSNorm backward: gradInput in TLow; gradWeight (float) accumulates.</summary>
     public static void RmsNormBackward<TLow>(ReadOnlySpan<TLow> gradOutput, ReadOnlySpan<TLow> input, ReadOnlySpan<int> inputShape, ReadOnlySpan<int> normalizedShape,
         ReadOnlySpan<double> rstd, ReadOnlySpan<float> weight, Span<TLow> gradInput, Span<float> gradWeight = default)
-        where TLow : unmanaged
-    {
-        Guard.NoOverlap<TLow>(gradOutput, nameof(gradOutput), gradInput, nameof(gradInput));
-        using var dy = Wide.From(gradOutput);
-        using var x = Wide.From(input);
-        using var dx = Wide.Rent(gradInput.Length);
-        Functional.RmsNormBackward<float>(dy.Span, x.Span, inputShape, normalizedShape, rstd, weight, dx.Span, gradWeight);
-        Wide.To(dx.Span, gradInput);
-    }
+        where TLow : unmanaged =>
+        Functional.RowNormBackwardLow(gradOutput, input, inputShape, normalizedShape, default, rstd, weight, gradInput, gradWeight, default, centered: false);
 
     /// <summary>BatchNorm with float running statistics and parameters; see <see cref="Functional"/>'s BatchNorm.</summary>
     public static RunningStatsUpdate BatchNorm<TLow>(ReadOnlySpan<TLow> input, ReadOnlySpan<int> inputShape, Span<TLow> output,
@@ -68,6 +45,12 @@ public static class Mixed
         double momentum = 0.1, double eps = 1e-5, bool channelsLast = false, Span<double> saveMean = default, Span<double> saveRstd = default)
         where TLow : unmanaged
     {
+        if (!training && !runningMean.IsEmpty)
+        {
+            // Eval: the running statistics make it one element-wise pass, read and written in 16 bits.
+            Functional.BatchNormEvalLow(input, inputShape, output, runningMean, runningVar, weight, bias, momentum, eps, channelsLast, saveMean, saveRstd);
+            return RunningStatsUpdate.None;
+        }
         Guard.NoOverlap<TLow>(input, nameof(input), output, nameof(output));
         using var x = Wide.From(input);
         using var y = Wide.Rent(output.Length);

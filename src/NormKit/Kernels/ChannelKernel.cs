@@ -141,6 +141,10 @@ internal static unsafe class ChannelKernel
     {
         public T* X, Dy, Out;
         public T* Hi, Lo, A, B, P, Q, R, U;
+        public ushort* LowX, LowOut;   // with Low set (T float, NormalizeOp only, no mask): the 16-bit x and y, instead of X and Out
+        public LowType Low;
+        public float* Scratch;         // with Low set: one block (LowBlockOf) per worker slot
+        public int ScratchSlots;
         public bool* Mask;
         public bool PerPlane;
         public ChannelLayout L { get; set; }
@@ -720,6 +724,40 @@ internal static unsafe class ChannelKernel
     }
 
     /// <summary>
+    /// <see cref="Normalize{T}"/> (no mask) on Half or BFloat16 x and y with float coefficients:
+    /// each unit (a plane, or a channels-last row) goes through the worker's float scratch slot in
+    /// blocks (<see cref="LowPrecision"/>), the float pass runs on it unchanged and y is written
+    /// back rounded once: 2 bytes per element in and out, bitwise the float pass on the widened
+    /// x, rounded.
+    /// </summary>
+    public static void NormalizeLow(LowIO io, ChannelLayout l, ReadOnlySpan<float> hi, ReadOnlySpan<float> lo, ReadOnlySpan<float> a, ReadOnlySpan<float> b)
+    {
+        if (l.Count == 0) return;
+        var path = Simd.Dispatch();
+        ElementwiseChunks(l, out int chunks);
+        float[] scratch = LowPrecision.RentScratch(LowBlockOf(l), chunks, out int slots);
+        try
+        {
+            fixed (float* ph = hi, pl = lo, pa = a, pb = b, ps = scratch)
+            {
+                var job = new ElementwiseJob<float>
+                {
+                    LowX = io.X, LowOut = io.Y, Low = io.Type, Scratch = ps, ScratchSlots = slots, Hi = ph, Lo = pl, A = pa, B = pb, L = l, Path = path,
+                };
+                RunElementwise<float, Elementwise<float, NormalizeOp<float>>>(ref job);
+            }
+        }
+        finally { System.Buffers.ArrayPool<float>.Shared.Return(scratch); }
+    }
+
+    // Planes are cut into blocks of this many elements on the 16-bit path (the parameters are
+    // broadcast over a plane, so a block is a plane's span): the scratch stays in L1.
+    private const int LowBlock = 4096;
+
+    // The 16-bit path's block: a channels-last row whole, a plane in blocks of at most LowBlock.
+    private static int LowBlockOf(ChannelLayout l) => l.AsColumns ? l.C : Math.Min(l.S, LowBlock);
+
+    /// <summary>
     /// dx = dy * p + ((x - hi) - lo) * q + r: the input gradient whenever the statistics came from
     /// x itself. Reads x and dy once, writes dx once (overwritten).
     /// </summary>
@@ -797,11 +835,18 @@ internal static unsafe class ChannelKernel
 
     private static void RunElementwise<T, TBody>(ref ElementwiseJob<T> job) where T : unmanaged where TBody : IKernelBody<T, ElementwiseJob<T>>
     {
-        var l = job.L;
+        job.PerChunk = ElementwiseChunks(job.L, out int chunks);
+        Width.For<T, ElementwiseJob<T>, TBody>(chunks, ref job);
+    }
+
+    // Units (planes, or channels-last rows) per chunk of an element-wise pass, and the chunks.
+    private static int ElementwiseChunks(ChannelLayout l, out int chunks)
+    {
         int units = l.AsColumns ? l.Rows : l.Planes;
         int unitLength = l.AsColumns ? l.C : l.S;
-        job.PerChunk = Math.Max(1, ChunkElements / unitLength);
-        Width.For<T, ElementwiseJob<T>, TBody>((units + job.PerChunk - 1) / job.PerChunk, ref job);
+        int perChunk = Math.Max(1, ChunkElements / unitLength);
+        chunks = (units + perChunk - 1) / perChunk;
+        return perChunk;
     }
 
 
@@ -863,6 +908,11 @@ internal static unsafe class ChannelKernel
         {
             var l = j.L;
             int u0 = chunk * j.PerChunk, u1 = Math.Min(l.AsColumns ? l.Rows : l.Planes, u0 + j.PerChunk);
+            if (typeof(T) == typeof(float) && j.Low != LowType.None)
+            {
+                LowUnits<W, TV, TD>(ref j, u0, u1, simd);
+                return;
+            }
             for (int u = u0; u < u1; u++)
             {
                 nint at;
@@ -877,6 +927,30 @@ internal static unsafe class ChannelKernel
                     TOp.Apply<W, TV, TD, Broadcast<T, TV>, Plane<T, W, TV, TD>>(ref j, at, l.S, new(PlaneParam(j, u)), simd);
                 }
                 if (j.Mask != null) ZeroMasked(j, u, ref j.Out[at]);
+            }
+        }
+
+        // The 16-bit walk: the same TOp on a float scratch copy of each unit (a channels-last row
+        // whole, a plane in blocks), computed in place, then narrowed. No mask on this path.
+        private static void LowUnits<W, TV, TD>(ref ElementwiseJob<T> j, int u0, int u1, bool simd) where W : IWidth<T, TV, TD>
+        {
+            var l = j.L;
+            int unitLength = l.AsColumns ? l.C : l.S;
+            int block = LowBlockOf(l);
+            T* s = (T*)LowPrecision.Slot(j.Scratch, block, j.ScratchSlots);
+            var sj = j;
+            sj.X = s; sj.Out = s;
+            for (int u = u0; u < u1; u++)
+            {
+                nint at = (nint)u * unitLength;
+                for (int k = 0; k < unitLength; k += block)
+                {
+                    int n = Math.Min(block, unitLength - k);
+                    LowPrecision.Widen(j.Low, j.LowX + at + k, (float*)s, n, j.Path);
+                    if (l.AsColumns) TOp.Apply<W, TV, TD, PerColumn<T, W, TV, TD>, Columns<T, W, TV, TD>>(ref sj, 0, n, new(RowParams(j, u)), simd);
+                    else TOp.Apply<W, TV, TD, Broadcast<T, TV>, Plane<T, W, TV, TD>>(ref sj, 0, n, new(PlaneParam(j, u)), simd);
+                    LowPrecision.Narrow(j.Low, (float*)s, j.LowOut + at + k, n, j.Path);
+                }
             }
         }
     }

@@ -59,9 +59,44 @@ internal static unsafe class RowKernel
         }
     }
 
+    /// <summary>
+    /// <see cref="Forward{T}"/> on Half or BFloat16 rows with float parameters: each row is
+    /// widened into the worker's float scratch row (<see cref="LowPrecision.Slot"/>), the
+    /// float body's row math runs on it unchanged, and y is written back rounded once. The
+    /// results are bitwise those of the float kernel on the widened input, rounded to TLow;
+    /// memory sees 2 bytes per element in (x) and out (y).
+    /// </summary>
+    public static void ForwardLow<TLow>(ReadOnlySpan<TLow> x, ReadOnlySpan<float> weight, ReadOnlySpan<float> bias, RowLayout l,
+        double eps, bool centered, Span<TLow> y, Span<double> mean, Span<double> rstd) where TLow : unmanaged
+    {
+        LowType low = LowPrecision.Of<TLow>();
+        if (l.Rows == 0 || l.Cols == 0) return;
+        int rowsPerChunk = Math.Max(1, ChunkElements / l.Cols), chunks = (l.Rows + rowsPerChunk - 1) / rowsPerChunk;
+        float[] scratch = LowPrecision.RentScratch(l.Cols, chunks, out int slots);   // one row per worker
+        try
+        {
+            fixed (TLow* px = x, py = y)
+            fixed (float* pw = weight, pb = bias, ps = scratch)
+            fixed (double* pm = mean, pr = rstd)
+            {
+                var job = new ForwardJob<float>
+                {
+                    LowX = (ushort*)px, LowY = (ushort*)py, Low = low, Scratch = ps, ScratchSlots = slots, Weight = weight.IsEmpty ? null : pw, Bias = bias.IsEmpty ? null : pb,
+                    Mean = pm, Rstd = pr, L = l, Eps = eps, Centered = centered, RowsPerChunk = rowsPerChunk, Path = Simd.Dispatch(),
+                };
+                Width.For<float, ForwardJob<float>, ForwardBody<float>>(chunks, ref job);
+            }
+        }
+        finally { ArrayPool<float>.Shared.Return(scratch); }
+    }
+
     private struct ForwardJob<T> : IKernelJob where T : unmanaged
     {
         public T* X, Residual, Sum, Weight, Bias, Y;   // Residual and Sum: the fused residual add (else null); Weight, Bias: null when absent
+        public ushort* LowX, LowY;                     // with Low set (T is float): the 16-bit rows in and out, instead of X and Y
+        public LowType Low;
+        public float* Scratch;                         // with Low set: one row of Cols floats per worker slot
+        public int ScratchSlots;
         public double* Mean, Rstd;                     // per row; Mean null for RMSNorm
         public RowLayout L;
         public int RowsPerChunk;
@@ -71,30 +106,49 @@ internal static unsafe class RowKernel
     }
 
     // Per row: [s = x + residual], mean and var in two passes, then y = ((s - hi) - lo) * rstd * w + b.
+    // A 16-bit row is widened into the scratch first and y is computed there in place (each
+    // element is read before it is written), then narrowed: the row math below is the same
+    // code, on the same float values, for both.
     private readonly struct ForwardBody<T> : IKernelBody<T, ForwardJob<T>> where T : unmanaged, IFloatingPointIeee754<T>
     {
         public static void Run<W, TV, TD>(ref ForwardJob<T> j, int chunk, bool simd) where W : IWidth<T, TV, TD>
         {
             int n = j.L.Cols;
             int r0 = chunk * j.RowsPerChunk, r1 = Math.Min(j.L.Rows, r0 + j.RowsPerChunk);
+            T* scratch = typeof(T) == typeof(float) && j.Low != LowType.None ? (T*)LowPrecision.Slot(j.Scratch, n, j.ScratchSlots) : null;
             for (int r = r0; r < r1; r++)
             {
                 nint o = (nint)r * n;
+                if (scratch != null)
+                {
+                    LowPrecision.Widen(j.Low, j.LowX + o, (float*)scratch, n, j.Path);
+                    ForwardRow<T, W, TV, TD>(ref j, r, ref *scratch, ref *scratch, simd);
+                    LowPrecision.Narrow(j.Low, (float*)scratch, j.LowY + o, n, j.Path);
+                    continue;
+                }
                 ref T xr = ref j.X[o];
                 if (j.Residual != null)
                 {
                     AddRow<T, W, TV, TD>(ref xr, ref j.Residual[o], ref j.Sum[o], n, simd);
                     xr = ref j.Sum[o];
                 }
-                double mu = j.Centered ? Reductions.Sum<T, W, TV, TD>(ref xr, n, simd) / n : 0;
-                double var = Reductions.SumSquaredDeviations<T, W, TV, TD>(ref xr, n, mu, simd) / n;
-                double rstd = 1.0 / Math.Sqrt(var + j.Eps);
-                if (j.Mean != null) j.Mean[r] = mu;
-                j.Rstd[r] = rstd;
-                Num.Split(mu, out T hi, out T lo);
-                NormalizeRow<T, W, TV, TD>(ref xr, ref j.Y[o], j.Weight, j.Bias, n, hi, lo, Num.From<T>(rstd), simd);
+                ForwardRow<T, W, TV, TD>(ref j, r, ref xr, ref j.Y[o], simd);
             }
         }
+    }
+
+    // One row's statistics (saved in double) and element-wise pass: x and y may be the same row.
+    private static void ForwardRow<T, W, TV, TD>(ref ForwardJob<T> j, int r, ref T xr, ref T yr, bool simd)
+        where T : unmanaged, IFloatingPointIeee754<T> where W : IWidth<T, TV, TD>
+    {
+        int n = j.L.Cols;
+        double mu = j.Centered ? Reductions.Sum<T, W, TV, TD>(ref xr, n, simd) / n : 0;
+        double var = Reductions.SumSquaredDeviations<T, W, TV, TD>(ref xr, n, mu, simd) / n;
+        double rstd = 1.0 / Math.Sqrt(var + j.Eps);
+        if (j.Mean != null) j.Mean[r] = mu;
+        j.Rstd[r] = rstd;
+        Num.Split(mu, out T hi, out T lo);
+        NormalizeRow<T, W, TV, TD>(ref xr, ref yr, j.Weight, j.Bias, n, hi, lo, Num.From<T>(rstd), simd);
     }
 
     // s = x + r, element-wise (the scalar loop is the specification and the SIMD tail).
@@ -174,7 +228,13 @@ internal static unsafe class RowKernel
     /// partials are added in block order, so the result does not depend on the thread count.
     /// </remarks>
     public static void Backward<T>(ReadOnlySpan<T> dy, ReadOnlySpan<T> x, ReadOnlySpan<double> mean, ReadOnlySpan<double> rstd, ReadOnlySpan<T> weight,
-        RowLayout l, bool centered, ReadOnlySpan<T> gradSum, Span<T> dx, Span<T> dWeight, Span<T> dBias) where T : unmanaged, IFloatingPointIeee754<T>
+        RowLayout l, bool centered, ReadOnlySpan<T> gradSum, Span<T> dx, Span<T> dWeight, Span<T> dBias) where T : unmanaged, IFloatingPointIeee754<T> =>
+        BackwardCore(dy, x, mean, rstd, weight, l, centered, gradSum, dx, dWeight, dBias, LowType.None, null, null, null);
+
+    // Backward for T rows, or (low set, T float) for the 16-bit rows lowDy, lowX, lowDx.
+    private static void BackwardCore<T>(ReadOnlySpan<T> dy, ReadOnlySpan<T> x, ReadOnlySpan<double> mean, ReadOnlySpan<double> rstd, ReadOnlySpan<T> weight,
+        RowLayout l, bool centered, ReadOnlySpan<T> gradSum, Span<T> dx, Span<T> dWeight, Span<T> dBias, LowType low, ushort* lowDy, ushort* lowX, ushort* lowDx)
+        where T : unmanaged, IFloatingPointIeee754<T>
     {
         int rows = l.Rows, cols = l.Cols;
         if (rows == 0 || cols == 0) return;
@@ -183,19 +243,24 @@ internal static unsafe class RowKernel
         int blocks = (rows + rowsPerBlock - 1) / rowsPerBlock;
         double[]? partials = null;
         T[]? groups = null;   // rented here, on the calling thread: helpers never rent from the pool
+        float[]? scratch = null;
+        int slots = 0;
         if (wantGrads)
         {
             partials = ArrayPool<double>.Shared.Rent(blocks * cols * 2);   // each block writes all of its own
             groups = ArrayPool<T>.Shared.Rent(blocks * cols * 2);
         }
+        if (low != LowType.None) scratch = LowPrecision.RentScratch(2 * cols, blocks, out slots);   // dy's and x's rows per worker
         try
         {
             fixed (T* pdy = dy, px = x, pw = weight, pdx = dx, pa = gradSum, pg = groups)
             fixed (double* pp = partials, pm = mean, pr = rstd)
+            fixed (float* ps = scratch)
             {
                 var job = new BackwardJob<T>
                 {
                     Dy = pdy, X = px, Mean = pm, Rstd = pr, Weight = weight.IsEmpty ? null : pw, Dx = pdx, GradSum = gradSum.IsEmpty ? null : pa,
+                    LowDy = lowDy, LowX = lowX, LowDx = lowDx, Low = low, Scratch = ps, ScratchSlots = slots,
                     Partials = wantGrads ? pp : null, Groups = wantGrads ? pg : null, Centered = centered, L = l, RowsPerBlock = rowsPerBlock,
                     Path = Simd.Dispatch(),
                 };
@@ -221,12 +286,33 @@ internal static unsafe class RowKernel
         {
             if (partials != null) ArrayPool<double>.Shared.Return(partials);
             if (groups != null) ArrayPool<T>.Shared.Return(groups);
+            if (scratch != null) ArrayPool<float>.Shared.Return(scratch);
         }
+    }
+
+    /// <summary>
+    /// <see cref="Backward{T}"/> on Half or BFloat16 rows with float parameters and float
+    /// dWeight/dBias: per row, dy and x are widened into the worker's scratch rows, the float row math
+    /// runs on them unchanged (dx is computed in place over dy's scratch row) and dx is written back
+    /// rounded once. The blocks, the float group sums, the double partials and their merge are the
+    /// float kernel's, so dx, dWeight and dBias are bitwise those of the float kernel on the widened
+    /// inputs (dx then rounded to TLow), for any thread count.
+    /// </summary>
+    public static void BackwardLow<TLow>(ReadOnlySpan<TLow> dy, ReadOnlySpan<TLow> x, ReadOnlySpan<double> mean, ReadOnlySpan<double> rstd,
+        ReadOnlySpan<float> weight, RowLayout l, bool centered, Span<TLow> dx, Span<float> dWeight, Span<float> dBias) where TLow : unmanaged
+    {
+        LowType low = LowPrecision.Of<TLow>();
+        fixed (TLow* pdy = dy, px = x, pdx = dx)
+            BackwardCore(default, default, mean, rstd, weight, l, centered, default, default, dWeight, dBias, low, (ushort*)pdy, (ushort*)px, (ushort*)pdx);
     }
 
     private struct BackwardJob<T> : IKernelJob where T : unmanaged
     {
         public T* Dy, X, Weight, Dx, GradSum;   // GradSum: gradient reaching s from elsewhere (fused residual), else null
+        public ushort* LowDy, LowX, LowDx;      // with Low set (T is float): the 16-bit rows, instead of Dy, X and Dx
+        public LowType Low;
+        public float* Scratch;                  // with Low set: two rows (dy's, x's) of Cols floats per worker slot
+        public int ScratchSlots;
         public double* Mean, Rstd;              // Mean null for RMSNorm
         public double* Partials;                // per block: dWeight[cols] then dBias[cols]; null when not wanted
         public T* Groups;                       // per block: the T-precision dWeight and dBias sums of up to GradGroupRows rows
@@ -252,12 +338,25 @@ internal static unsafe class RowKernel
             double* pw = j.Partials == null ? null : j.Partials + (nint)block * 2 * n;
             T* gw = j.Groups == null ? null : j.Groups + (nint)block * 2 * n;
             T* gb = gw == null ? null : gw + n;
+            // A 16-bit row: dy and x widened into the scratch (dy's row, then x's), dx computed
+            // in place over dy's (each element is read before it is written), then narrowed.
+            T* scratch = typeof(T) == typeof(float) && j.Low != LowType.None ? (T*)LowPrecision.Slot(j.Scratch, 2 * n, j.ScratchSlots) : null;
             for (int r = r0; r < r1; r++)
             {
                 // The first row of a group writes the group's sums, the first group the block's
                 // partials: nothing is cleared beforehand.
                 int inBlock = r - r0;
-                BackwardRow<T, W, TV, TD>(ref j, r, gw, gb, inBlock % GradGroupRows == 0, simd);
+                nint o = (nint)r * n;
+                bool first = inBlock % GradGroupRows == 0;
+                if (scratch != null)
+                {
+                    LowPrecision.Widen(j.Low, j.LowDy + o, (float*)scratch, n, j.Path);
+                    LowPrecision.Widen(j.Low, j.LowX + o, (float*)scratch + n, n, j.Path);
+                    BackwardRow<T, W, TV, TD>(ref j, r, scratch, scratch + n, scratch, null, gw, gb, first, simd);
+                    LowPrecision.Narrow(j.Low, (float*)scratch, j.LowDx + o, n, j.Path);
+                }
+                else
+                    BackwardRow<T, W, TV, TD>(ref j, r, j.Dy + o, j.X + o, j.Dx + o, j.GradSum == null ? null : j.GradSum + o, gw, gb, first, simd);
                 if (gw != null && (inBlock % GradGroupRows == GradGroupRows - 1 || r == r1 - 1))
                     FlushGroup<T, W, TV, TD>(gw, pw, 2 * n, inBlock < GradGroupRows, simd);   // dWeight and dBias: gb = gw + n, pb = pw + n
             }
@@ -347,27 +446,26 @@ internal static unsafe class RowKernel
         return Math.Max(1, Math.Min(rows, l.Rows));
     }
 
-    private static void BackwardRow<T, W, TV, TD>(ref BackwardJob<T> j, int r, T* gw, T* gb, bool firstOfGroup, bool simd)
+    // Row r of dy, x and dx (and add, the fused residual's gradSum, or null): dx may be dy's row.
+    private static void BackwardRow<T, W, TV, TD>(ref BackwardJob<T> j, int r, T* dy, T* x, T* dx, T* add, T* gw, T* gb, bool firstOfGroup, bool simd)
         where T : unmanaged, IFloatingPointIeee754<T> where W : IWidth<T, TV, TD>
     {
         int n = j.L.Cols;
-        nint o = (nint)r * n;
         Num.Split(j.Centered ? j.Mean[r] : 0, out T hi, out T lo);
         T rs = Num.From<T>(j.Rstd[r]);
         var (s1, s2) = simd
-            ? RowSums<T, W, TV, TD>(ref j.Dy[o], ref j.X[o], j.Weight, n, hi, lo, rs)
-            : RowSumsTail(ref j.Dy[o], ref j.X[o], j.Weight, 0, n, hi, lo, rs, 0, 0);
+            ? RowSums<T, W, TV, TD>(ref *dy, ref *x, j.Weight, n, hi, lo, rs)
+            : RowSumsTail(ref *dy, ref *x, j.Weight, 0, n, hi, lo, rs, 0, 0);
         T c1 = j.Centered ? Num.From<T>(s1 / n) : T.Zero, c2 = Num.From<T>(s2 / n);
-        T* add = j.GradSum == null ? null : j.GradSum + o;
-        int i = simd ? RowGrad<T, W, TV, TD>(ref j.Dy[o], ref j.X[o], j.Weight, ref j.Dx[o], add, gw, gb, firstOfGroup, n, hi, lo, rs, c1, c2) : 0;
-        // Scalar specification (and the SIMD tail).
+        int i = simd ? RowGrad<T, W, TV, TD>(ref *dy, ref *x, j.Weight, ref *dx, add, gw, gb, firstOfGroup, n, hi, lo, rs, c1, c2) : 0;
+        // Scalar specification (and the SIMD tail). d is read before dx[i] is written.
         for (; i < n; i++)
         {
-            T d = j.Dy[o + i];
-            T xh = (j.X[o + i] - hi - lo) * rs;
+            T d = dy[i];
+            T xh = (x[i] - hi - lo) * rs;
             T g = j.Weight != null ? d * j.Weight[i] : d;
             T d_x = (g - c1 - xh * c2) * rs;
-            j.Dx[o + i] = add != null ? d_x + add[i] : d_x;
+            dx[i] = add != null ? d_x + add[i] : d_x;
             if (gw != null)
             {
                 gw[i] = firstOfGroup ? d * xh : gw[i] + d * xh;

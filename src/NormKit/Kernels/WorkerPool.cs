@@ -71,6 +71,31 @@ internal static unsafe class WorkerPool
 
     private static long s_helperAllocated;
 
+    // 1 + the index of the helper running on this thread; 0 on every other thread (callers).
+    [ThreadStatic] private static int t_worker;
+
+    /// <summary>
+    /// Which per-worker scratch slot the current thread takes in a job: 0 for the calling thread
+    /// (and any thread that is not a helper), k for the k-th helper. Threads that run chunks of
+    /// one job at the same time have different slots.
+    /// </summary>
+    internal static int CurrentWorker => t_worker;
+
+    /// <summary>
+    /// Scratch slots a job of <paramref name="chunks"/> chunks needs: one when it will run on the
+    /// calling thread alone, else one for the caller and one per helper. Starts the helpers the
+    /// current degree of parallelism needs first, so that every helper that can take a chunk
+    /// has a slot (one started later by another thread's larger degree does not: see
+    /// LowPrecision.Slot).
+    /// </summary>
+    internal static int ScratchSlots(int chunks)
+    {
+        int degree = Math.Min(NormKitThreading.MaxDegreeOfParallelism, chunks);
+        if (degree <= 1) return 1;
+        EnsureWorkers(degree - 1);
+        return Volatile.Read(ref s_workers) + 1;
+    }
+
     /// <summary>Jobs that ran with helper threads, for tests that must prove threads were used.</summary>
     internal static long ParallelRuns => Volatile.Read(ref s_parallelRuns);
 
@@ -81,6 +106,11 @@ internal static unsafe class WorkerPool
     /// counter (it sees the test host's threads too) cannot.
     /// </summary>
     internal static long HelperAllocatedBytes => Volatile.Read(ref s_helperAllocated);
+
+    private static long s_helperChunks;
+
+    /// <summary>Chunks the helper threads have run, for tests that must prove a helper (not only the caller) ran some.</summary>
+    internal static long HelperChunks => Volatile.Read(ref s_helperChunks);
 
     public static void For(int count, void* state, delegate*<void*, int, void> body)
     {
@@ -150,6 +180,7 @@ internal static unsafe class WorkerPool
                     long now = GC.GetAllocatedBytesForCurrentThread();
                     if (now != counted) Interlocked.Add(ref s_helperAllocated, now - counted);
                     counted = now;
+                    Interlocked.Increment(ref s_helperChunks);
                 }
                 Interlocked.Increment(ref s_done);
             }
@@ -163,15 +194,17 @@ internal static unsafe class WorkerPool
         {
             while (s_workers < needed)
             {
-                var t = new Thread(WorkerLoop) { IsBackground = true, Name = $"NormKit worker {s_workers}" };
+                int slot = s_workers + 1;
+                var t = new Thread(() => WorkerLoop(slot)) { IsBackground = true, Name = $"NormKit worker {s_workers}" };
                 t.Start();
                 s_workers++;
             }
         }
     }
 
-    private static void WorkerLoop()
+    private static void WorkerLoop(int slot)
     {
+        t_worker = slot;
         while (true)
         {
             s_wake.Wait();

@@ -55,7 +55,7 @@ public static class Check
         Close(expected, a, tol, what);
     }
 
-    public static double ToDouble<T>(T v) => v switch { float f => f, double d => d, _ => throw new NotSupportedException() };
+    public static double ToDouble<T>(T v) => v switch { float f => f, double d => d, Half h => (double)h, BFloat16 b => (float)b, _ => throw new NotSupportedException() };
     public static T From<T>(double v) => typeof(T) == typeof(float) ? (T)(object)(float)v : (T)(object)v;
     public static T[] Arr<T>(double[] a) => Array.ConvertAll(a, From<T>);
 
