@@ -742,7 +742,7 @@ internal static unsafe class ChannelKernel
             {
                 var job = new ElementwiseJob<float>
                 {
-                    LowX = io.X, LowOut = io.Y, Low = io.Type, Scratch = ps, ScratchSlots = slots, Hi = ph, Lo = pl, A = pa, B = pb, L = l, Path = path,
+                    LowX = io.X, LowOut = io.Y, Low = io.Type, Scratch = ps, ScratchSlots = slots, Hi = ph, Lo = AllPositiveZero(lo) ? null : pl, A = pa, B = pb, L = l, Path = path,
                 };
                 RunElementwise<float, Elementwise<float, NormalizeOp<float>>>(ref job);
             }
