@@ -7,11 +7,17 @@ public sealed class NormKitOp
 {
     private readonly Action _run;
     private readonly float[] _result;
+    private readonly Action? _widen;   // 16-bit cases: copies the result into _result as float
 
     /// <param name="x">The input in memory order (channels last when the case is).</param>
     /// <param name="dy">The output gradient, for "fwd+bwd".</param>
     public NormKitOp(BenchCase c, float[] x, float[] dy)
     {
+        if (c.Element != "float")
+        {
+            (_run, _result, _widen) = c.Element == "Half" ? Low<Half>(c, x, dy, v => (Half)v, h => (float)h) : Low<BFloat16>(c, x, dy, v => (BFloat16)v, b => (float)b);
+            return;
+        }
         int[] shape = c.MemoryShape;
         var y = new float[c.Elements];
         var dx = new float[c.Elements];
@@ -39,8 +45,37 @@ public sealed class NormKitOp
             : () => layer.Forward(x, shape, y);
     }
 
+    // A 16-bit case: the Mixed layers (float parameters), or Mixed.BatchNorm in eval; the result is
+    // widened to float for the comparison.
+    private static (Action Run, float[] Result, Action Widen) Low<TLow>(BenchCase c, float[] x, float[] dy, Func<float, TLow> narrow, Func<TLow, float> widen)
+        where TLow : unmanaged
+    {
+        int[] shape = c.MemoryShape;
+        TLow[] lx = Array.ConvertAll(x, v => narrow(v)), ldy = Array.ConvertAll(dy, v => narrow(v));
+        var y = new TLow[x.Length];
+        var dx = new TLow[x.Length];
+        bool backward = c.Mode == "fwd+bwd";
+        var result = new float[x.Length];
+        void Widen() { var from = backward ? dx : y; for (int i = 0; i < result.Length; i++) result[i] = widen(from[i]); }
+        switch (c.Op)
+        {
+            case "LayerNorm":
+            case "RMSNorm":
+                MixedRowNorm<TLow> row = c.Op == "LayerNorm" ? new MixedLayerNorm<TLow>(shape[^1]) : new MixedRMSNorm<TLow>(shape[^1], eps: BenchCase.RmsEps);
+                return (backward
+                    ? () => { row.Forward(lx, shape, y); row.Backward(ldy, lx, shape, dx); }
+                    : () => row.Forward(lx, shape, y), result, Widen);
+            case "BatchNorm2d" when c.Mode == "eval":
+                int ch = c.Shape[1];
+                float[] mean = new float[ch], variance = Enumerable.Repeat(1f, ch).ToArray(), w = Enumerable.Repeat(1f, ch).ToArray(), b = new float[ch];
+                return (() => Mixed.BatchNorm<TLow>(lx, shape, y, mean, variance, w, b, training: false), result, Widen);
+            default:
+                throw new ArgumentException($"No 16-bit case for {c.Op} {c.Mode}");
+        }
+    }
+
     public void Run() => _run();
 
     /// <summary>y after a forward, dx after a forward and backward (memory order), from one more call.</summary>
-    public float[] Output() { Run(); return (float[])_result.Clone(); }
+    public float[] Output() { Run(); _widen?.Invoke(); return (float[])_result.Clone(); }
 }
