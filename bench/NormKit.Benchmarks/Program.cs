@@ -188,7 +188,7 @@ foreach (var row in results)
         if (c.Elements * 4 > (32L << 20) && speedup < 1.6) misses.Add($"{speedup:F2}x float (< 1.6)");
     }
     if (misses.Count > 0) missed++;
-    md.AppendLine($"| {c.Op} | {c.ShapeText} | {c.Layout} | {c.Mode} | {row.Threads} | {m.Median:F3} | {m.Spread} | {gbs:F1} | {roof} | {row.AllocatedPerCall:F0} | {string.Join(" | ", cells)} | {string.Join("; ", misses)} |");
+    md.AppendLine($"| {c.Op}{(c.Element == "float" ? "" : " " + c.Element)} | {c.ShapeText} | {c.Layout} | {c.Mode} | {row.Threads} | {m.Median:F3} | {m.Spread} | {gbs:F1} | {roof} | {row.AllocatedPerCall:F0} | {string.Join(" | ", cells)} | {string.Join("; ", misses)} |");
 }
 md.AppendLine();
 md.AppendLine($"{results.Count - missed} of {results.Count} rows meet every target that applies to them; " +
