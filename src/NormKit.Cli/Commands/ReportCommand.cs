@@ -9,15 +9,15 @@ internal static class ReportCommand
 {
     public static Command Create()
     {
-        var full = Common.Flag("--full", "every experiment in its full mode (about 36 minutes on 2 cores instead of about 3)");
+        var full = Common.Flag("--full", "every experiment in its full mode, every arm (about an hour on 2 cores instead of about 3 minutes)");
         var data = Common.Data();
         var text = Common.Text();
         var outDir = Common.Out("lab-report", "report.html, its charts and CSV files");
         var command = new Command("report", Common.Prose("""
             The lab's tour: the figure and every experiment (quick modes, about 3 minutes on 2 cores;
-            --full about 36 minutes: the sum of its parts' measured full modes, saturation 2 min 50 s,
-            batch size about 18 min with 3 seeds, vision 3 min 21 s, language 11 min 24 s; with 2 seeds of
-            batch size and language it took 26 min 22 s), then DIR/report.html: what ran on which data, each claim of the
+            --full about an hour: the sum of its parts' measured full modes, saturation 2 min 50 s,
+            batch size about 30 min with 3 seeds and BatchNorm's fixes, vision 3 min 21 s, language about
+            21 min with PowerNorm and Dynamic Tanh), then DIR/report.html: what ran on which data, each claim of the
             seed article split into parts with a verdict by the lab's rule, the full-mode results
             committed in docs/lab beside it (their charts in DIR/committed), and every chart captioned.
             """)) { full, data, text, outDir };
