@@ -13,13 +13,22 @@ public class AllocationTests
     internal static long Allocated(Action a)
     {
         for (int i = 0; i < 100; i++) a();
-        // The helpers' counter is read outside the calling thread's window: its first read
-        // initializes the worker pool, which allocates.
-        long helpers = NormKit.Kernels.WorkerPool.HelperAllocatedBytes;
-        long mine = GC.GetAllocatedBytesForCurrentThread();
-        for (int i = 0; i < 10; i++) a();
-        long mineAfter = GC.GetAllocatedBytesForCurrentThread();
-        return mineAfter - mine + (NormKit.Kernels.WorkerPool.HelperAllocatedBytes - helpers);
+        // Steady state: the fewest bytes of three windows of 10 calls. A helper thread that runs a
+        // kernel body for the first time inside a window (it woke too late to take a chunk during
+        // the warm-up) pays one-time costs there, such as its thread statics; an allocation per
+        // call shows in every window.
+        long fewest = long.MaxValue;
+        for (int window = 0; window < 3 && fewest > 0; window++)
+        {
+            // The helpers' counter is read outside the calling thread's window: its first read
+            // initializes the worker pool, which allocates.
+            long helpers = NormKit.Kernels.WorkerPool.HelperAllocatedBytes;
+            long mine = GC.GetAllocatedBytesForCurrentThread();
+            for (int i = 0; i < 10; i++) a();
+            long mineAfter = GC.GetAllocatedBytesForCurrentThread();
+            fewest = Math.Min(fewest, mineAfter - mine + (NormKit.Kernels.WorkerPool.HelperAllocatedBytes - helpers));
+        }
+        return fewest;
     }
 
     [Fact]

@@ -601,15 +601,6 @@ public class PowerNormThreadTests
         for (int i = 0; i < one.State.Length; i++) Check.BitEqual<double>(one.State[i], four.State[i], $"state {i}");
     }
 
-    private static long Allocated(Action a)
-    {
-        for (int i = 0; i < 100; i++) a();
-        long helpers = NormKit.Kernels.WorkerPool.HelperAllocatedBytes;
-        long mine = GC.GetAllocatedBytesForCurrentThread();
-        for (int i = 0; i < 10; i++) a();
-        return GC.GetAllocatedBytesForCurrentThread() - mine + (NormKit.Kernels.WorkerPool.HelperAllocatedBytes - helpers);
-    }
-
     [Theory]
     [InlineData(1)]
     [InlineData(2)]
@@ -625,15 +616,15 @@ public class PowerNormThreadTests
         var pnLast = new PowerNorm<float>(16, warmupIters: 50, channelsLast: true);
         Paths.WithThreads(threads, () =>
         {
-            Assert.Equal(0, Allocated(() => pn.Forward(x, nchw, y)));
-            Assert.Equal(0, Allocated(() => pn.Backward(dy, x, nchw, dx)));
-            Assert.Equal(0, Allocated(() => pnTokens.Forward(x.AsSpan(0, 384 * 64), tokens, y.AsSpan(0, 384 * 64))));
-            Assert.Equal(0, Allocated(() => pnTokens.Backward(dy.AsSpan(0, 384 * 64), x.AsSpan(0, 384 * 64), tokens, dx.AsSpan(0, 384 * 64))));
-            Assert.Equal(0, Allocated(() => pnLast.Forward(x, [8, 24, 16, 16], y)));
-            Assert.Equal(0, Allocated(() => pnLast.Backward(dy, x, [8, 24, 16, 16], dx)));
+            Assert.Equal(0, AllocationTests.Allocated(() => pn.Forward(x, nchw, y)));
+            Assert.Equal(0, AllocationTests.Allocated(() => pn.Backward(dy, x, nchw, dx)));
+            Assert.Equal(0, AllocationTests.Allocated(() => pnTokens.Forward(x.AsSpan(0, 384 * 64), tokens, y.AsSpan(0, 384 * 64))));
+            Assert.Equal(0, AllocationTests.Allocated(() => pnTokens.Backward(dy.AsSpan(0, 384 * 64), x.AsSpan(0, 384 * 64), tokens, dx.AsSpan(0, 384 * 64))));
+            Assert.Equal(0, AllocationTests.Allocated(() => pnLast.Forward(x, [8, 24, 16, 16], y)));
+            Assert.Equal(0, AllocationTests.Allocated(() => pnLast.Backward(dy, x, [8, 24, 16, 16], dx)));
             pn.Eval();
-            Assert.Equal(0, Allocated(() => pn.Forward(x, nchw, y)));
-            Assert.Equal(0, Allocated(() => pn.Backward(dy, x, nchw, dx)));
+            Assert.Equal(0, AllocationTests.Allocated(() => pn.Forward(x, nchw, y)));
+            Assert.Equal(0, AllocationTests.Allocated(() => pn.Backward(dy, x, nchw, dx)));
             pn.Train();
         });
     }
