@@ -283,12 +283,17 @@ public class GemmTests
                         Gemm.Multiply<double>(s.TA, s.TB, s.M, s.N, s.K, ad, s.TA ? s.M : s.K, bd, s.TB ? s.K : s.N, cd, s.N, true);
                     }
                 }
-                // Warm-up: grows the per-thread buffers of whichever threads take part.
+                // Warm-up: grows the per-thread buffers of whichever threads take part. A helper that
+                // first takes part later grows its buffers once, in one window; steady state is the
+                // fewest bytes of three windows (an allocation per call shows in every one).
                 for (int i = 0; i < 3; i++) All();
-                long helpers = s_helperBytes(), mine = GC.GetAllocatedBytesForCurrentThread();
-                for (int i = 0; i < 5; i++) All();
-                long allocated = GC.GetAllocatedBytesForCurrentThread() - mine;
-                allocated += s_helperBytes() - helpers;
+                long allocated = long.MaxValue;
+                for (int window = 0; window < 3 && allocated > 0; window++)
+                {
+                    long helpers = s_helperBytes(), mine = GC.GetAllocatedBytesForCurrentThread();
+                    for (int i = 0; i < 5; i++) All();
+                    allocated = Math.Min(allocated, GC.GetAllocatedBytesForCurrentThread() - mine + (s_helperBytes() - helpers));
+                }
                 Assert.True(allocated == 0, $"{allocated} bytes allocated at {threads} thread(s)");
             }
         }

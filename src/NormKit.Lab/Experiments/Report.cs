@@ -415,7 +415,8 @@ public static class Report
         if (notRun) return "<td class=\"v none\">not in this tour</td>";
         if (findings is null) return $"<td class=\"v none\">{(missing is null ? "—" : "no committed results")}</td>";
         var ofPart = findings.Where(f => f.Part == part).ToList();
-        return ofPart.Count == 0 ? "<td class=\"v none\">—</td>" : SummaryCell(Claims.Summary(ofPart));
+        // A part whose arms these results lack (the quick tour runs the classic arms only).
+        return ofPart.Count == 0 ? "<td class=\"v none\">its arms not run here</td>" : SummaryCell(Claims.Summary(ofPart));
     }
 
     private static string SummaryCell(string summary) => $"<td class=\"v {Class(summary)}\">{H(summary)}</td>";
@@ -450,8 +451,8 @@ public static class Report
                     sb.Append("<tr>");
                     if (i == 0) sb.Append($"<td rowspan=\"{cases.Count}\">{H(part)}</td>");
                     sb.Append($"<td>{H(cases[i])}</td>")
-                      .Append(run ? FindingCells(b.RunFindings?.FirstOrDefault(f => f.Part == part && f.Case == cases[i]), "—") : "")
-                      .Append(FindingCells(b.CommittedFindings?.FirstOrDefault(f => f.Part == part && f.Case == cases[i]), b.CommittedFindings is null ? "no committed results" : "—"))
+                      .Append(run ? FindingCells(b.RunFindings?.FirstOrDefault(f => f.Part == part && f.Case == cases[i]), "its arms not run here") : "")
+                      .Append(FindingCells(b.CommittedFindings?.FirstOrDefault(f => f.Part == part && f.Case == cases[i]), b.CommittedFindings is null ? "no committed results" : "its arms not run here"))
                       .Append("</tr>");
                 }
             }
