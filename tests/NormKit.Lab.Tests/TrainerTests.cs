@@ -123,9 +123,18 @@ public class TrainerTests
             {
                 NormKitThreading.MaxDegreeOfParallelism = 1;
                 trainer.Step(1); trainer.Step(2);   // first steps size the buffers and the optimizer's state
-                long before = GC.GetAllocatedBytesForCurrentThread();
-                trainer.Step(3); trainer.Step(4);
-                Assert.Equal(0, GC.GetAllocatedBytesForCurrentThread() - before);
+                // Steady state: the fewest bytes of three windows of two steps. A one-time cost inside a
+                // window (a pooled buffer rented again after a full garbage collection that other
+                // tests ran in parallel trimmed the pool) is not per step; an allocation per step
+                // shows in every window.
+                long fewest = long.MaxValue;
+                for (int window = 0, step = 3; window < 3 && fewest > 0; window++, step += 2)
+                {
+                    long before = GC.GetAllocatedBytesForCurrentThread();
+                    trainer.Step(step); trainer.Step(step + 1);
+                    fewest = Math.Min(fewest, GC.GetAllocatedBytesForCurrentThread() - before);
+                }
+                Assert.Equal(0, fewest);
             }
             finally { NormKitThreading.MaxDegreeOfParallelism = previous; }
         }
