@@ -73,7 +73,15 @@ public class PropertyTests
             var y = new double[x.Length]; var ys = new double[x.Length];
             Functional.BatchNorm<double>(x, shape, y, default, default, default, default, true, channelsLast: cl);
             Functional.BatchNorm<double>(x.Select(v => v + shift).ToArray(), shape, ys, default, default, default, default, true, channelsLast: cl);
-            Check.Close(y, ys, ShiftTolerance(0, shift, 2), "shifted");
+            // The bound scales with the channel's own sqrt(var + eps), not the generator's 2: with
+            // two values per channel the batch's spread can be far smaller (seen: 6e-4), and the
+            // rounding of x + shift moves x_hat by ulp(shift) over that.
+            for (int k = 0; k < c; k++)
+            {
+                int[] at = Enumerable.Range(0, x.Length).Where(i => (cl ? i % c : i / s % c) == k).ToArray();
+                double mean = at.Average(i => x[i]), variance = at.Average(i => (x[i] - mean) * (x[i] - mean));
+                Check.Close(at.Select(i => y[i]).ToArray(), at.Select(i => ys[i]).ToArray(), ShiftTolerance(0, shift, Math.Sqrt(variance + 1e-5)), $"shifted, channel {k}");
+            }
         }, iter: 100);
     }
 
