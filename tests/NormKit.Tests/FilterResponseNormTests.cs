@@ -406,15 +406,7 @@ public class FilterResponseNormTests
                 });
                 return (z, dx, frn.Tensors.Select(t => Guard.Span(t.Grad!).ToArray()).ToArray());
             }
-            var one = Run(1);
-            foreach (int threads in new[] { 2, 3 })
-            {
-                var many = Run(threads);
-                string at = $"{typeof(T).Name}, {threads} threads";
-                Check.BitEqual<T>(one.Item1, many.Item1, $"z, {at}");
-                Check.BitEqual<T>(one.Item2, many.Item2, $"dx, {at}");
-                for (int i = 0; i < one.Item3.Length; i++) Check.BitEqual<T>(one.Item3[i], many.Item3[i], $"grad {i}, {at}");
-            }
+            Paths.SameBitsOnAnyThreadCount<T>(Run, "z");
         }
     }
 

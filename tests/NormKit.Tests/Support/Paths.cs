@@ -29,6 +29,23 @@ public static class Paths
         finally { NormKitThreading.MaxDegreeOfParallelism = old; }
     }
 
+    /// <summary>
+    /// Checks that a layer's output, input gradient and parameter gradients are bitwise the same on
+    /// 2 and 3 threads as on 1; <paramref name="run"/> builds a fresh layer and runs it on that many threads.
+    /// </summary>
+    public static void SameBitsOnAnyThreadCount<T>(Func<int, (T[] Y, T[] Dx, T[][] Grads)> run, string output = "y") where T : unmanaged
+    {
+        var one = run(1);
+        foreach (int threads in new[] { 2, 3 })
+        {
+            var many = run(threads);
+            string at = $"{typeof(T).Name}, {threads} threads";
+            Check.BitEqual<T>(one.Y, many.Y, $"{output}, {at}");
+            Check.BitEqual<T>(one.Dx, many.Dx, $"dx, {at}");
+            for (int i = 0; i < one.Grads.Length; i++) Check.BitEqual<T>(one.Grads[i], many.Grads[i], $"grad {i}, {at}");
+        }
+    }
+
     /// <summary>Lengths 1..33, then around every vector width up to 257.</summary>
     public static readonly int[] Lengths =
         [.. Enumerable.Range(1, 33), 47, 48, 49, 63, 64, 65, 95, 96, 97, 127, 128, 129, 191, 192, 193, 255, 256, 257];
